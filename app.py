@@ -1,0 +1,22 @@
+"""The dashboard's frame: page settings, navigation, the sidebar (device and every job), then the chosen page.
+
+Run with `make run` (or `python -m streamlit run app.py`). Nothing heavy is imported here: torch loads on first use.
+"""
+
+import streamlit as st
+
+from dashboard import sidebar
+
+st.set_page_config(page_title="Generative models lab", page_icon=":material/blur_on:", layout="wide")
+
+pg = st.navigation({
+    "": [st.Page("app_pages/home.py", title="Home", icon=":material/home:", default=True)],
+    "Models": [
+        st.Page("app_pages/rbm.py", title="RBM", icon=":material/grid_on:"),
+        st.Page("app_pages/vae.py", title="VAE", icon=":material/compress:"),
+        st.Page("app_pages/gan.py", title="GAN", icon=":material/sports_kabaddi:"),
+    ],
+    "Runs": [st.Page("app_pages/runs.py", title="All runs", icon=":material/list:")],
+})
+sidebar.render()
+pg.run()

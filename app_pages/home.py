@@ -1,0 +1,65 @@
+"""The home page: the three models in a few lines each, links to them, and which datasets this server has."""
+
+import streamlit as st
+
+from dashboard import state
+
+st.title("Deep generative models you can watch learn")
+st.markdown(
+    "Each page trains one model on handwritten digits **in the background on this server**: start a run, then "
+    "watch its loss curves and samples update live, pause or stop it, and explore what it has learned. Runs "
+    "belong to the server, not to your browser tab: a reload, another page or another student's browser sees "
+    "the same jobs (left, in the sidebar)."
+)
+
+c1, c2, c3 = st.columns(3)
+with c1:
+    st.subheader("RBM")
+    st.markdown(
+        "An **energy-based model**: low energy $E(v,h)$ means a likely image $v$ with hidden features $h$. "
+        "Trained by **contrastive divergence**: push the energy of data down and of short Gibbs-chain samples up. "
+        "It samples by running the Gibbs chain $v \\to h \\to v$ for many steps."
+    )
+    st.page_link("app_pages/rbm.py", label="Train an RBM", icon=":material/arrow_forward:")
+with c2:
+    st.subheader("VAE")
+    st.markdown(
+        "An encoder maps an image to a code $z$, a decoder maps $z$ back. Training maximises the **ELBO**: "
+        "reconstruction minus the KL divergence of the codes from $\\mathcal{N}(0, I)$. It samples by decoding "
+        "$z \\sim \\mathcal{N}(0, I)$, and its latent space can be walked with sliders."
+    )
+    st.page_link("app_pages/vae.py", label="Train a VAE", icon=":material/arrow_forward:")
+with c3:
+    st.subheader("GAN")
+    st.markdown(
+        "A **game** between a generator $G$ (noise to image) and a discriminator $D$ (real or fake?). "
+        "$G$ wins when $D$ can only guess, $D \\to 1/2$. It samples with one pass of $G$ on fresh noise; "
+        "there is no likelihood, so watch the samples and $D$'s outputs."
+    )
+    st.page_link("app_pages/gan.py", label="Train a GAN", icon=":material/arrow_forward:")
+
+st.subheader("Data on this server")
+from genlib.data import DATASETS, OFFLINE_DATASET, dataset_available, default_data_root  # noqa: E402
+
+root = default_data_root().resolve()
+for name, spec in DATASETS.items():
+    ok = spec.offline or dataset_available(name)
+    mark = ":material/check_circle:" if ok else ":material/cancel:"
+    where = "bundled with scikit-learn" if spec.offline else (f"found under {root}" if ok else f"not found under {root}")
+    st.markdown(f"{mark} **{spec.title}**: {spec.description} ({where}).")
+if not dataset_available("mnist"):
+    if state.download_possible():
+        st.warning(
+            f"MNIST is not on this server yet (looked in {root}). The server can reach the download mirror: run "
+            "`python -m genlib train vae --dataset mnist --max-steps 1` once (or copy torchvision's MNIST/raw files "
+            f"there) and MNIST appears in the training forms. Until then the offline '{OFFLINE_DATASET}' dataset "
+            "is used."
+        )
+    else:
+        st.warning(
+            f"MNIST is not on this server (looked in {root}) and cannot be downloaded from here (no network). "
+            f"The pages train on the offline '{OFFLINE_DATASET}' dataset instead: scikit-learn's 1,797 handwritten "
+            "digits (8x8 pixels, scaled into MNIST's 28x28 frame). To use MNIST, copy torchvision's MNIST/raw "
+            "files into that folder, or start the app with GENLIB_DATA_ROOT pointing at a folder that has them."
+        )
+st.page_link("app_pages/runs.py", label="See and compare all runs", icon=":material/list:")

@@ -1,0 +1,112 @@
+"""The runs page: every run on disk in one table, their loss curves compared, and one run opened, downloaded,
+resumed or deleted."""
+
+import streamlit as st
+
+from dashboard import runs_view, state
+
+MODEL_TITLES = {"rbm": "RBM", "vae": "VAE", "gan": "GAN"}
+RESUMABLE = ("interrupted", "stopped", "failed", "diverged")
+
+st.title("All runs")
+st.caption("Every training run saved on this server, newest first, whoever started it. Open one on its model's "
+           "page, compare their curves, download a checkpoint, or delete what you no longer need.")
+
+flash = st.session_state.pop("runs-flash", None)
+if flash:
+    st.success(flash)
+
+statuses = state.job_statuses()
+if not statuses:
+    st.info("No runs yet: start one from the RBM, VAE or GAN page.")
+    st.stop()
+
+st.dataframe(runs_view.status_rows(statuses), hide_index=True, key="runs-table",
+             column_config={"of": st.column_config.NumberColumn("of", help="total steps planned"),
+                            "steps": st.column_config.NumberColumn("steps", help="steps trained so far")})
+by_id = {s.run_id: s for s in statuses}
+
+
+def label(run_id: str) -> str:
+    s = by_id[run_id]
+    return f"{run_id} · {s.state} · {s.dataset}"
+
+
+# ---- compare ----
+st.subheader("Compare runs")
+ids = list(by_id)
+chosen = st.multiselect("Runs to compare", ids, default=runs_view.default_comparison(statuses), format_func=label, key="compare-runs",
+                        help="Pick runs to draw on one chart; runs of different models share the metrics they "
+                             "have in common (every model reports 'loss').")
+picked = [by_id[i] for i in chosen]
+metrics, labels = runs_view.metric_choices(picked)
+if picked and metrics:
+    metric = st.selectbox("Metric", metrics, format_func=lambda m: labels.get(m, m), key="compare-metric",
+                          help="The quantity drawn against the training step for each chosen run.")
+    st.plotly_chart(runs_view.comparison(picked, metric, labels.get(metric, metric)), key="compare-chart",
+                    config={"displaylogo": False})
+    st.caption(f"{labels.get(metric, metric)} of each chosen run against its training step (averaged over each "
+               "logged window, at most 2,000 points per curve). Runs on different datasets are not directly "
+               "comparable.")
+else:
+    st.caption("Choose one or more runs to draw their curves.")
+
+# ---- manage one run ----
+st.subheader("Manage a run")
+wanted = st.query_params.get("run")
+target = st.selectbox("Run", ids, index=ids.index(wanted) if wanted in by_id else 0, format_func=label,
+                      key="manage-run", help="The run the buttons below act on.")
+s = by_id[target]
+try:
+    run = state.get_store().get(target)
+except (ValueError, FileNotFoundError):
+    st.warning(f"Run {target} no longer exists.")
+    st.stop()
+
+c1, c2, c3 = st.columns(3)
+with c1:
+    if st.button(f"Open on the {MODEL_TITLES.get(s.model, s.model)} page", key="open-run",
+                 icon=":material/open_in_new:", help="Show this run's curves, samples and explorer.",
+                 disabled=s.model not in MODEL_TITLES):
+        st.switch_page(f"app_pages/{s.model}.py", query_params={"run": target})
+with c2:
+    ckpt = run.checkpoint_path
+    st.download_button("Download checkpoint", data=lambda: ckpt.read_bytes(), file_name=f"{target}.safetensors",
+                       mime="application/octet-stream", key="download-ckpt", icon=":material/download:",
+                       disabled=not ckpt.exists(),
+                       help="The run's last checkpoint (safetensors: weights and configs, no code). Load it with "
+                            "`python -m genlib sample` or genlib.checkpoints.load_checkpoint."
+                       if ckpt.exists() else "This run has saved no checkpoint yet.")
+with c3:
+    if s.state in RESUMABLE:
+        if st.button("Resume", key="resume-run", icon=":material/play_arrow:",
+                     help="Continue training from the last checkpoint to the planned end."):
+            try:
+                state.get_manager().resume(target)
+            except (ValueError, FileNotFoundError) as e:
+                st.error(f"Could not resume: {e}")
+            else:
+                state.job_statuses.clear()
+                st.session_state["runs-flash"] = f"Run {target} resumed."
+                st.rerun()
+
+with st.container(border=True):
+    if s.live:
+        st.caption(f"Run {target} is {s.state}: stop it on its page before deleting it.")
+    else:
+        sure = st.checkbox(f"Yes, delete run {target} and all its files (checkpoints, samples, metrics)",
+                           key=f"confirm-delete-{target}")
+        if st.button("Delete run", key="delete-run", type="primary", disabled=not sure, icon=":material/delete:",
+                     help="Removes the run folder from the server for everyone. There is no undo."):
+            try:
+                if state.get_manager().status(target).live:
+                    raise ValueError(f"run {target} is training again; stop it first")
+                state.get_manager().delete(target)
+            except (ValueError, FileNotFoundError, OSError) as e:
+                st.error(f"Not deleted: {e}")
+            else:
+                state.forget_run(target)
+                if st.query_params.get("run") == target:
+                    state.select_run(None)
+                st.session_state["runs-flash"] = f"Run {target} deleted."
+                st.rerun()

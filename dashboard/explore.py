@@ -1,0 +1,213 @@
+"""The "Exploring the latent space" panel: picks a run's freshest weights and hands them to the model's explorer.
+
+Each explorer (explore_vae, explore_gan, explore_rbm) puts its sliders and image in one `st.fragment`, so a slider
+move reruns that panel only; every panel fetches the newest snapshot when it reruns (and, while the run trains and
+"Follow training" is on, every REFRESH_S seconds), so exploring follows a model as it learns. Decoded images are
+cached with `st.cache_data` keyed by the weights' version (file and mtime) and the rounded latent, as PNG bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import streamlit as st
+
+from dashboard import state
+from genlib.runs import LIVE_STATES, Run
+
+REFRESH_S = 5.0  # seconds between panel refreshes while a run trains (its snapshots come every ~5 s)
+TEST_IMAGES = 2000  # test images encoded for the VAE's latent map
+IMAGE_PX = 280  # side of one large digit on screen (28 px upscaled 10x, nearest neighbour)
+GRID_PX = 900  # target width of image grids (Streamlit downsizes anything over 1460 px, with blur)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The weights a panel explores: the model (CPU, eval), the step they come from and a cache key for them."""
+
+    model: Any
+    step: int
+    version: str  # "<file>:<mtime_ns>:<step>": every cached image of these weights is keyed by it
+
+
+def _weights_file(run: Run) -> Path | None:
+    """The run's freshest weights file: the snapshot while it trains, else the last checkpoint (as state.py picks)."""
+    files = [p for p in (run.snapshot_path, run.checkpoint_path) if p.exists()]
+    return max(files, key=lambda p: p.stat().st_mtime) if files else None
+
+
+def load_snapshot(run: Run) -> Snapshot | None:
+    """The run's newest weights as a Snapshot, or None when it has saved none yet. Raises CheckpointError."""
+    path = _weights_file(run)
+    if path is None:
+        return None
+    try:
+        mtime = path.stat().st_mtime_ns
+    except FileNotFoundError:  # replaced between the two calls: the next rerun sees the new file
+        return None
+    loaded = state.load_run_model(run)
+    if loaded is None:
+        return None
+    model, step = loaded
+    return Snapshot(model=model, step=int(step), version=f"{path}:{mtime}:{step}")
+
+
+def local_snapshot(model: Any, step: int) -> Snapshot:
+    """A Snapshot of an in-memory model (no run folder), keyed by its identity."""
+    return Snapshot(model=model, step=int(step), version=f"memory:{id(model)}:{step}")
+
+
+def current(run: Run | None, fallback: Snapshot) -> Snapshot:
+    """Inside a fragment: the run's newest snapshot (a fragment rerun keeps the arguments of the last full run, so it
+    must look again), else `fallback`."""
+    if run is None:
+        return fallback
+    try:
+        snap = load_snapshot(run)
+    except Exception:  # noqa: BLE001 - a half-written or damaged file: keep exploring the weights we have
+        snap = None
+    return snap if snap is not None else fallback
+
+
+def run_tag(run: Run | None) -> str:
+    return run.id if run is not None else "local"
+
+
+def key(model_name: str, name: str, run: Run | None) -> str:
+    """A widget or container key unique per model, panel element and run, e.g. 'vae-z3-vae-20250101-120000-ab12'."""
+    return f"{model_name}-{name}-{run_tag(run)}"
+
+
+def is_live(run: Run | None) -> bool:
+    return run is not None and run.effective_state() in LIVE_STATES
+
+
+def refresh_every(run: Run | None, model_name: str) -> float | None:
+    """REFRESH_S while the run trains and the viewer follows it, else None (the panel reruns on interaction only)."""
+    if not is_live(run):
+        return None
+    return REFRESH_S if st.session_state.get(key(model_name, "follow", run), True) else None
+
+
+def panel(fn: Callable[..., None], run: Run | None, model_name: str) -> Callable[..., None]:
+    """`fn` as a fragment: its widgets rerun only it; it refreshes by itself while the run trains (if followed).
+
+    The fragment's identity is fn's name and its place on the page, so wrapping it anew on each run is fine."""
+    return st.fragment(fn, run_every=refresh_every(run, model_name))
+
+
+def step_caption(snap: Snapshot, run: Run | None) -> None:
+    """One line under each panel saying which weights it shows."""
+    live = " (training continues: this panel follows newer snapshots)" if is_live(run) else ""
+    st.caption(f"Weights from step {snap.step:,}{live}.")
+
+
+def show_image(png: bytes, container_key: str, caption: str | None = None, width: int | str = "content") -> None:
+    """One PNG inside a keyed container (st.image has no key; the browser test finds `.st-key-<container_key>`)."""
+    with st.container(key=container_key):
+        st.image(png, caption=caption, output_format="PNG", width=width)
+
+
+def to_png(images: Any, nrow: int | None = None, width_px: int = IMAGE_PX, pad: int = 2) -> bytes:
+    """Images (N, 1, H, W) in [0, 1] -> one PNG: tiled (nrow per row), nearest-neighbour upscaled to about width_px.
+
+    A single image gets no border. PNG (not JPEG) keeps the digits' edges; compress level 1 costs ~0.2 ms."""
+    from genlib.images import grid, png_bytes, upscale
+
+    tiles = grid(images, nrow=nrow, pad=0 if images.shape[0] == 1 else pad)  # (rows, cols) uint8
+    factor = max(1, round(width_px / tiles.shape[1]))  # at most 1.5 x width_px, below Streamlit's 1460 px cap
+    return png_bytes(upscale(tiles, factor))
+
+
+def test_data(run: Run | None):
+    """The test images of the run's dataset (CPU, cached per process), falling back to the offline digits when the
+    dataset's files are not on this machine. Returns (ImageData, note or None)."""
+    from genlib.data import OFFLINE_DATASET, dataset_available
+
+    info = run.info() if run is not None else {}
+    train_config = info.get("train_config") or {}
+    name = info.get("dataset") or train_config.get("dataset") or OFFLINE_DATASET
+    root = train_config.get("data_root")
+    note = None
+    if name != OFFLINE_DATASET:
+        try:
+            if dataset_available(name, root):
+                return state.get_dataset(name, root), None
+        except Exception as e:  # noqa: BLE001 - a missing or damaged dataset must not break exploring
+            note = f"{name} could not be loaded here ({e})"
+        note = note or f"{name} is not on this machine"
+        note += f"; its test images are replaced by the offline '{OFFLINE_DATASET}' digits."
+    return state.get_dataset(OFFLINE_DATASET), note
+
+
+def init_state(widget_key: str, value: Any) -> None:
+    """Give a widget its first value through Session State (then create it without `value=`), so callbacks that set
+    it (reset buttons, "New noise") never meet a conflicting default."""
+    if widget_key not in st.session_state:
+        st.session_state[widget_key] = value
+
+
+def _status(run: Run, step: int, was_live: bool) -> None:
+    """Which snapshot is shown; once a followed run stops, reruns the page so the panels' timers stop too."""
+    snap_step = step
+    try:
+        snap = load_snapshot(run)
+        snap_step = snap.step if snap is not None else step
+    except Exception:  # noqa: BLE001 - keep the last known step
+        pass
+    run_state = run.effective_state()
+    live = run_state in LIVE_STATES
+    if was_live and not live:
+        st.rerun(scope="app")
+    with st.container(key=f"explore-status-{run.id}"):
+        if live:
+            st.caption(f"Exploring the snapshot saved at step {snap_step:,} of run {run.id} ({run_state}); "
+                       "the panels pick up each newer snapshot when they rerun, and every "
+                       f"{REFRESH_S:.0f} s while 'Follow training' is on.")
+        else:
+            st.caption(f"Exploring the weights of run {run.id} saved at step {snap_step:,} ({run_state}).")
+
+
+@st.fragment(run_every=REFRESH_S)
+def _wait_for_snapshot(run: Run) -> None:
+    """While a run has no weights yet: look for the first snapshot every few seconds and open the panels then."""
+    if _weights_file(run) is not None:
+        st.rerun(scope="app")
+
+
+def render(model_name: str, run: Run | None) -> None:
+    """The exploration section of a model's page for `run` (None: the model has no run yet)."""
+    st.subheader("Exploring the latent space")
+    if run is None:
+        st.info("No run of this model yet: start a training above, and exploration opens once its first "
+                "snapshot is saved (a few seconds after it starts).")
+        return
+    try:
+        snap = load_snapshot(run)
+    except Exception as e:  # noqa: BLE001 - CheckpointError, or a file replaced while reading
+        st.warning(f"The weights of run {run.id} could not be loaded: {e}")
+        return
+    if snap is None:
+        st.info("Exploration opens once the first snapshot is saved: a training run writes its weights every few "
+                "seconds, and this panel appears by itself then.")
+        if is_live(run):
+            _wait_for_snapshot(run)
+        return
+    live = is_live(run)
+    if live:
+        st.toggle("Follow training", value=True, key=key(model_name, "follow", run),
+                  help=f"Refresh the panels every {REFRESH_S:.0f} s with the newest snapshot. Turn off to hold "
+                       "still while you explore (a slider move always uses the newest weights).")
+    st.fragment(_status, run_every=refresh_every(run, model_name))(run, snap.step, live)
+    if model_name == "vae":
+        from dashboard import explore_vae as explorer
+    elif model_name == "gan":
+        from dashboard import explore_gan as explorer
+    elif model_name == "rbm":
+        from dashboard import explore_rbm as explorer
+    else:
+        st.info(f"No latent-space explorer for {model_name!r} models.")
+        return
+    explorer.render(snap.model, run, snap.step)

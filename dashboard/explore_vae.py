@@ -1,0 +1,229 @@
+"""VAE explorer: latent sliders, a 2-D manifold, interpolation between test digits, the latent map, reconstructions.
+
+Layout only: each image is one cached call (decode + PNG) keyed by the weights' version and the rounded latent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import streamlit as st
+import torch
+
+from dashboard import explore
+from dashboard.explore import key, show_image, step_caption, to_png
+from genlib.data import to_unit
+from genlib.latent import lerp, manifold_grid, pca_2d, slerp
+from genlib.runs import Run
+
+MAX_SLIDERS = 8  # latents wider than this get a multiselect choosing which dimensions have sliders
+Z_RANGE = 3.0  # sliders span [-3, 3]: 99.7% of the N(0, 1) prior
+
+
+# ---- cached computations: the model is passed unhashed (_model); `version` names its weights ----
+
+@st.cache_data(max_entries=2048, show_spinner=False)
+def decode_png(version: str, z: tuple[float, ...], _model: Any, width_px: int = explore.IMAGE_PX) -> bytes:
+    """One latent (as a tuple, rounded by the caller) -> its decoded image as PNG bytes."""
+    with torch.inference_mode():
+        x = _model.decode(torch.tensor([z], dtype=torch.float32))  # (1, 1, 28, 28)
+    return to_png(x, width_px=width_px)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def manifold_png(version: str, i: int, j: int, n: int, span: float, quantiles: bool, _model: Any) -> bytes:
+    """The n x n grid over latent dimensions i and j (others 0), decoded in one forward pass."""
+    z = manifold_grid(_model.latent_dim, i, j, n, span, quantiles=quantiles)  # (n*n, k)
+    with torch.inference_mode():
+        x = _model.decode(z)  # (n*n, 1, 28, 28)
+    return to_png(x, nrow=n, width_px=explore.GRID_PX)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def test_means(version: str, dataset: str, n: int, _model: Any, _data: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Posterior means mu (n, k) of the first n test images and their labels (n,)."""
+    with torch.inference_mode():
+        mu, _ = _model.encode(to_unit(_data.x_test[:n]))
+    return mu.float().numpy(), _data.y_test[:n].numpy()
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def latent_map(version: str, dataset: str, n: int, _model: Any, _data: Any) -> tuple[np.ndarray, np.ndarray, list]:
+    """2-D coordinates (n, 2) of the test means (PCA when the latent is wider than 2), labels, explained variance."""
+    mu, labels = test_means(version, dataset, n, _model, _data)
+    if mu.shape[1] == 2:
+        return mu, labels, []
+    coords, ratio = pca_2d(torch.from_numpy(mu))
+    return coords.numpy(), labels, ratio.tolist()
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def interpolation_strip(version: str, dataset: str, a: int, b: int, method: str, steps: int,
+                        _model: Any, _data: Any) -> tuple[bytes, bytes, tuple, tuple]:
+    """(PNG of the two test images, PNG of `steps` decodes from mu_a to mu_b, mu_a, mu_b as tuples)."""
+    x = to_unit(_data.x_test[[a, b]])  # (2, 1, 28, 28)
+    with torch.inference_mode():
+        mu, _ = _model.encode(x)  # (2, k)
+        path = (slerp if method == "spherical" else lerp)(mu[0], mu[1], torch.linspace(0, 1, steps))  # (steps, k)
+        strip = _model.decode(path)
+    return (to_png(x, nrow=2, width_px=2 * 140), to_png(strip, nrow=steps, width_px=explore.GRID_PX),
+            tuple(mu[0].tolist()), tuple(mu[1].tolist()))
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def reconstructions(version: str, dataset: str, start: int, n: int, _model: Any, _data: Any) -> tuple[bytes, bytes]:
+    """(PNG of test images start..start+n, PNG of their reconstructions decode(mu(x)))."""
+    x = to_unit(_data.x_test[start:start + n])
+    with torch.inference_mode():
+        mu, _ = _model.encode(x)
+        recon = _model.decode(mu)
+    nrow = min(8, n)
+    return to_png(x, nrow=nrow, width_px=420), to_png(recon, nrow=nrow, width_px=420)
+
+
+def _round(z: Any) -> tuple[float, ...]:
+    return tuple(round(float(v), 2) for v in z)
+
+
+# ---- panels (each one fragment) ----
+
+def _sliders(model: Any, run: Run | None, step: int) -> None:
+    snap = explore.current(run, explore.local_snapshot(model, step))
+    k = snap.model.latent_dim
+    dims = list(range(k))
+    if k > MAX_SLIDERS:
+        dims = st.multiselect("Dimensions with sliders (the others stay at 0)", list(range(k)),
+                              default=list(range(MAX_SLIDERS)), key=key("vae", "dims", run),
+                              format_func=lambda d: f"z{d}")
+    slider_keys = {d: key("vae", f"z{d}", run) for d in dims}
+
+    def set_all(values: dict[int, float]) -> None:
+        for d, v in values.items():
+            st.session_state[slider_keys[d]] = float(np.clip(round(v * 20) / 20, -Z_RANGE, Z_RANGE))
+
+    left, right = st.columns([3, 2])
+    with left:
+        b1, b2 = st.columns(2)
+        b1.button("All to 0", key=key("vae", "zero", run), on_click=set_all, args=({d: 0.0 for d in dims},))
+        draw = torch.randn(k).tolist()
+        b2.button("Draw z from the prior", key=key("vae", "draw", run), on_click=set_all,
+                  args=({d: draw[d] for d in dims},), help="Set the sliders to a draw from N(0, I).")
+        z = [0.0] * k
+        cols = st.columns(2)
+        for n, d in enumerate(dims):
+            with cols[n % 2]:
+                explore.init_state(slider_keys[d], 0.0)
+                z[d] = st.slider(f"z{d}", -Z_RANGE, Z_RANGE, step=0.05, key=slider_keys[d])
+    with right:
+        show_image(decode_png(snap.version, _round(z), snap.model), key("vae", "zimg", run))
+    st.caption("Each slider sets one coordinate of the code z; the image is the decoder's mean p(x|z) for that code. "
+               "Codes near 0 (where the prior puts its mass) give the clearest digits; far out, the decoder has "
+               "seen no training codes and the images blur.")
+    step_caption(snap, run)
+
+
+def _manifold(model: Any, run: Run | None, step: int) -> None:
+    snap = explore.current(run, explore.local_snapshot(model, step))
+    k = snap.model.latent_dim
+    c1, c2, c3, c4 = st.columns(4)
+    i = c1.selectbox("Horizontal: dimension", list(range(k)), index=0, key=key("vae", "mi", run),
+                     format_func=lambda d: f"z{d}")
+    j = c2.selectbox("Vertical: dimension", list(range(k)), index=1, key=key("vae", "mj", run),
+                     format_func=lambda d: f"z{d}")
+    n = c3.slider("Images per side", 5, 20, 12, key=key("vae", "mn", run))
+    span = c4.slider("Range ±", 0.5, 4.0, 2.0, 0.25, key=key("vae", "mspan", run))
+    quantiles = k == 2 and st.checkbox("Space the values as normal quantiles (Kingma & Welling's figure 4)",
+                                       value=True, key=key("vae", "mq", run))
+    if i == j:
+        st.warning("Choose two different dimensions.")
+        return
+    show_image(manifold_png(snap.version, i, j, n, span, quantiles, snap.model), key("vae", "manifold", run))
+    others = "" if k == 2 else " with every other dimension held at 0"
+    st.caption(f"The decoder's images on a grid of codes: z{i} grows left to right, z{j} bottom to top{others}. "
+               "Neighbouring codes give similar digits: the decoder has learned a smooth map from codes to images.")
+    step_caption(snap, run)
+
+
+def _interpolation(model: Any, run: Run | None, step: int) -> None:
+    snap = explore.current(run, explore.local_snapshot(model, step))
+    data, note = explore.test_data(run)
+    n_test = data.x_test.shape[0]
+    c1, c2, c3 = st.columns(3)
+    a = int(c1.number_input("From test image", 0, n_test - 1, 0, key=key("vae", "ia", run)))
+    b = int(c2.number_input("To test image", 0, n_test - 1, 1, key=key("vae", "ib", run)))
+    method = c3.radio("Path", ["linear", "spherical"], horizontal=True, key=key("vae", "imethod", run))
+    t = st.slider("Position t along the path", 0.0, 1.0, 0.5, 0.05, key=key("vae", "it", run))
+    ends, strip, mu_a, mu_b = interpolation_strip(snap.version, data.name, a, b, method, 11, snap.model, data)
+    path = slerp if method == "spherical" else lerp
+    z = path(torch.tensor(mu_a), torch.tensor(mu_b), t)
+    left, right = st.columns([1, 2])
+    with left:
+        show_image(ends, key("vae", "interp-ends", run), caption=f"test images {a} and {b}")
+    with right:
+        show_image(decode_png(snap.version, _round(z), snap.model, 210), key("vae", "interp-img", run),
+                   caption=f"decoded at t = {t:.2f}")
+    show_image(strip, key("vae", "interp-strip", run), caption="t = 0, 0.1, ..., 1")
+    st.caption("Both test images are encoded to their means mu, and the codes between them are decoded. "
+               "One digit turns into the other through images that stay digit-like, because the path runs "
+               "through regions of the latent space that the encoder fills.")
+    if note:
+        st.caption(note)
+    step_caption(snap, run)
+
+
+def _latent_map(model: Any, run: Run | None, step: int) -> None:
+    import plotly.graph_objects as go
+    from plotly.colors import qualitative
+
+    snap = explore.current(run, explore.local_snapshot(model, step))
+    data, note = explore.test_data(run)
+    n = min(explore.TEST_IMAGES, data.x_test.shape[0])
+    coords, labels, ratio = latent_map(snap.version, data.name, n, snap.model, data)
+    fig = go.Figure()
+    palette = qualitative.D3  # ten distinct hues, one per class (the default sequence repeats pale tints)
+    for c in np.unique(labels):
+        sel = labels == c
+        fig.add_trace(go.Scattergl(x=coords[sel, 0], y=coords[sel, 1], mode="markers", name=data.classes[int(c)],
+                                   marker={"size": 4, "opacity": 0.7, "color": palette[int(c) % len(palette)]}))
+    if ratio:
+        xt, yt = f"PC1 ({ratio[0]:.0%} of variance)", f"PC2 ({ratio[1]:.0%})"
+    else:
+        xt, yt = "z0", "z1"
+    fig.update_layout(height=480, margin={"l": 10, "r": 10, "t": 10, "b": 10}, xaxis_title=xt, yaxis_title=yt,
+                      legend_title_text="label")
+    st.plotly_chart(fig, key=key("vae", "map", run))
+    pca = (f" projected to 2-D by PCA (the {snap.model.latent_dim}-D means' two main directions)" if ratio else "")
+    st.caption(f"Where the encoder puts {n:,} test images: each dot is a mean mu(x){pca}, coloured by its label. "
+               "Digits of one class gather in one region although the VAE never saw the labels.")
+    if note:
+        st.caption(note)
+    step_caption(snap, run)
+
+
+def _reconstructions(model: Any, run: Run | None, step: int) -> None:
+    snap = explore.current(run, explore.local_snapshot(model, step))
+    data, note = explore.test_data(run)
+    n_test = data.x_test.shape[0]
+    c1, c2 = st.columns(2)
+    n = c2.slider("Images", 8, 32, 16, 8, key=key("vae", "rn", run))
+    start = int(c1.number_input("First test image", 0, max(0, n_test - n), 0, key=key("vae", "rstart", run)))
+    originals, recon = reconstructions(snap.version, data.name, start, n, snap.model, data)
+    left, right = st.columns(2)
+    with left:
+        show_image(originals, key("vae", "recon-orig", run), caption="test images")
+    with right:
+        show_image(recon, key("vae", "recon-img", run), caption="reconstructions decode(mu(x))")
+    st.caption("Each test image is encoded to its mean code and decoded again. What the reconstructions lose "
+               "(thin strokes, odd shapes) is what the few latent dimensions could not keep.")
+    if note:
+        st.caption(note)
+    step_caption(snap, run)
+
+
+def render(model: Any, run: Run | None, step: int) -> None:
+    """The VAE's exploration tabs for `model` (the weights of `run` at `step`)."""
+    tabs = st.tabs(["Latent sliders", "Manifold", "Interpolation", "Latent map", "Reconstructions"])
+    for tab, fn in zip(tabs, (_sliders, _manifold, _interpolation, _latent_map, _reconstructions)):
+        with tab:
+            explore.panel(fn, run, "vae")(model, run, step)

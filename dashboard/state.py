@@ -1,0 +1,251 @@
+"""Process-wide objects shared by every browser session (job manager, device, datasets) and cached model loading.
+
+Jobs belong to the server: the manager lives in `st.cache_resource`, runs live on disk, and the page a student
+looks at is chosen by the URL's `?run=` parameter, so reloads and other browsers see the same jobs.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from genlib.runs import Run, RunStore, default_runs_dir
+
+
+@st.cache_resource(show_spinner=False)
+def get_manager():
+    """The one JobManager of this server process (worker processes by default; $GENLIB_JOB_BACKEND=thread)."""
+    from genlib.jobs import JobManager
+
+    backend = os.environ.get("GENLIB_JOB_BACKEND", "process")
+    return JobManager(RunStore(default_runs_dir()), backend=backend)
+
+
+def get_store() -> RunStore:
+    return get_manager().store
+
+
+@st.cache_resource(show_spinner=False)
+def get_device_info():
+    from genlib.devices import describe_device, resolve_device
+
+    return describe_device(resolve_device("auto"))
+
+
+@st.cache_resource(show_spinner="Loading the dataset…", max_entries=4)
+def get_dataset(name: str, root: str | None = None):
+    """A dataset on the CPU, for test images on the exploration panels (training workers load their own)."""
+    from genlib.data import load_dataset
+
+    return load_dataset(name, root=root, device="cpu", download=False)
+
+
+def _model_file(run: Run) -> Path | None:
+    """The freshest weights of a run: the snapshot while it trains, else the last checkpoint."""
+    candidates = [p for p in (run.snapshot_path, run.checkpoint_path) if p.exists()]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda p: p.stat().st_mtime)
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _load_model(path: str, mtime_ns: int):
+    """Load a model for exploration (CPU, eval mode); keyed by file and mtime so a new snapshot reloads it."""
+    from genlib.checkpoints import load_checkpoint, model_from_checkpoint
+
+    ckpt = load_checkpoint(path, device="cpu")
+    model = model_from_checkpoint(ckpt, device="cpu").eval()
+    return model, ckpt.step
+
+
+def load_run_model(run: Run) -> tuple[Any, int] | None:
+    """(model, step) of the run's latest weights, or None when it has none yet. Raises CheckpointError."""
+    path = _model_file(run)
+    if path is None:
+        return None
+    return _load_model(str(path), path.stat().st_mtime_ns)
+
+
+def selected_run_id(model_name: str) -> str | None:
+    """The run this page shows: `?run=` when it names a run of this model, else the newest run of the model."""
+    store = get_store()
+    wanted = st.query_params.get("run")
+    if wanted:
+        try:
+            run = store.get(wanted)
+            if run.info().get("model") == model_name:
+                return wanted
+        except (ValueError, FileNotFoundError):
+            pass
+    for run in store.list():
+        if run.info().get("model") == model_name:
+            return run.id
+    return None
+
+
+def select_run(run_id: str | None) -> None:
+    if run_id:
+        st.query_params["run"] = run_id
+    elif "run" in st.query_params:
+        del st.query_params["run"]
+
+
+# ---- shared, incremental reads for the live views (added for the training panel, the sidebar and the runs page) ----
+
+STATUS_TTL_S = 1.0  # every viewer's sidebar shares one scan of the runs folder per second
+
+
+@st.cache_data(ttl=STATUS_TTL_S, show_spinner=False, max_entries=1)
+def job_statuses() -> list:
+    """JobManager.statuses() (every run on disk, newest first), shared by all sessions for STATUS_TTL_S."""
+    return get_manager().statuses()
+
+
+class MetricLog:
+    """One run's metrics.jsonl as columns, read incrementally: each refresh reads only the bytes appended since the
+    last one. A resumed run that re-logs steps it had already logged (it restarted from an older checkpoint) replaces
+    them, so curves never fold back. Thread-safe: every session's fragment refreshes the same object."""
+
+    def __init__(self, run: Run) -> None:
+        import threading
+
+        self.run = run
+        self._lock = threading.Lock()
+        self._reset()
+
+    def _reset(self) -> None:
+        self.offset = 0
+        self.steps: list[int] = []
+        self.columns: dict[str, list[float | None]] = {}
+        self.lr_changes: list[tuple[int, float]] = []
+        self.version = 0  # bumped when new rows arrive: a cache key for figures built from this log
+
+    def _append(self, row: dict) -> None:
+        step = row.get("step")
+        if not isinstance(step, int):
+            return
+        if row.get("event") == "knob":
+            if row.get("lr") is not None:
+                self.lr_changes.append((step, float(row["lr"])))
+            return
+        if self.steps and step <= self.steps[-1]:  # history re-logged after a resume: drop the overlap
+            import bisect
+
+            cut = bisect.bisect_left(self.steps, step)
+            del self.steps[cut:]
+            for col in self.columns.values():
+                del col[cut:]
+            self.lr_changes = [(s, lr) for s, lr in self.lr_changes if s < step]
+        n = len(self.steps)
+        self.steps.append(step)
+        for k, v in row.items():
+            if k in ("step", "t", "event") or not isinstance(v, (int, float)) or isinstance(v, bool):
+                continue
+            col = self.columns.get(k)
+            if col is None:
+                col = self.columns[k] = [None] * n
+            col.append(float(v))
+        for col in self.columns.values():
+            if len(col) < n + 1:
+                col.append(None)
+
+    def refresh(self) -> int:
+        """Read what was appended since the last call; returns the version (changes when there is new data)."""
+        with self._lock:
+            try:
+                size = self.run.metrics_path.stat().st_size
+            except OSError:
+                size = 0
+            if size < self.offset:  # the file was replaced: start over
+                self._reset()
+            if size > self.offset:
+                rows, self.offset = self.run.metrics(self.offset)
+                for row in rows:
+                    self._append(row)
+                if rows:
+                    self.version += 1
+            return self.version
+
+    def series(self, names) -> dict[str, tuple[list[int], list[float]]]:
+        """{name: (steps, values)} for the named metrics (copies, missing values left out)."""
+        with self._lock:
+            out = {}
+            for name in names:
+                col = self.columns.get(name) or []
+                pairs = [(s, v) for s, v in zip(self.steps, col) if v is not None]
+                out[name] = ([s for s, _ in pairs], [v for _, v in pairs])
+            return out
+
+    def last(self) -> dict[str, float]:
+        with self._lock:
+            return {k: col[-1] for k, col in self.columns.items() if col and col[-1] is not None}
+
+
+class _MetricLogs:
+    """A bounded, thread-safe LRU of MetricLogs by run folder."""
+
+    def __init__(self, max_runs: int = 32) -> None:
+        import threading
+        from collections import OrderedDict
+
+        self.max_runs = max_runs
+        self._logs: "OrderedDict[str, MetricLog]" = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, run: Run) -> MetricLog:
+        key = str(run.path)
+        with self._lock:
+            log = self._logs.get(key)
+            if log is None:
+                log = self._logs[key] = MetricLog(run)
+                while len(self._logs) > self.max_runs:
+                    self._logs.popitem(last=False)
+            else:
+                self._logs.move_to_end(key)
+            return log
+
+
+@st.cache_resource(show_spinner=False)
+def _metric_logs() -> _MetricLogs:
+    return _MetricLogs()
+
+
+def metric_log(run: Run) -> MetricLog:
+    """The run's MetricLog, refreshed (reads only new bytes); shared by every session watching the run."""
+    log = _metric_logs().get(run)
+    log.refresh()
+    return log
+
+
+def forget_run(run_id: str) -> None:
+    """Drop cached views of a deleted run."""
+    logs = _metric_logs()
+    with logs._lock:
+        for key in [k for k in logs._logs if Path(k).name == run_id]:
+            del logs._logs[key]
+    job_statuses.clear()
+
+
+@st.cache_resource(show_spinner=False, ttl=600)
+def download_possible(host: str = "ossci-datasets.s3.amazonaws.com", timeout: float = 1.5) -> bool:
+    """Whether this server can reach torchvision's MNIST mirror (checked at most every 10 minutes, in a helper thread
+    so a hanging DNS lookup cannot hold up the page for more than `timeout` seconds)."""
+    import socket
+    import threading
+
+    result = {"ok": False}
+
+    def probe() -> None:
+        try:
+            socket.create_connection((host, 443), timeout=timeout).close()
+            result["ok"] = True
+        except OSError:
+            pass
+
+    t = threading.Thread(target=probe, name="genlib-download-probe", daemon=True)
+    t.start()
+    t.join(timeout + 0.5)
+    return result["ok"]

@@ -1,0 +1,212 @@
+"""The command line: `python -m genlib train|sample|worker|runs`, each ending with one JSON line on stdout."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+# Model options: CLI flag -> (model, config field). --hidden means n_hidden for the RBM, hidden for the VAE.
+MODEL_FLAGS: dict[str, dict[str, str]] = {
+    "rbm": {"hidden": "n_hidden", "k": "k", "pcd": "persistent", "momentum": "momentum",
+            "weight_decay": "weight_decay", "binarize": "binarize"},
+    "vae": {"hidden": "hidden", "latent": "latent", "decoder": "decoder", "beta": "beta"},
+    "gan": {"preset": "preset", "noise_dim": "noise_dim", "channels_last": "channels_last"},
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m genlib", description="Train, sample and inspect generative models.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model (or resume a run) in the foreground")
+    t.add_argument("model", nargs="?", choices=sorted(MODEL_FLAGS), help="rbm, vae or gan (omit with --resume)")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its last checkpoint")
+    t.add_argument("--dataset", help="mnist, fashion-mnist or digits (offline); default mnist")
+    t.add_argument("--data-root", help="folder with the datasets (default $GENLIB_DATA_ROOT or ./data)")
+    t.add_argument("--epochs", type=int, help="total epochs from the run's start (default: the seed's)")
+    t.add_argument("--max-steps", type=int, help="stop after this many steps from the run's start")
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--lr", type=float, help="learning rate (default: the seed's)")
+    t.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
+    t.add_argument("--precision", choices=["fp32", "bf16"], help="bf16 autocast where the hardware has it")
+    t.add_argument("--seed", type=int)
+    t.add_argument("--log-every", type=int)
+    t.add_argument("--threads", type=int, help="torch CPU threads")
+    t.add_argument("--runs-dir", help="where run folders go (default $GENLIB_RUNS_DIR or ./runs)")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    g = t.add_argument_group("RBM")
+    g.add_argument("--hidden", type=int, help="hidden units (RBM) or hidden layer width (VAE)")
+    g.add_argument("--k", type=int, help="Gibbs steps per update (CD-k)")
+    g.add_argument("--pcd", action="store_const", const=True, help="persistent contrastive divergence")
+    g.add_argument("--momentum", type=float)
+    g.add_argument("--weight-decay", type=float)
+    g.add_argument("--binarize", choices=["stochastic", "threshold"])
+    g = t.add_argument_group("VAE")
+    g.add_argument("--latent", type=int, help="latent dimensions (2 to 64)")
+    g.add_argument("--decoder", choices=["bernoulli", "gaussian"])
+    g.add_argument("--beta", type=float, help="weight of the KL term")
+    g = t.add_argument_group("GAN")
+    g.add_argument("--preset", choices=["seed", "fast"])
+    g.add_argument("--noise-dim", type=int)
+    g.add_argument("--channels-last", action="store_const", const=True)
+
+    s = sub.add_parser("sample", help="write samples from a run's last checkpoint to an .npz file")
+    s.add_argument("run_dir")
+    s.add_argument("--n", type=int, default=64)
+    s.add_argument("--out", required=True)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", default="auto")
+
+    w = sub.add_parser("worker", help=argparse.SUPPRESS)
+    w.add_argument("run_dir")
+
+    r = sub.add_parser("runs", help="list runs")
+    r.add_argument("--runs-dir")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return {"train": _train, "sample": _sample, "worker": _worker, "runs": _runs}[args.command](args)
+    except (ValueError, FileNotFoundError, OSError) as e:
+        # Bad input or missing files: a message that says what to do, never a traceback.
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _model_config(args: argparse.Namespace, model: str) -> dict[str, Any]:
+    out = {}
+    for flag, fld in MODEL_FLAGS[model].items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            out[fld] = value
+    for m, flags in MODEL_FLAGS.items():  # a flag of another model is a mistake, not something to ignore
+        if m != model:
+            for flag in flags:
+                if flag not in MODEL_FLAGS[model] and getattr(args, flag, None) is not None:
+                    raise ValueError(f"--{flag.replace('_', '-')} is a {m.upper()} option, not a {model.upper()} one")
+    return out
+
+
+def _train(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from genlib.data import DatasetUnavailable, dataset_available, load_dataset
+    from genlib.devices import resolve_device
+    from genlib.models import make_config
+    from genlib.runs import RunStore, open_run
+    from genlib.training import TrainConfig, default_train_config
+    from genlib.worker import run_job
+
+    if args.resume:
+        run = open_run(args.resume, RunStore(args.runs_dir) if args.runs_dir else None)
+        info = run.info()
+        tc = dict(info["train_config"])
+        if args.epochs is not None:
+            tc["epochs"] = args.epochs
+            tc["max_steps"] = None
+        if args.max_steps is not None:
+            tc["max_steps"] = args.max_steps
+        info["train_config"] = dataclasses.asdict(TrainConfig(**tc))
+        run.write_info(info)
+        run.send(command="run")
+        model_name = info["model"]
+    else:
+        if not args.model:
+            raise ValueError("name a model (rbm, vae or gan) or give --resume RUN_DIR")
+        model_name = args.model
+        model_cfg = dataclasses.asdict(make_config(model_name, _model_config(args, model_name)))
+        cfg = default_train_config(model_name, dataset=args.dataset, data_root=args.data_root, epochs=args.epochs,
+                                   max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr,
+                                   device=args.device, precision=args.precision, seed=args.seed,
+                                   log_every=args.log_every, threads=args.threads)
+        resolve_device(cfg.device)  # refuse a missing device before anything is written
+        if not dataset_available(cfg.dataset, cfg.data_root):
+            try:
+                load_dataset(cfg.dataset, root=cfg.data_root)  # downloads when the network allows
+            except DatasetUnavailable as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 2
+        run = RunStore(args.runs_dir).create({"model": model_name, "model_config": model_cfg,
+                                              "train_config": dataclasses.asdict(cfg), "dataset": cfg.dataset})
+        run.send(command="run", lr=cfg.lr)
+    bar = None if args.quiet else _ProgressBar(sys.stderr)
+    summary = run_job(run, on_log=bar)
+    if bar:
+        bar.close()
+    print(json.dumps({"model": model_name, **summary}))
+    if summary["state"] in ("failed", "diverged"):
+        print(f"error: {summary.get('error')}", file=sys.stderr)
+        return 1
+    return 0
+
+
+class _ProgressBar:
+    """One line on stderr, redrawn at most ten times a second: step, epoch, images/s, time left, metrics."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream, self.last = stream, 0.0
+
+    def __call__(self, row: dict[str, Any]) -> None:
+        now = time.monotonic()
+        if now - self.last < 0.1:
+            return
+        self.last = now
+        metrics = " ".join(f"{k}={v:.4g}" for k, v in row.items()
+                           if isinstance(v, float) and k not in ("images_per_second", "seconds", "lr", "t"))
+        self.stream.write(f"\rstep {row['step']} epoch {row['epoch']} | {row['images_per_second']:.0f} img/s | "
+                          f"{metrics}\x1b[K")
+        self.stream.flush()
+
+    def close(self) -> None:
+        self.stream.write("\n")
+        self.stream.flush()
+
+
+def _sample(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from genlib.checkpoints import load_checkpoint, model_from_checkpoint
+    from genlib.devices import resolve_device
+    from genlib.runs import open_run
+
+    if not 1 <= args.n <= 100_000:
+        raise ValueError(f"--n must be between 1 and 100000, got {args.n}")
+    run = open_run(args.run_dir)
+    path = run.checkpoint_path if run.checkpoint_path.exists() else run.snapshot_path
+    if not path.exists():
+        raise FileNotFoundError(f"run {run.id} has no checkpoint yet")
+    device = resolve_device(args.device)
+    ckpt = load_checkpoint(path, device=device)
+    model = model_from_checkpoint(ckpt, device=device)
+    images = model.sample(args.n, generator=torch.Generator().manual_seed(args.seed)).float().cpu().numpy()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out, images=images.astype(np.float32))
+    print(json.dumps({"run_dir": str(run.path), "out": str(out), "shape": list(images.shape), "step": ckpt.step}))
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from genlib.runs import Run
+    from genlib.worker import run_job
+
+    summary = run_job(Run(Path(args.run_dir)))
+    print(json.dumps(summary))
+    return 0 if summary["state"] in ("finished", "stopped") else 1
+
+
+def _runs(args: argparse.Namespace) -> int:
+    from genlib.runs import RunStore
+
+    for run in RunStore(args.runs_dir).list():
+        s = run.state()
+        print(json.dumps({"run_id": run.id, "model": run.info().get("model"), "state": run.effective_state(),
+                          "step": s.get("step"), "metrics": s.get("metrics")}))
+    return 0

@@ -1,0 +1,214 @@
+"""Dataset registry: MNIST, Fashion-MNIST and an offline fallback (scikit-learn's digits), held as uint8 tensors on the device.
+
+Each dataset is loaded once into a (N, 1, 28, 28) uint8 tensor on the training device; batches are drawn by
+indexing a shuffled permutation, with no per-item transforms (the seed's `ToTensor` DataLoader is what made it slow).
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+DATA_ROOT_ENV = "GENLIB_DATA_ROOT"
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+OFFLINE_DATASET = "digits"
+
+
+class DatasetUnavailable(RuntimeError):
+    """The dataset is neither on disk nor downloadable; the message says what to do instead."""
+
+
+def default_data_root() -> Path:
+    """The data root: $GENLIB_DATA_ROOT, else ./data."""
+    return Path(os.environ.get(DATA_ROOT_ENV) or "data")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageData:
+    """Train and test images as uint8 (N, 1, 28, 28) tensors with int64 labels, all on one device."""
+
+    name: str
+    source: str  # where the images came from, for the page and the logs
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    classes: tuple[str, ...]
+
+    @property
+    def device(self) -> torch.device:
+        return self.x_train.device
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
+
+    def to(self, device: torch.device | str) -> "ImageData":
+        device = torch.device(device)
+        return ImageData(name=self.name, source=self.source, classes=self.classes,
+                         x_train=self.x_train.to(device), y_train=self.y_train.to(device),
+                         x_test=self.x_test.to(device), y_test=self.y_test.to(device))
+
+    def batches(self, batch_size: int, *, generator: torch.Generator, drop_last: bool = True) -> Iterator[torch.Tensor]:
+        """Yield one epoch of shuffled training batches as uint8 (B, 1, 28, 28) tensors.
+
+        The permutation is drawn on the CPU generator (reproducible on every device) and moved once.
+        """
+        n = self.x_train.shape[0]
+        if batch_size > n:
+            raise ValueError(f"batch size {batch_size} is larger than the {n} training images of {self.name}")
+        order = torch.randperm(n, generator=generator).to(self.device)
+        stop = n - n % batch_size if drop_last else n
+        for start in range(0, stop, batch_size):
+            yield self.x_train[order[start:start + batch_size]]
+
+    def steps_per_epoch(self, batch_size: int, drop_last: bool = True) -> int:
+        n = self.x_train.shape[0]
+        return n // batch_size if drop_last else -(-n // batch_size)
+
+
+# ---- scalings: every model sees [0, 1] at its boundary and converts inside ----
+
+def to_unit(x: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float32 [0, 1] (the VAE's scaling and the public image range)."""
+    return x.float().div_(255.0)
+
+
+def binarize(x01: torch.Tensor, mode: str = "stochastic", generator: torch.Generator | None = None) -> torch.Tensor:
+    """[0, 1] intensities -> {0, 1} pixels for the RBM: Bernoulli draws (the seed's `data.bernoulli()`) or a 0.5 threshold."""
+    if mode == "stochastic":
+        return torch.bernoulli(x01, generator=generator)
+    if mode == "threshold":
+        return (x01 > 0.5).to(x01.dtype)
+    raise ValueError(f"binarize mode must be 'stochastic' or 'threshold', not {mode!r}")
+
+
+def to_signed(x01: torch.Tensor) -> torch.Tensor:
+    """[0, 1] -> [-1, 1], the range of the GAN's tanh output (the seed's (x - 127.5) / 127.5)."""
+    return x01 * 2.0 - 1.0
+
+
+def from_signed(x: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] -> [0, 1], clamped, for images leaving a tanh generator."""
+    return ((x + 1.0) * 0.5).clamp_(0.0, 1.0)
+
+
+# ---- the registry ----
+
+@dataclass(frozen=True, kw_only=True)
+class DatasetSpec:
+    name: str
+    title: str
+    description: str
+    offline: bool  # needs no files and no network
+    loader: Callable[[Path, bool], ImageData]
+
+
+MNIST_CLASSES = tuple(str(i) for i in range(10))
+FASHION_CLASSES = ("T-shirt", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Boot")
+
+
+def _torchvision_dataset(cls_name: str, name: str, classes: tuple[str, ...]) -> Callable[[Path, bool], ImageData]:
+    def load(root: Path, download: bool) -> ImageData:
+        import torchvision  # imported here: only these two datasets need it
+
+        cls = getattr(torchvision.datasets, cls_name)
+        try:
+            train = cls(str(root), train=True, download=download)
+            test = cls(str(root), train=False, download=download)
+        except Exception as e:  # noqa: BLE001 - torchvision raises RuntimeError, URLError, OSError...
+            raise DatasetUnavailable(
+                f"{name} is not in {root.resolve()} and could not be downloaded ({type(e).__name__}: {e}). "
+                f"Copy torchvision's {cls_name}/raw files there, point --data-root or ${DATA_ROOT_ENV} at a folder "
+                f"that has them, or train on the offline dataset '{OFFLINE_DATASET}', which needs no files."
+            ) from e
+        return ImageData(name=name, source=f"torchvision {cls_name} in {root}", classes=classes,
+                         x_train=train.data.unsqueeze(1).contiguous(), y_train=train.targets.long(),
+                         x_test=test.data.unsqueeze(1).contiguous(), y_test=test.targets.long())
+    return load
+
+
+def _read_idx_gz(path: Path) -> torch.Tensor:
+    """Read a gzipped IDX file (the MNIST family's format) into a uint8 tensor."""
+    with gzip.open(path, "rb") as f:
+        raw = f.read()
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    return torch.from_numpy(np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims).copy())
+
+
+def _load_fashion(root: Path, download: bool) -> ImageData:
+    debian = DEBIAN_FASHION_MNIST
+    if (debian / "train-images-idx3-ubyte.gz").exists():  # Debian's dataset-fashion-mnist package
+        return ImageData(name="fashion-mnist", source=f"Debian dataset-fashion-mnist in {debian}",
+                         classes=FASHION_CLASSES,
+                         x_train=_read_idx_gz(debian / "train-images-idx3-ubyte.gz").unsqueeze(1),
+                         y_train=_read_idx_gz(debian / "train-labels-idx1-ubyte.gz").long(),
+                         x_test=_read_idx_gz(debian / "t10k-images-idx3-ubyte.gz").unsqueeze(1),
+                         y_test=_read_idx_gz(debian / "t10k-labels-idx1-ubyte.gz").long())
+    return _torchvision_dataset("FashionMNIST", "fashion-mnist", FASHION_CLASSES)(root, download)
+
+
+def _load_digits(root: Path, download: bool) -> ImageData:
+    """scikit-learn's 1,797 handwritten digits (8x8, 0..16), placed like MNIST: scaled to 20x20 in a 28x28 frame."""
+    from sklearn.datasets import load_digits  # ships with scikit-learn: no files, no network
+
+    digits = load_digits()
+    x = torch.from_numpy(digits.images).float().unsqueeze(1) / 16.0  # (1797, 1, 8, 8) in [0, 1]
+    x = F.interpolate(x, size=(20, 20), mode="bilinear", align_corners=False)  # (1797, 1, 20, 20)
+    x = F.pad(x, (4, 4, 4, 4))  # (1797, 1, 28, 28), MNIST's 4-pixel margin
+    x = (x.clamp(0, 1) * 255).round().to(torch.uint8)
+    y = torch.from_numpy(digits.target).long()
+    n_test = 297  # a fixed split: the first 1,500 train, the rest test
+    return ImageData(name=OFFLINE_DATASET, source="scikit-learn load_digits (offline, bundled with the package)",
+                     classes=MNIST_CLASSES, x_train=x[:-n_test].contiguous(), y_train=y[:-n_test],
+                     x_test=x[-n_test:].contiguous(), y_test=y[-n_test:])
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "mnist": DatasetSpec(name="mnist", title="MNIST", offline=False,
+                         description="70,000 handwritten digits, 28x28 grey (LeCun et al.)",
+                         loader=_torchvision_dataset("MNIST", "mnist", MNIST_CLASSES)),
+    "fashion-mnist": DatasetSpec(name="fashion-mnist", title="Fashion-MNIST", offline=False,
+                                 description="70,000 Zalando clothing images, 28x28 grey (Xiao et al.)",
+                                 loader=_load_fashion),
+    OFFLINE_DATASET: DatasetSpec(name=OFFLINE_DATASET, title="Digits (offline)", offline=True,
+                                 description="1,797 handwritten digits from scikit-learn, 8x8 scaled into 28x28; "
+                                             "needs no files or network",
+                                 loader=_load_digits),
+}
+
+
+def load_dataset(name: str, *, root: Path | str | None = None, device: torch.device | str = "cpu",
+                 download: bool = True) -> ImageData:
+    """Load a registered dataset once, as uint8 tensors on `device`.
+
+    Raises DatasetUnavailable (with what to do) when the files are absent and cannot be downloaded,
+    and ValueError for an unknown name.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"Unknown dataset {name!r}; choose one of {', '.join(DATASETS)}.")
+    root = Path(root) if root is not None else default_data_root()
+    return DATASETS[name].loader(root, download).to(device)
+
+
+def dataset_available(name: str, root: Path | str | None = None) -> bool:
+    """True when `name` can be loaded without the network (its files are on disk, or it needs none)."""
+    spec = DATASETS[name]
+    if spec.offline:
+        return True
+    root = Path(root) if root is not None else default_data_root()
+    if name == "fashion-mnist" and (DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").exists():
+        return True
+    folder = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}[name]
+    raw = root / folder / "raw"
+    return all((raw / f).exists() or (raw / (f + ".gz")).exists()
+               for f in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                         "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"))

@@ -1,0 +1,125 @@
+"""The contract every genlib model implements (after pytorch-generative's base model and diffusers' shared contract).
+
+A model owns its optimisers: `configure_training` makes them, `train_step` takes one batch of images in [0, 1]
+and updates the parameters, returning named metrics as detached 0-dim tensors ("loss" always among them) so
+that the loop can read them every N steps without a host synchronisation per step. `sample` returns images
+(N, C, H, W) in [0, 1]. Models with a latent space also implement `LatentModel`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def check(condition: bool, message: str) -> None:
+    """Raise ValueError(message) unless `condition`: configs refuse bad values instead of fixing them silently."""
+    if not condition:
+        raise ValueError(message)
+
+
+def device_generator(generator: torch.Generator | None, device: torch.device) -> torch.Generator | None:
+    """A generator on `device` seeded from a CPU `generator`, so draws are reproducible and stay on the device."""
+    if generator is None:
+        return None
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+class GenerativeModel(nn.Module, ABC):
+    """Base of all models: config in, one training step, samples out."""
+
+    name: ClassVar[str]  # registry key, e.g. "vae"
+    config_class: ClassVar[type]  # the frozen dataclass of the constructor's arguments
+    metric_names: ClassVar[tuple[str, ...]]  # keys of train_step's result, "loss" first
+    monitor: ClassVar[str] = "loss"  # the metric that falls as the model learns (tests and the UI use it)
+
+    def __init__(self, config: Any) -> None:
+        super().__init__()
+        if not isinstance(config, self.config_class):
+            raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}")
+        self.config = config
+        self.lr: float | None = None
+        self.precision = "fp32"
+
+    # ---- training ----
+    def configure_training(self, *, lr: float, precision: str = "fp32") -> None:
+        """Create the optimisers (or the closed-form update's state) for learning rate `lr`."""
+        check(lr > 0 and lr < 10, f"learning rate must be in (0, 10), got {lr}")
+        check(precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {precision!r}")
+        self.lr = float(lr)
+        self.precision = precision
+        self._make_optimizers(self.lr)
+
+    @abstractmethod
+    def _make_optimizers(self, lr: float) -> None:
+        ...
+
+    @abstractmethod
+    def train_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Update on one batch x (B, C, H, W) in [0, 1]; return detached 0-dim metric tensors."""
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """The model's torch optimisers by name (empty for closed-form updates)."""
+        return {}
+
+    def set_lr(self, lr: float) -> None:
+        """Change the learning rate of a running training without restarting it."""
+        check(lr > 0 and lr < 10, f"learning rate must be in (0, 10), got {lr}")
+        self.lr = float(lr)
+        for opt in self.optimizers().values():
+            for group in opt.param_groups:
+                group["lr"] = self.lr
+
+    def training_state(self) -> dict[str, Any]:
+        """Everything besides the parameters that resuming needs (optimiser moments, persistent chains)."""
+        return {name: opt.state_dict() for name, opt in self.optimizers().items()}
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        for name, opt in self.optimizers().items():
+            if name in state:
+                opt.load_state_dict(state[name])
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """bf16 autocast on the model's device when precision is bf16; a no-op for fp32."""
+        if self.precision != "bf16":
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+
+    # ---- generation ----
+    @abstractmethod
+    def sample(self, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n new images (n, C, H, W) in [0, 1]; `generator` (CPU) makes them reproducible."""
+
+    # ---- helpers ----
+    @property
+    def device(self) -> torch.device:
+        for t in self.parameters():
+            return t.device
+        for t in self.buffers():
+            return t.device
+        return torch.device("cpu")
+
+    def config_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self.config)
+
+
+class LatentModel(ABC):
+    """Models with a latent variable z that a slider can move: the VAE's z, the GAN's noise, the RBM's hidden units."""
+
+    latent_dim: int
+
+    @abstractmethod
+    def sample_latent(self, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n draws (n, latent_dim) from the prior p(z), on the model's device."""
+
+    @abstractmethod
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Images (n, C, H, W) in [0, 1] for latents z (n, latent_dim); no gradients, eval mode."""

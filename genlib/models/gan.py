@@ -1,0 +1,227 @@
+"""The seed's DCGAN (Radford et al. 2016) trained as in Goodfellow et al. (2014), its Keras model layer for layer.
+
+Generator: noise (B, 100) -> Dense -> BN -> LeakyReLU -> (256, 7, 7) -> three 5x5 transposed convolutions -> tanh
+image in [-1, 1]; discriminator: two strided 5x5 convolutions with LeakyReLU and dropout -> one logit. Both
+players take their Adam step from one shared forward pass, as the seed's `train_step` with two GradientTapes.
+Keras's defaults are kept where the seed relies on them: Glorot-uniform weights, zero biases, LeakyReLU slope 0.3,
+BatchNormalization eps 1e-3 and momentum 0.99 (PyTorch's 0.01), Adam betas (0.9, 0.999) and eps 1e-7.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from genlib.data import from_signed, to_signed
+from genlib.models.base import GenerativeModel, LatentModel, check
+
+# preset -> (generator widths: dense channels, conv-T 1, conv-T 2; discriminator widths: conv 1, conv 2).
+# "seed" is the course's model (2.5M parameters, 62M multiply-adds per image); "fast" divides every width by 4
+# (0.4M parameters, 4M multiply-adds: the convolutions shrink 16-fold, the noise-to-7x7 dense layer 4-fold) for CPUs.
+PRESETS: dict[str, tuple[tuple[int, int, int], tuple[int, int]]] = {
+    "seed": ((256, 128, 64), (64, 128)),
+    "fast": ((64, 32, 16), (16, 32)),
+}
+BN_EPS = 1e-3  # Keras BatchNormalization epsilon
+BN_MOMENTUM = 0.01  # Keras momentum 0.99 keeps 99% of the running stats; PyTorch's momentum is the share replaced
+ADAM_EPS = 1e-7  # Keras Adam epsilon
+
+
+@dataclass(frozen=True, kw_only=True)
+class GANConfig:
+    """Constructor arguments of a GAN; the defaults are the seed's Keras model (lr 1e-4 is set by the trainer)."""
+
+    preset: str = "seed"  # "seed" (2.3M + 0.2M parameters) or "fast" (widths / 4, for CPUs)
+    noise_dim: int = 100  # dimension of the generator's input noise z
+    leaky_slope: float = 0.3  # Keras LeakyReLU's default alpha, which the seed uses
+    dropout: float = 0.3  # the discriminator's dropout rate
+    adam_beta1: float = 0.9  # Keras's default; DCGAN's paper recommends 0.5
+    channels_last: bool = False  # NHWC memory format for the convolutions (faster on recent GPUs)
+
+    def __post_init__(self) -> None:
+        check(self.preset in PRESETS, f"preset must be one of {tuple(PRESETS)}, got {self.preset!r}")
+        check(isinstance(self.noise_dim, int) and 1 <= self.noise_dim <= 1024,
+              f"noise_dim must be an int in [1, 1024], got {self.noise_dim!r}")
+        check(isinstance(self.leaky_slope, (int, float)) and 0.0 <= self.leaky_slope < 1.0,
+              f"leaky_slope must be in [0, 1), got {self.leaky_slope!r}")
+        check(isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0,
+              f"dropout must be in [0, 1), got {self.dropout!r}")
+        check(isinstance(self.adam_beta1, (int, float)) and 0.0 <= self.adam_beta1 < 1.0,
+              f"adam_beta1 must be in [0, 1), got {self.adam_beta1!r}")
+        check(isinstance(self.channels_last, bool), f"channels_last must be a bool, got {self.channels_last!r}")
+
+
+class Generator(nn.Module):
+    """The seed's generator_model(): z (B, noise_dim) -> image (B, 1, 28, 28) in [-1, 1]."""
+
+    def __init__(self, noise_dim: int, widths: tuple[int, int, int], slope: float) -> None:
+        super().__init__()
+        c0, c1, c2 = widths
+        self.c0 = c0
+        self.fc = nn.Linear(noise_dim, 7 * 7 * c0, bias=False)
+        self.bn0 = nn.BatchNorm1d(7 * 7 * c0, eps=BN_EPS, momentum=BN_MOMENTUM)
+        # 'same' padding: stride 1 keeps 7x7; stride 2 with output_padding 1 doubles the side, as Keras's
+        self.deconv1 = nn.ConvTranspose2d(c0, c1, 5, stride=1, padding=2, bias=False)
+        self.bn1 = nn.BatchNorm2d(c1, eps=BN_EPS, momentum=BN_MOMENTUM)
+        self.deconv2 = nn.ConvTranspose2d(c1, c2, 5, stride=2, padding=2, output_padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c2, eps=BN_EPS, momentum=BN_MOMENTUM)
+        self.deconv3 = nn.ConvTranspose2d(c2, 1, 5, stride=2, padding=2, output_padding=1, bias=False)
+        self.act = nn.LeakyReLU(slope)
+        self.memory_format = torch.contiguous_format
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.act(self.bn0(self.fc(z)))  # (B, 7*7*c0); Keras's BN normalises each of the 12,544 units
+        # Keras reshapes (B, 12544) to NHWC (7, 7, 256); we reshape to NCHW (256, 7, 7): the same layer, permuted units
+        h = h.view(-1, self.c0, 7, 7).contiguous(memory_format=self.memory_format)  # (B, 256, 7, 7)
+        h = self.act(self.bn1(self.deconv1(h)))  # (B, 128, 7, 7)
+        h = self.act(self.bn2(self.deconv2(h)))  # (B, 64, 14, 14)
+        return torch.tanh(self.deconv3(h))  # (B, 1, 28, 28) in [-1, 1]
+
+
+class Discriminator(nn.Module):
+    """The seed's discriminator_model(): image (B, 1, 28, 28) in [-1, 1] -> one logit (B, 1) for 'real'."""
+
+    def __init__(self, widths: tuple[int, int], slope: float, dropout: float) -> None:
+        super().__init__()
+        c1, c2 = widths
+        # padding 2 gives Keras's 'same' output sizes (28 -> 14 -> 7); Keras pads 1 before and 2 after here,
+        # PyTorch 2 on both sides, a one-pixel shift of the sampling grid that changes no shape or count
+        self.conv1 = nn.Conv2d(1, c1, 5, stride=2, padding=2)
+        self.conv2 = nn.Conv2d(c1, c2, 5, stride=2, padding=2)
+        self.act = nn.LeakyReLU(slope)
+        self.drop = nn.Dropout(dropout)
+        self.fc = nn.Linear(c2 * 7 * 7, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.drop(self.act(self.conv1(x)))  # (B, 64, 14, 14)
+        h = self.drop(self.act(self.conv2(h)))  # (B, 128, 7, 7)
+        return self.fc(torch.flatten(h, 1))  # (B, 6272) -> (B, 1) logit
+
+
+def _keras_init(module: nn.Module) -> None:
+    """Keras's initialisers: Glorot-uniform kernels, zero biases (BN keeps gamma 1, beta 0 in both libraries)."""
+    if isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+        nn.init.xavier_uniform_(module.weight)  # fan_in + fan_out is the same for Keras's and PyTorch's layouts
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+class GAN(GenerativeModel, LatentModel):
+    """The seed's DCGAN: `netG` maps noise to images, `netD` scores images; `train_step` plays one round."""
+
+    name: ClassVar[str] = "gan"
+    config_class: ClassVar[type] = GANConfig
+    metric_names: ClassVar[tuple[str, ...]] = ("loss", "d_loss", "g_loss", "d_real", "d_fake")
+    monitor: ClassVar[str] = "d_loss"
+    metric_labels: ClassVar[dict[str, str]] = {
+        "loss": "Total loss: the sum of both players' cross-entropies (d_loss + g_loss); "
+                "it need not fall, because the players pull against each other.",
+        "d_loss": "Discriminator loss: its cross-entropy at calling real images real and generated ones fake; "
+                  "2 log 2 = 1.39 when it can only guess.",
+        "g_loss": "Generator loss: -log D(G(z)), low when the generator fools the discriminator; "
+                  "log 2 = 0.69 at the balance point.",
+        "d_real": "D(real): the discriminator's mean probability that real images are real; "
+                  "it drifts toward 1/2 as the generator improves.",
+        "d_fake": "D(fake): the discriminator's mean probability that generated images are real; "
+                  "the seed stops training when it reaches 1/2.",
+    }
+
+    def __init__(self, config: GANConfig) -> None:
+        super().__init__(config)
+        g_widths, d_widths = PRESETS[config.preset]
+        self.latent_dim = config.noise_dim
+        self.netG = Generator(config.noise_dim, g_widths, config.leaky_slope)
+        self.netD = Discriminator(d_widths, config.leaky_slope, config.dropout)
+        self.apply(_keras_init)
+        self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+        if config.channels_last:
+            self.netG.memory_format = self.memory_format
+            self.to(memory_format=torch.channels_last)  # 4-D conv weights become NHWC; vectors are unaffected
+        self.optG: torch.optim.Optimizer | None = None
+        self.optD: torch.optim.Optimizer | None = None
+
+    def _make_optimizers(self, lr: float) -> None:
+        # the seed's tf.keras.optimizers.Adam(1e-4) for each player, with Keras's betas and epsilon
+        betas = (self.config.adam_beta1, 0.999)
+        self.optG = torch.optim.Adam(self.netG.parameters(), lr=lr, betas=betas, eps=ADAM_EPS)
+        self.optD = torch.optim.Adam(self.netD.parameters(), lr=lr, betas=betas, eps=ADAM_EPS)
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        if self.optG is None or self.optD is None:
+            return {}
+        return {"netG": self.optG, "netD": self.optD}
+
+    def compute_gradients(self, x: torch.Tensor, z: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The seed's two GradientTapes: one forward pass, then grad of g_loss into netG and of d_loss into netD.
+
+        Fills `.grad` of every parameter (set to None first) and returns the detached metrics; steps nothing.
+        """
+        for p in self.parameters():
+            p.grad = None
+        x, z = x.to(self.device, torch.float32), z.to(self.device, torch.float32)
+        real = to_signed(x).contiguous(memory_format=self.memory_format)  # (B, 1, 28, 28) in [-1, 1]
+        with self.autocast():
+            fake = self.netG(z)  # (B, 1, 28, 28)
+            real_out = self.netD(real).float()  # (B, 1) logits
+            fake_out = self.netD(fake).float()  # (B, 1)
+        ones, zeros = torch.ones_like(real_out), torch.zeros_like(fake_out)
+        # non-saturating generator loss (Goodfellow et al. 2014, sec. 3): -log D(G(z))
+        g_loss = F.binary_cross_entropy_with_logits(fake_out, ones)
+        # discriminator: -log D(x) - log(1 - D(G(z)))
+        d_loss = (F.binary_cross_entropy_with_logits(real_out, ones)
+                  + F.binary_cross_entropy_with_logits(fake_out, zeros))
+        # ---- gradients of G from g_loss only (gen_tape.gradient), keeping the graph for D's ----
+        g_loss.backward(inputs=list(self.netG.parameters()), retain_graph=True)
+        # ---- gradients of D from d_loss only (disc_tape.gradient); no gradient flows into G's parameters ----
+        d_loss.backward(inputs=list(self.netD.parameters()))
+        return {"loss": (d_loss + g_loss).detach(), "d_loss": d_loss.detach(), "g_loss": g_loss.detach(),
+                "d_real": torch.sigmoid(real_out).mean().detach(), "d_fake": torch.sigmoid(fake_out).mean().detach()}
+
+    def train_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One round on real images x (B, 1, 28, 28) in [0, 1]: both players step on gradients from one forward pass."""
+        if self.optG is None or self.optD is None:
+            raise RuntimeError("call configure_training(lr=...) before train_step")
+        self.train()  # the seed calls both nets with training=True: batch statistics in BN, dropout on
+        z = torch.randn(x.shape[0], self.latent_dim, device=self.device)  # (B, noise_dim), the seed's normal noise
+        metrics = self.compute_gradients(x, z)
+        # ---- update G, then D: both gradients were taken before either update, as in the seed ----
+        self.optG.step()
+        self.optD.step()
+        return metrics
+
+    # ---- generation ----
+    def sample_latent(self, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n noise vectors (n, noise_dim) from N(0, I); a CPU generator draws on the CPU, then moves them."""
+        if generator is not None and generator.device != self.device:
+            return torch.randn(n, self.latent_dim, generator=generator).to(self.device)
+        return torch.randn(n, self.latent_dim, generator=generator, device=self.device)
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Images (n, 1, 28, 28) in [0, 1] for noise z (n, noise_dim): eval mode (BN running stats, no dropout)."""
+        was_training = self.netG.training
+        self.netG.eval()  # the seed's generator(..., training=False)
+        try:
+            x = self.netG(z.to(self.device, torch.float32)).float()
+        finally:
+            self.netG.train(was_training)
+        return from_signed(x).contiguous()
+
+    def sample(self, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n new images (n, 1, 28, 28) in [0, 1] from noise z ~ N(0, I)."""
+        return self.decode(self.sample_latent(n, generator=generator))
+
+    @torch.no_grad()
+    def discriminate(self, x: torch.Tensor) -> torch.Tensor:
+        """D's probability (n,) that images x (n, 1, 28, 28) in [0, 1] are real, in eval mode (no dropout)."""
+        was_training = self.netD.training
+        self.netD.eval()
+        try:
+            logits = self.netD(to_signed(x.to(self.device, torch.float32)).contiguous(memory_format=self.memory_format))
+        finally:
+            self.netD.train(was_training)
+        return torch.sigmoid(logits.float()).squeeze(1)

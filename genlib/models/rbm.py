@@ -1,0 +1,272 @@
+"""The Bernoulli-Bernoulli restricted Boltzmann machine of the course notes, trained with CD-k (Hinton 2002) or PCD-k (Tieleman 2008).
+
+Energy E(v, h) = -v.b - h.c - h^T W v with binary visibles v (n_visible) and hiddens h (n_hidden), W of shape
+(n_hidden, n_visible) as in the seed. The seed trains by autograd of the free-energy gap F(v0).mean() - F(vk).mean()
+with SGD; here the same gradient is written in closed form and applied with torch.optim.SGD's exact update rule,
+without autograd, so one step costs five matmuls for k = 1 and no graph.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from genlib.data import binarize
+from genlib.models.base import GenerativeModel, LatentModel, check, device_generator
+from genlib.samplers import gibbs_chain
+
+BINARIZE_MODES = ("stochastic", "threshold")
+PARAMS = ("W", "v_bias", "h_bias")
+
+
+def _int_in(name: str, value: Any, lo: int, hi: int) -> None:
+    check(isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi,
+          f"{name} must be an int in [{lo}, {hi}], got {value!r}")
+
+
+def _unit_interval(name: str, value: Any) -> None:
+    check(isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value < 1.0,
+          f"{name} must be a number in [0, 1), got {value!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RBMConfig:
+    """Constructor arguments of an RBM; the defaults are the seed's (784 visible, 500 hidden, CD-1, plain SGD)."""
+
+    image_shape: tuple[int, int, int] = (1, 28, 28)  # n_visible = C * H * W
+    n_hidden: int = 500
+    k: int = 1  # Gibbs steps of the negative phase (CD-k / PCD-k); RBM.set_k changes it during training
+    persistent: bool = False  # PCD: the negative chain continues across batches instead of restarting at the data
+    momentum: float = 0.0  # SGD momentum, torch.optim.SGD's convention
+    weight_decay: float = 0.0  # L2 penalty added to the gradient, torch.optim.SGD's convention
+    binarize: str = "stochastic"  # [0, 1] pixels -> {0, 1}: Bernoulli draws (the seed's data.bernoulli()) or > 0.5
+    init_std: float = 0.01  # W ~ N(0, init_std^2), the seed's randn * 1e-2
+    sample_steps: int = 500  # Gibbs steps of `sample`, from uniform random visibles
+
+    def __post_init__(self) -> None:
+        shape = self.image_shape
+        check(isinstance(shape, tuple) and len(shape) == 3
+              and all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in shape),
+              f"image_shape must be three positive ints (C, H, W), got {shape!r}")
+        _int_in("n_hidden", self.n_hidden, 1, 10_000)
+        _int_in("k", self.k, 1, 1000)
+        check(isinstance(self.persistent, bool), f"persistent must be a bool, got {self.persistent!r}")
+        _unit_interval("momentum", self.momentum)
+        _unit_interval("weight_decay", self.weight_decay)
+        check(self.binarize in BINARIZE_MODES, f"binarize must be one of {BINARIZE_MODES}, got {self.binarize!r}")
+        check(isinstance(self.init_std, (int, float)) and not isinstance(self.init_std, bool)
+              and 0.0 < self.init_std <= 1.0, f"init_std must be a number in (0, 1], got {self.init_std!r}")
+        _int_in("sample_steps", self.sample_steps, 1, 100_000)
+
+
+class CDChain(NamedTuple):
+    """One negative phase: data statistics, the reconstruction and the chain's end, all (B, n) rows."""
+
+    h_logits0: torch.Tensor  # W v0 + c (B, n_hidden)
+    ph0: torch.Tensor  # p(h|v0) (B, n_hidden), the positive statistics
+    recon: torch.Tensor  # p(v|h0), h0 ~ p(h|v0) (B, n_visible), for the recon_error metric
+    vk: torch.Tensor  # the negative particles after k Gibbs steps (B, n_visible), in {0, 1}
+    h_logits_k: torch.Tensor  # W vk + c (B, n_hidden)
+    phk: torch.Tensor  # p(h|vk) (B, n_hidden), the negative statistics
+
+
+class RBM(GenerativeModel, LatentModel):
+    """A Bernoulli-Bernoulli RBM; `train_step` takes images in [0, 1], binarises them and takes one CD-k/PCD-k step."""
+
+    name: ClassVar[str] = "rbm"
+    config_class: ClassVar[type] = RBMConfig
+    metric_names: ClassVar[tuple[str, ...]] = ("loss", "recon_error")
+    monitor: ClassVar[str] = "recon_error"
+    metric_labels: ClassVar[dict[str, str]] = {
+        "loss": "Free-energy gap F(data) − F(model samples): the seed's training loss, whose gradient is the CD "
+                "update; it is not a likelihood and can go up or down while the model improves.",
+        "recon_error": "Reconstruction error: mean squared difference between the binarised images and p(v|h) after "
+                       "one up-down pass v -> h -> v; it falls as the hidden units learn to describe the data.",
+    }
+
+    def __init__(self, config: RBMConfig) -> None:
+        super().__init__(config)
+        self.image_shape = tuple(config.image_shape)
+        self.n_visible = math.prod(self.image_shape)
+        self.latent_dim = config.n_hidden
+        self.k = config.k  # mutable (set_k); the frozen config keeps the start value
+        # the seed's parameters; nn.Parameter for state_dict and .to(), but updated in closed form, never by autograd
+        self.W = nn.Parameter(torch.randn(config.n_hidden, self.n_visible) * config.init_std)  # (n_h, n_v)
+        self.v_bias = nn.Parameter(torch.zeros(self.n_visible))  # b (n_v)
+        self.h_bias = nn.Parameter(torch.zeros(config.n_hidden))  # c (n_h)
+        # PCD's fantasy particles as hidden states (B, n_h); not in state_dict, saved by training_state()
+        self.register_buffer("pcd_chain", None, persistent=False)
+        self._grads: dict[str, torch.Tensor] = {}  # scratch gradients, allocated once per parameter
+        self._velocity: dict[str, torch.Tensor] = {}  # SGD momentum buffers, created on the first step as SGD does
+
+    # ---- training setup ----
+    def _make_optimizers(self, lr: float) -> None:
+        """No torch optimiser: reset the closed-form SGD's state (momentum buffers, persistent chain)."""
+        self._grads, self._velocity = {}, {}
+        self.pcd_chain = None
+
+    def set_k(self, k: int) -> None:
+        """Change the number of Gibbs steps of the negative phase during training."""
+        _int_in("k", k, 1, 1000)
+        self.k = k
+
+    # ---- energies and conditionals ----
+    def _h_logits(self, v: torch.Tensor) -> torch.Tensor:
+        return F.linear(v, self.W, self.h_bias)  # (B, n_v) -> W v + c (B, n_h)
+
+    @staticmethod
+    def _free_energy_from(v: torch.Tensor, h_logits: torch.Tensor, v_bias: torch.Tensor) -> torch.Tensor:
+        # F(v) = -v.b - sum_j softplus((W v + c)_j); softplus is the seed's exp().add(1).log() without overflow
+        dtype = v_bias.dtype
+        return -(v.to(dtype) @ v_bias) - F.softplus(h_logits.to(dtype)).sum(-1)
+
+    def free_energy(self, v: torch.Tensor) -> torch.Tensor:
+        """F(v) = -log sum_h exp(-E(v, h)) per example (B,) for visibles v (B, n_visible)."""
+        return self._free_energy_from(v, self._h_logits(v), self.v_bias)
+
+    def energy(self, v: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """E(v, h) = -v.b - h.c - h^T W v per example (B,) for v (B, n_visible), h (B, n_hidden)."""
+        return -(v @ self.v_bias) - (h @ self.h_bias) - ((h @ self.W) * v).sum(-1)
+
+    def p_h_given_v(self, v: torch.Tensor) -> torch.Tensor:
+        """p(h_j = 1 | v) = sigmoid(W v + c) (B, n_hidden)."""
+        return torch.sigmoid(self._h_logits(v))
+
+    def p_v_given_h(self, h: torch.Tensor) -> torch.Tensor:
+        """p(v_i = 1 | h) = sigmoid(W^T h + b) (B, n_visible)."""
+        return torch.sigmoid(F.linear(h, self.W.t(), self.v_bias))
+
+    def _bernoulli(self, p: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        # draws on p's device; under bf16 autocast p is bf16, the {0, 1} states go back to the parameters' dtype
+        return torch.bernoulli(p, generator=generator).to(self.W.dtype)
+
+    def sample_h_given_v(self, v: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """h ~ p(h|v) (B, n_hidden) in {0, 1}; `generator` must live on the model's device."""
+        return self._bernoulli(self.p_h_given_v(v), generator)
+
+    def sample_v_given_h(self, h: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """v ~ p(v|h) (B, n_visible) in {0, 1}; `generator` must live on the model's device."""
+        return self._bernoulli(self.p_v_given_h(h), generator)
+
+    # ---- training ----
+    def visibles(self, x: torch.Tensor) -> torch.Tensor:
+        """Images x (B, C, H, W) in [0, 1] -> binary visibles (B, n_visible) on the model's device."""
+        v = x.to(self.device, self.W.dtype).reshape(x.shape[0], -1)
+        if v.shape[1] != self.n_visible:
+            raise ValueError(f"images of shape {tuple(x.shape[1:])} do not fit this RBM's {self.image_shape}")
+        return binarize(v, self.config.binarize)
+
+    @torch.no_grad()
+    def contrastive_chain(self, v0: torch.Tensor) -> CDChain:
+        """The seed's chain: h0 ~ p(h|v0), then k times v ~ p(v|h), h ~ p(h|v); PCD starts from its stored hiddens."""
+        with self.autocast():  # bf16 matmuls when precision is bf16
+            a0 = self._h_logits(v0)  # (B, n_h)
+            ph0 = torch.sigmoid(a0)
+            h = self._bernoulli(ph0)  # h0 (B, n_h)
+            recon = self.p_v_given_h(h)  # p(v|h0) (B, n_v): the reconstruction and CD's first visible probabilities
+            pv = recon
+            if self.config.persistent:
+                if self.pcd_chain is None or self.pcd_chain.shape != h.shape:
+                    self.pcd_chain = h.clone()  # first use, or a new batch size: start the particles at the data
+                else:
+                    h = self.pcd_chain
+                    pv = self.p_v_given_h(h)
+            for step in range(self.k):
+                if step:
+                    pv = self.p_v_given_h(h)
+                v = self._bernoulli(pv)  # (B, n_v)
+                ak = self._h_logits(v)  # (B, n_h)
+                phk = torch.sigmoid(ak)
+                if step < self.k - 1:  # CD never uses the last hidden draw (the gradient takes p(h|vk))
+                    h = self._bernoulli(phk)
+            if self.config.persistent:
+                self.pcd_chain.copy_(self._bernoulli(phk))  # the particles' next hidden state
+        return CDChain(a0, ph0, recon, v, ak, phk)
+
+    def _sgd(self, name: str, param: torch.Tensor, grad: torch.Tensor) -> None:
+        """torch.optim.SGD's update, in place: d = g + wd p; buf = d (first step) or m buf + d; p -= lr buf."""
+        wd, momentum = self.config.weight_decay, self.config.momentum
+        if wd:
+            grad.add_(param, alpha=wd)
+        if momentum:
+            buf = self._velocity.get(name)
+            if buf is None:
+                buf = self._velocity[name] = grad.clone()
+            else:
+                if buf.device != grad.device:  # the model moved since the buffer was made
+                    buf = self._velocity[name] = buf.to(grad.device)
+                buf.mul_(momentum).add_(grad)
+            grad = buf
+        param.add_(grad, alpha=-self.lr)
+
+    @torch.no_grad()
+    def train_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One CD-k (or PCD-k) SGD step on images x (B, C, H, W) in [0, 1]; detached metrics, no host sync."""
+        if self.lr is None:
+            raise RuntimeError("call configure_training(lr=...) before train_step")
+        v0 = self.visibles(x)  # (B, n_v) in {0, 1}
+        chain = self.contrastive_chain(v0)
+        n = v0.shape[0]
+        # metrics first: they use the parameters the chain ran with, as the seed's loss does
+        fe0 = self._free_energy_from(v0, chain.h_logits0, self.v_bias)
+        fek = self._free_energy_from(chain.vk, chain.h_logits_k, self.v_bias)
+        metrics = {"loss": fe0.mean() - fek.mean(), "recon_error": (v0 - chain.recon.to(v0.dtype)).square().mean()}
+
+        # gradients of the seed's loss F(v0).mean() - F(vk).mean() with vk fixed (dF/dW = -p(h|v) v^T):
+        g = self._grads
+        if not g or g["W"].device != self.W.device or g["W"].dtype != self.W.dtype:
+            g.update({name: torch.empty_like(getattr(self, name)) for name in PARAMS})
+        if self.precision == "bf16":
+            with self.autocast():  # bf16 matmuls (B-long sums accumulate in fp32 inside the GEMM), fp32 gradient
+                neg, pos = chain.phk.t() @ chain.vk, chain.ph0.t() @ v0  # (n_h, n_v) each
+            g["W"].copy_(neg).sub_(pos).div_(n)
+        else:
+            torch.mm(chain.phk.t(), chain.vk, out=g["W"])  # (n_h, B) @ (B, n_v)
+            g["W"].addmm_(chain.ph0.t(), v0, alpha=-1.0).div_(n)  # (p(h|vk)^T vk - p(h|v0)^T v0) / B
+        torch.sum(chain.vk, 0, out=g["v_bias"]).sub_(v0.sum(0)).div_(n)  # mean(vk - v0) (n_v)
+        g["h_bias"].copy_(chain.phk.sum(0, dtype=g["h_bias"].dtype)).sub_(
+            chain.ph0.sum(0, dtype=g["h_bias"].dtype)).div_(n)  # mean(p(h|vk) - p(h|v0)) (n_h)
+        for name in PARAMS:
+            self._sgd(name, getattr(self, name), g[name])
+        return metrics
+
+    def training_state(self) -> dict[str, Any]:
+        """Momentum buffers, the persistent chain and the current k, for resuming."""
+        state: dict[str, Any] = {"k": self.k, "momentum": {n: b.detach().clone() for n, b in self._velocity.items()}}
+        if self.pcd_chain is not None:
+            state["pcd_chain"] = self.pcd_chain.detach().clone()
+        return state
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        device, dtype = self.device, self.W.dtype
+        if "k" in state:
+            self.set_k(int(state["k"]))
+        self._velocity = {n: b.to(device, dtype).clone() for n, b in state.get("momentum", {}).items() if n in PARAMS}
+        chain = state.get("pcd_chain")
+        self.pcd_chain = None if chain is None else chain.to(device, dtype).clone()
+
+    # ---- generation ----
+    @torch.no_grad()
+    def sample_latent(self, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n hidden vectors (n, n_hidden) of fair coin flips, Bernoulli(0.5), on the model's device."""
+        half = torch.full((n, self.latent_dim), 0.5, device=self.device, dtype=self.W.dtype)
+        return torch.bernoulli(half, generator=device_generator(generator, self.device))
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Images (n, C, H, W) in [0, 1]: p(v|h) for hidden vectors z (n, n_hidden), binary or not."""
+        return self.p_v_given_h(z.to(self.device, self.W.dtype)).reshape(z.shape[0], *self.image_shape)
+
+    @torch.no_grad()
+    def sample(self, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n images (n, C, H, W) in [0, 1]: p(v|h) after `sample_steps` Gibbs steps from uniform random binary v."""
+        g = device_generator(generator, self.device)
+        half = torch.full((n, self.n_visible), 0.5, device=self.device, dtype=self.W.dtype)
+        v = torch.bernoulli(half, generator=g)  # (n, n_v) uniform over {0, 1}^n_v
+        pv = gibbs_chain(self, v, self.config.sample_steps, generator=g)
+        return pv.reshape(n, *self.image_shape)

@@ -1,0 +1,43 @@
+"""Shared fixtures. `dashboard_env` (opt-in, used by the AppTest suites) gives each test its own runs folder, an empty
+data root (so only the offline `digits` dataset is available), thread-backend jobs, and fresh Streamlit caches
+(the JobManager lives in st.cache_resource, which is process-global and would leak jobs between tests)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = str(ROOT / "app.py")
+
+
+def _clear_caches() -> None:
+    import streamlit as st
+
+    st.cache_resource.clear()
+    st.cache_data.clear()
+
+
+@pytest.fixture
+def dashboard_env(tmp_path, monkeypatch):
+    """Environment for AppTest runs of app.py; stops every job the test started before the folder goes away."""
+    monkeypatch.setenv("GENLIB_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("GENLIB_DATA_ROOT", str(tmp_path / "data"))
+    monkeypatch.setenv("GENLIB_JOB_BACKEND", "thread")
+    monkeypatch.setenv("GENLIB_MAX_JOBS", "2")
+    monkeypatch.chdir(ROOT)
+    _clear_caches()
+    yield tmp_path
+    from dashboard import state
+
+    state.get_manager().close(stop_jobs=True, timeout=30)
+    _clear_caches()
+
+
+@pytest.fixture
+def manager(dashboard_env):
+    """The dashboard's own JobManager (the one the pages use), for polling jobs from a test."""
+    from dashboard import state
+
+    return state.get_manager()

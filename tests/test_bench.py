@@ -1,0 +1,107 @@
+"""Smoke test of scripts/bench.py (the side-by-side speed table) and checks of its FLOP counts.
+
+The smoke run uses the offline digits dataset and tiny budgets: it proves the table prints with numbers, not speed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "scripts" / "bench.py"
+
+
+def _load_bench():
+    spec = importlib.util.spec_from_file_location("genlib_bench_script", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return _load_bench()
+
+
+def _counted_flops(fn) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def test_vae_flops_match_the_model(bench):
+    from genlib.models import build_model
+
+    vae = build_model("vae", {})
+    x = torch.rand(4, 1, 28, 28)
+    forward = _counted_flops(lambda: vae.loss(x)) / 4  # FLOPs of one image's forward pass, matmuls only
+    assert bench.vae_flops_per_image() == pytest.approx(3 * forward)
+
+
+def test_gan_flops_match_the_model(bench):
+    from genlib.models import build_model
+
+    gan = build_model("gan", {"preset": "seed"})
+    z, x = torch.randn(4, 100), torch.rand(4, 1, 28, 28)
+
+    def forward():  # what one training step runs forward: G once, D on the real and on the fake batch
+        fake = gan.netG(z)
+        gan.netD(x)
+        gan.netD(fake)
+
+    assert bench.gan_flops_per_image() == pytest.approx(3 * _counted_flops(forward) / 4)
+    assert bench.gan_flops_per_image() / 6 == pytest.approx(51.7e6 + 2 * 10.4e6, rel=0.01)  # MACs: G + 2 D
+
+
+def test_rbm_flops_are_five_matmuls(bench):
+    assert bench.rbm_flops_per_image() == 5 * 2 * 784 * 500
+
+
+def test_only_selects_models_and_ids(bench):
+    assert {b.model for b in bench.select("vae")} == {"vae"}
+    assert [b.id for b in bench.select("vae/seed,gan/seed")] == ["vae/seed", "gan/seed"]
+    assert len(bench.select(None)) == len(bench.BENCHES)
+    with pytest.raises(SystemExit):
+        bench.select("nonsense")
+
+
+def test_targets_say_met_or_gap(bench):
+    benches = bench.select("vae/seed,vae/genlib-bernoulli-fp32,vae/genlib-bernoulli-bf16")
+    results = {"vae/seed": {"images_per_second": 1000.0},
+               "vae/genlib-bernoulli-fp32": {"images_per_second": 5000.0},
+               "vae/genlib-bernoulli-bf16": {"images_per_second": 3000.0}}
+    verdicts = dict(bench.target_lines(results, benches))
+    assert verdicts["vae/genlib-bernoulli-fp32 vs vae/seed: target >= 4x"].endswith("met")
+    assert "gap" in verdicts["vae/genlib-bernoulli-bf16 vs vae/seed: target >= 4x"]
+
+
+@pytest.mark.timeout(90)
+def test_quick_run_prints_the_table_with_numbers():
+    t = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), "--quick", "--only", "vae/seed,vae/genlib-bernoulli-fp32", "--dataset", "digits",
+         "--seconds", "0.3", "--warmup", "1", "--peak-size", "256", "--peak-reps", "2", "--markdown"],
+        capture_output=True, text=True, timeout=85, cwd=str(REPO))
+    elapsed = time.perf_counter() - t
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "matmul peak" in out and "GFLOP/s" in out
+    rows = [line for line in out.splitlines() if line.startswith("VAE ")]
+    assert len(rows) == 2, out
+    for line in rows:  # batch, img/s and ratio are numbers
+        assert re.search(r"\s128\s+[\d,]+\*?\s+\d+\s+\d+\.\d\dx\s", line), line
+    assert re.search(r"^\| VAE \| genlib VAE bernoulli, fp32 \| fp32 \| 128 \| [\d,]+\*? \|", out, re.M), out
+    assert "vae/genlib-bernoulli-fp32 vs vae/seed: target >= 4x" in out
+    assert re.search(r"target >= 4x\s+\d+\.\d\dx: (met|gap)", out), out
+    assert elapsed < 60, f"the smoke run took {elapsed:.0f} s"

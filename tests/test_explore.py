@@ -1,0 +1,238 @@
+"""AppTest of the latent-space explorers (dashboard.explore) on tiny untrained models saved as runs.
+
+AppTest reruns the whole script on every interaction (fragments run inline), so these tests check content and
+wiring: keyed images and sliders exist, a slider move changes exactly the image it drives, a newer snapshot is
+picked up. Fragment-only reruns and browser latency are the Playwright tests' job.
+"""
+
+import pytest
+import streamlit as st
+import torch
+from streamlit.runtime.media_file_manager import MediaFileManager
+from streamlit.testing.v1 import AppTest
+
+from genlib.checkpoints import save_checkpoint
+from genlib.images import read_png
+from genlib.models import build_model
+from genlib.runs import RunStore
+
+TIMEOUT = 60  # the first run imports torch and plotly
+TINY = {"vae": {"hidden": 32, "latent": 4}, "gan": {"preset": "fast"}, "rbm": {"n_hidden": 32, "sample_steps": 20}}
+IMAGES = {  # container keys (without the run suffix) that must each hold one PNG
+    "vae": ["zimg", "manifold", "interp-ends", "interp-img", "interp-strip", "recon-orig", "recon-img"],
+    "gan": ["grid", "dir-img", "dir-strip", "slerp-img", "slerp-strip"],
+    "rbm": ["filters", "chain-img", "clamp-base", "clamp-filters", "clamp-img"],
+}
+SLIDERS = {
+    "vae": ["z0", "z1", "z2", "z3", "mn", "mspan", "it", "rn"],
+    "gan": ["means", "stds", "dir0", "dir1", "dir2", "dir3", "st"],
+    "rbm": ["gframe", "h0", "h1", "h2", "h3"],
+}
+
+
+def _app(model_name, run_id):
+    from dashboard.explore import render
+    from genlib.runs import RunStore
+
+    render(model_name, RunStore().get(run_id) if run_id else None)
+
+
+@pytest.fixture(autouse=True)
+def runs_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("GENLIB_RUNS_DIR", str(tmp_path))
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    yield tmp_path
+    st.cache_resource.clear()
+    st.cache_data.clear()
+
+
+@pytest.fixture
+def media(monkeypatch):
+    """url -> bytes of every media file the app stores (AppTest drops its media manager after each run)."""
+    files = {}
+    original = MediaFileManager.add
+
+    def add(self, path_or_data, mimetype, coordinates, *args, **kwargs):
+        url = original(self, path_or_data, mimetype, coordinates, *args, **kwargs)
+        files[url] = path_or_data
+        return url
+
+    monkeypatch.setattr(MediaFileManager, "add", add)
+    return files
+
+
+def _model(name, seed=0, **changes):
+    torch.manual_seed(seed)
+    model = build_model(name, {**TINY[name], **changes})
+    if name == "rbm":
+        with torch.no_grad():
+            model.W.mul_(100)  # untrained weights are ~0.01: make each hidden unit visible in p(v|h)
+    return model
+
+
+def _save_run(runs_dir, name, model, step=0):
+    run = RunStore(runs_dir).create({"model": name, "model_config": model.config_dict(), "dataset": "digits",
+                                     "train_config": {"dataset": "digits"}})
+    save_checkpoint(run.snapshot_path, model, train_config={"dataset": "digits"}, progress={"step": step})
+    return run
+
+
+def _open(name, run):
+    return AppTest.from_function(_app, args=(name, run.id if run else None), default_timeout=TIMEOUT).run()
+
+
+def _png(at, media, container_key):
+    """The PNG bytes of the one image inside a keyed container."""
+    images = at.get_by_key(container_key).image
+    assert len(images) == 1, container_key
+    data = media[images[0].value[0]]
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", container_key
+    return data
+
+
+def _moved(at, media, slider_key, value, image_key):
+    """(bytes before, bytes after) of image_key when slider_key is set to value."""
+    before = _png(at, media, image_key)
+    at.slider(key=slider_key).set_value(value).run()
+    assert not at.exception, at.exception
+    return before, _png(at, media, image_key)
+
+
+# ---- no weights ----
+
+def test_no_run_says_how_to_start():
+    at = _open("vae", None)
+    assert not at.exception
+    assert "No run of this model yet" in at.info[0].value
+
+
+def test_run_without_weights_says_exploration_opens_with_the_first_snapshot(runs_dir):
+    run = RunStore(runs_dir).create({"model": "gan", "dataset": "digits"})
+    at = _open("gan", run)
+    assert not at.exception
+    assert "once the first snapshot is saved" in at.info[0].value
+    assert not at.image and not at.slider
+
+
+# ---- every explorer renders its keyed images and sliders ----
+
+@pytest.mark.parametrize("name", ["vae", "gan", "rbm"])
+def test_explorer_renders_keyed_images_and_sliders(runs_dir, media, name):
+    run = _save_run(runs_dir, name, _model(name), step=0)
+    at = _open(name, run)
+    assert not at.exception, at.exception
+    for k in IMAGES[name]:
+        img = read_png(_png(at, media, f"{name}-{k}-{run.id}"))
+        assert img.ndim == 2 and img.shape[1] >= 28
+    slider_keys = {s.key for s in at.slider}
+    assert {f"{name}-{k}-{run.id}" for k in SLIDERS[name]} <= slider_keys
+    captions = " ".join(c.value for c in at.caption)
+    assert "step 0" in captions and "follows newer snapshots" in captions  # a queued run counts as live
+    assert at.toggle(key=f"{name}-follow-{run.id}").value is True
+    if name == "vae":
+        assert at.get("plotly_chart"), "the latent map is a plotly chart"
+
+
+# ---- a slider move changes the image it drives (and not the others) ----
+
+def test_vae_latent_slider_changes_the_decoded_image_only(runs_dir, media):
+    run = _save_run(runs_dir, "vae", _model("vae"))
+    at = _open("vae", run)
+    manifold = _png(at, media, f"vae-manifold-{run.id}")
+    before, after = _moved(at, media, f"vae-z0-{run.id}", 2.5, f"vae-zimg-{run.id}")
+    assert before != after
+    assert _png(at, media, f"vae-manifold-{run.id}") == manifold
+    before, after = _moved(at, media, f"vae-it-{run.id}", 0.0, f"vae-interp-img-{run.id}")
+    assert before != after
+
+
+def test_vae_wide_latent_gets_a_dimension_chooser(runs_dir, media):
+    run = _save_run(runs_dir, "vae", _model("vae", latent=12))
+    at = _open("vae", run)
+    chooser = at.multiselect(key=f"vae-dims-{run.id}")
+    assert chooser.value == list(range(8))
+    assert f"vae-z9-{run.id}" not in {s.key for s in at.slider}
+    chooser.set_value([0, 9]).run()
+    assert not at.exception
+    keys = {s.key for s in at.slider}
+    assert f"vae-z9-{run.id}" in keys and f"vae-z1-{run.id}" not in keys
+    before, after = _moved(at, media, f"vae-z9-{run.id}", -3.0, f"vae-zimg-{run.id}")
+    assert before != after
+
+
+def test_gan_seed_sliders_seed_and_new_noise_drive_the_grid(runs_dir, media):
+    run = _save_run(runs_dir, "gan", _model("gan"))
+    at = _open("gan", run)
+    grid = f"gan-grid-{run.id}"
+    first = _png(at, media, grid)
+    at.run()
+    assert _png(at, media, grid) == first  # the same seed draws the same noise
+    before, after = _moved(at, media, f"gan-means-{run.id}", 5.0, grid)
+    assert before != after
+    before, after = _moved(at, media, f"gan-stds-{run.id}", 10.0, grid)
+    assert before != after
+    at.number_input(key=f"gan-seed-{run.id}").set_value(3).run()
+    third = _png(at, media, grid)
+    assert third != after
+    at.button(key=f"gan-newnoise-{run.id}").click().run()
+    assert not at.exception
+    assert at.number_input(key=f"gan-seed-{run.id}").value != 3
+    assert _png(at, media, grid) != third
+    before, after = _moved(at, media, f"gan-dir0-{run.id}", 4.0, f"gan-dir-img-{run.id}")
+    assert before != after
+    before, after = _moved(at, media, f"gan-st-{run.id}", 0.0, f"gan-slerp-img-{run.id}")
+    assert before != after
+
+
+def test_rbm_chain_slider_picks_frames_and_clamps_change_p_v_given_h(runs_dir, media):
+    run = _save_run(runs_dir, "rbm", _model("rbm"))
+    at = _open("rbm", run)
+    assert at.slider(key=f"rbm-gframe-{run.id}").value == 200  # the chain's end
+    before, after = _moved(at, media, f"rbm-gframe-{run.id}", 0, f"rbm-chain-img-{run.id}")
+    assert before != after  # step 0 shows the random start
+    at.select_slider(key=f"rbm-gsteps-{run.id}").set_value(1000).run()
+    assert not at.exception
+    frame = at.slider(key=f"rbm-gframe-{run.id}")
+    assert frame.max == 1000 and frame.step == 5  # 1000 steps, 200 recorded frames
+    before, after = _moved(at, media, f"rbm-gframe-{run.id}", 500, f"rbm-chain-img-{run.id}")
+    assert before != after
+    base = _png(at, media, f"rbm-clamp-base-{run.id}")
+    h0 = at.slider(key=f"rbm-h0-{run.id}")
+    before, after = _moved(at, media, f"rbm-h0-{run.id}", 0.0 if h0.value > 0.5 else 1.0, f"rbm-clamp-img-{run.id}")
+    assert before != after
+    assert _png(at, media, f"rbm-clamp-base-{run.id}") == base  # the unclamped image stays
+
+
+# ---- the explorer follows the run's newest weights ----
+
+def test_a_newer_snapshot_is_picked_up(runs_dir, media):
+    run = _save_run(runs_dir, "vae", _model("vae", seed=0), step=0)
+    at = _open("vae", run)
+    before = _png(at, media, f"vae-zimg-{run.id}")
+    save_checkpoint(run.snapshot_path, _model("vae", seed=1), train_config={"dataset": "digits"},
+                    progress={"step": 500})
+    at.run()
+    assert not at.exception
+    assert "step 500" in " ".join(c.value for c in at.caption)
+    assert _png(at, media, f"vae-zimg-{run.id}") != before
+
+
+def test_a_finished_run_is_explored_without_follow_toggle(runs_dir, media):
+    run = _save_run(runs_dir, "gan", _model("gan"), step=40)
+    run.write_state(state="finished")
+    at = _open("gan", run)
+    assert not at.exception
+    assert not at.toggle
+    captions = " ".join(c.value for c in at.caption)
+    assert "step 40" in captions and "finished" in captions and "follows newer" not in captions
+
+
+def test_missing_dataset_falls_back_to_the_offline_digits(runs_dir, tmp_path_factory):
+    from dashboard.explore import test_data
+
+    empty = tmp_path_factory.mktemp("no-data")
+    run = RunStore(runs_dir).create({"model": "vae", "dataset": "mnist",
+                                     "train_config": {"dataset": "mnist", "data_root": str(empty)}})
+    data, note = test_data(run)
+    assert data.name == "digits" and "mnist is not on this machine" in note
