@@ -1,4 +1,4 @@
-"""The command line: `python -m genlib train|sample|worker|runs`, each ending with one JSON line on stdout."""
+"""The command line: `python -m genlib train|sample|evaluate|worker|runs`, each ending with one JSON line on stdout."""
 
 from __future__ import annotations
 
@@ -61,6 +61,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", default="auto")
 
+    e = sub.add_parser("evaluate", help="quality figures of a run's last checkpoint (likelihoods, Fréchet distance)")
+    e.add_argument("run_dir")
+    e.add_argument("--quick", action="store_true", help="cheap settings (seconds to a minute), not the papers'")
+    e.add_argument("--device", default="auto")
+    e.add_argument("--data-root", help="folder with the datasets (default: the run's, then $GENLIB_DATA_ROOT)")
+    e.add_argument("--k", type=int, help="VAE: importance samples per test image (full 5000, quick 50)")
+    e.add_argument("--ais-steps", type=int, help="RBM: AIS intermediate distributions (full 14500, quick 1000)")
+    e.add_argument("--ais-chains", type=int, help="RBM: parallel AIS chains (100)")
+    e.add_argument("--n-samples", type=int, help="generated images for the Fréchet distance (full 10000, quick 1000)")
+    e.add_argument("--n-test", type=int, help="test images for the likelihoods (default all)")
+    e.add_argument("--seed", type=int)
+    e.add_argument("--train-classifier", action="store_true",
+                   help="train and cache the dataset's classifier if none is cached (a few CPU minutes for MNIST)")
+    e.add_argument("--cache-dir", help="classifier cache (default $GENLIB_CACHE or ~/.cache/genlib)")
+
     w = sub.add_parser("worker", help=argparse.SUPPRESS)
     w.add_argument("run_dir")
 
@@ -72,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"train": _train, "sample": _sample, "worker": _worker, "runs": _runs}[args.command](args)
+        return {"train": _train, "sample": _sample, "evaluate": _evaluate, "worker": _worker,
+                "runs": _runs}[args.command](args)
     except (ValueError, FileNotFoundError, OSError) as e:
         # Bad input or missing files: a message that says what to do, never a traceback.
         print(f"error: {e}", file=sys.stderr)
@@ -190,6 +206,32 @@ def _sample(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out, images=images.astype(np.float32))
     print(json.dumps({"run_dir": str(run.path), "out": str(out), "shape": list(images.shape), "step": ckpt.step}))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from genlib.data import DatasetUnavailable
+    from genlib.evaluate import evaluate_run, settings_for
+    from genlib.runs import open_run
+
+    settings = settings_for(args.quick, iwae_k=args.k, ais_steps=args.ais_steps, ais_chains=args.ais_chains,
+                            n_samples=args.n_samples, n_test=args.n_test, seed=args.seed)
+    last = [0.0]
+
+    def progress(fraction: float, message: str) -> None:  # one stderr line per second at most, and the last
+        now = time.monotonic()
+        if now - last[0] >= 1.0 or fraction >= 1.0:
+            last[0] = now
+            print(f"[{100 * fraction:5.1f}%] {message}", file=sys.stderr, flush=True)
+
+    try:
+        result = evaluate_run(open_run(args.run_dir), quick=args.quick, device=args.device, data_root=args.data_root,
+                              cache_dir=args.cache_dir, train_classifier=args.train_classifier, settings=settings,
+                              progress=progress)
+    except DatasetUnavailable as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(result))
     return 0
 
 
