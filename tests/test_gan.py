@@ -175,3 +175,52 @@ def test_short_training_on_digits_lowers_d_loss(digits):
     d_real = torch.stack([h["d_real"] for h in history[-10:]]).mean()
     d_fake = torch.stack([h["d_fake"] for h in history[-10:]]).mean()
     assert d_real > d_fake  # D has learnt to tell the digits from the generator's output
+
+
+@pytest.mark.parametrize("channels_last, dtype", [(False, torch.float32), (True, torch.float32),
+                                                  (False, torch.bfloat16), (True, torch.bfloat16)])
+def test_dropout_is_inverted_dropout_with_rate_p(channels_last, dtype):
+    netD = GAN(GANConfig(preset="fast", dropout=0.3)).netD
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    h = (torch.rand(64, 16, 14, 14) + 0.5).to(dtype).contiguous(memory_format=memory_format).requires_grad_()
+    torch.manual_seed(0)
+    out = netD._dropout(h)
+    assert out.dtype == dtype and out.is_contiguous(memory_format=memory_format)
+    kept = out != 0
+    assert abs(kept.float().mean().item() - 0.7) < 0.01  # 200,704 units: P(keep) = 1 - p
+    expected = (h.detach().float() / 0.7).to(dtype)  # kept units are scaled by 1 / (1 - p), in h's dtype
+    torch.testing.assert_close(out.detach()[kept].float(), expected[kept].float(), rtol=1e-2, atol=0)
+    out.sum().backward()  # the gradient is the scaled mask
+    torch.testing.assert_close(h.grad.float(), kept.float() * torch.tensor(1 / 0.7, dtype=dtype).float())
+    torch.manual_seed(0)
+    assert torch.equal(netD._dropout(h), out)  # the torch seed makes it reproducible
+    netD.eval()
+    assert netD._dropout(h) is h  # no dropout at evaluation, and no draws
+    netD.train()
+    assert GAN(GANConfig(preset="fast", dropout=0.0)).netD._dropout(h) is h
+
+
+def test_adam_is_fused_and_stays_fused_after_loading_an_unfused_state():
+    import copy as _copy
+
+    torch.manual_seed(0)
+    gan = GAN(GANConfig(preset="fast"))
+    gan.configure_training(lr=1e-4)
+    assert all(g["fused"] for opt in gan.optimizers().values() for g in opt.param_groups)
+    # an older checkpoint: unfused Adam state (step counters as CPU scalars, param groups with fused=None)
+    gan.optG = torch.optim.Adam(gan.netG.parameters(), lr=1e-4, eps=1e-7)
+    gan.optD = torch.optim.Adam(gan.netD.parameters(), lr=1e-4, eps=1e-7)
+    gan.train_step(_images(8))
+    state = _copy.deepcopy(gan.training_state())
+    again = GAN(GANConfig(preset="fast"))
+    again.load_state_dict(gan.state_dict())
+    again.configure_training(lr=1e-4)
+    again.load_training_state(state)
+    for opt in again.optimizers().values():
+        assert all(g["fused"] for g in opt.param_groups)
+        assert all(s["step"].dtype == torch.float32 and s["step"].item() == 1 for s in opt.state.values())
+    for model in (gan, again):
+        torch.manual_seed(3)
+        model.train_step(_images(8, seed=1))
+    for p, q in zip(gan.parameters(), again.parameters()):
+        torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6)

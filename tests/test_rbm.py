@@ -108,10 +108,11 @@ def test_fp32_update_matches_sgd_and_metrics_are_detached_scalars():
     assert all(m.ndim == 0 and not m.requires_grad for m in metrics.values())
 
 
-def _saturated_rbm(persistent: bool, k: int = 1) -> RBM:
+def _saturated_rbm(persistent: bool, k: int = 1, momentum: float = 0.0) -> RBM:
     """An RBM whose logits are all +-500 or more: every conditional draw is deterministic, so chains can be replayed."""
     torch.manual_seed(3)
-    rbm = RBM(RBMConfig(image_shape=(1, 4, 4), n_hidden=6, k=k, persistent=persistent, binarize="threshold"))
+    rbm = RBM(RBMConfig(image_shape=(1, 4, 4), n_hidden=6, k=k, persistent=persistent, binarize="threshold",
+                        momentum=momentum))
     with torch.no_grad():
         rbm.W.copy_(1000.0 * torch.randn(6, 16).sign())
         rbm.v_bias.copy_(500.0 * torch.randn(16).sign())
@@ -239,6 +240,83 @@ def test_bf16_step_is_finite_and_keeps_fp32_parameters():
         metrics = rbm.train_step(_images(16, seed=step))
     assert all(torch.isfinite(m) for m in metrics.values())
     assert all(p.dtype == torch.float32 for p in rbm.parameters()) and rbm.pcd_chain.dtype == torch.float32
+
+
+@pytest.mark.parametrize("persistent, momentum, k", [(False, 0.0, 1), (True, 0.5, 2), (False, 0.9, 3)])
+def test_bf16_update_equals_fp32_when_the_draws_agree(persistent, momentum, k):
+    # saturated conditionals make every draw deterministic, so both precisions run the same chain; the statistics
+    # are then small integers, exact in bf16: the bf16 path (cast weights, [v0; vk] buffers, one bf16 gradient matmul,
+    # fp32 update) must give the fp32 update, signs and scaling included
+    fp32, bf16 = _saturated_rbm(persistent, k, momentum), _saturated_rbm(persistent, k, momentum)
+    bf16.configure_training(lr=1e-3, precision="bf16")
+    fp32.configure_training(lr=1e-3)
+    for step in range(3):
+        x = _images(8, seed=step, shape=(1, 4, 4))
+        m32, m16 = fp32.train_step(x), bf16.train_step(x)
+        torch.testing.assert_close(m16["recon_error"], m32["recon_error"])
+        for name in ("W", "v_bias", "h_bias"):
+            torch.testing.assert_close(getattr(bf16, name), getattr(fp32, name), rtol=1e-6, atol=1e-6)
+    assert torch.equal(bf16.pcd_chain, fp32.pcd_chain) if persistent else bf16.pcd_chain is None
+
+
+def test_bf16_step_stays_close_to_fp32_on_the_same_random_stream():
+    torch.manual_seed(0)
+    fp32 = RBM(RBMConfig(n_hidden=64, init_std=0.1))
+    bf16 = copy.deepcopy(fp32)
+    fp32.configure_training(lr=0.1)
+    bf16.configure_training(lr=0.1, precision="bf16")
+    w0, x = fp32.W.detach().clone(), _images(32, seed=1)
+    torch.manual_seed(5)
+    m32 = fp32.train_step(x)
+    torch.manual_seed(5)  # the same uniforms: draws differ only where bf16 rounding moves p across u
+    m16 = bf16.train_step(x)
+    d32, d16 = fp32.W - w0, bf16.W - w0
+    assert (d16 - d32).norm() < 0.15 * d32.norm()
+    assert abs(m16["recon_error"] - m32["recon_error"]) < 1e-3 and abs(m16["loss"] - m32["loss"]) < 0.5
+
+
+def test_steps_with_changing_batch_sizes_match_sgd():
+    # the chain's buffers are reused per batch size and reallocated when it changes
+    torch.manual_seed(0)
+    rbm = RBM(RBMConfig(image_shape=(1, 4, 5), n_hidden=7, init_std=0.5, momentum=0.5)).double()
+    ref = copy.deepcopy(rbm)
+    rbm.configure_training(lr=0.1)
+    opt = torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.5)
+    seen = _spy_chain(rbm)
+    for step, n in enumerate((16, 5, 16, 16)):
+        metrics = rbm.train_step(_images(n, seed=step, shape=(1, 4, 5)))
+        v0, vk = seen[-1]
+        opt.zero_grad()
+        loss = ref.free_energy(v0).mean() - ref.free_energy(vk).mean()
+        loss.backward()
+        opt.step()
+        torch.testing.assert_close(metrics["loss"], loss.detach(), rtol=1e-12, atol=1e-12)
+        assert metrics["recon_error"].dtype == torch.float64
+        for name in ("W", "v_bias", "h_bias"):
+            torch.testing.assert_close(getattr(rbm, name), getattr(ref, name), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_stochastic_binarisation_draws_bernoulli_p(dtype):
+    from genlib.data import binarize
+
+    p = torch.tensor([0.0, 1.0, 0.25, 0.5, 0.9], dtype=dtype).repeat(40_000, 1)  # (40000, 5)
+    b = binarize(p, "stochastic", generator=torch.Generator().manual_seed(0))
+    assert b.dtype == dtype and set(b.unique().tolist()) <= {0.0, 1.0}
+    freq = b.float().mean(0)
+    assert freq[0] == 0 and freq[1] == 1  # p = 0 never fires, p = 1 always does
+    torch.testing.assert_close(freq[2:], p[0, 2:].float(), rtol=0, atol=0.01)
+    again = binarize(p, "stochastic", generator=torch.Generator().manual_seed(0))
+    assert torch.equal(b, again)
+
+
+def test_sampler_draws_follow_the_conditionals():
+    torch.manual_seed(0)
+    rbm = RBM(RBMConfig(image_shape=(1, 2, 2), n_hidden=3, init_std=1.0))
+    v = torch.tensor([[1.0, 0.0, 1.0, 1.0]]).expand(50_000, 4)
+    h = rbm.sample_h_given_v(v, generator=torch.Generator().manual_seed(1))
+    assert h.dtype == torch.float32 and set(h.unique().tolist()) <= {0.0, 1.0}
+    torch.testing.assert_close(h.mean(0), rbm.p_h_given_v(v[:1])[0].detach(), rtol=0, atol=0.01)
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -154,3 +155,52 @@ def test_bf16_training_stays_finite(digits):
         for h in history:
             assert all(math.isfinite(v.item()) and v.dtype == torch.float32 for v in h.values())
         assert history[-1]["loss"] < history[0]["loss"]
+
+
+@pytest.mark.parametrize("decoder", ["bernoulli", "gaussian"])
+def test_batch_summed_loss_equals_the_mean_of_per_image_terms(decoder):
+    torch.manual_seed(0)
+    vae = VAE(VAEConfig(decoder=decoder, hidden=64, beta=0.7))
+    x, z = _images(16), torch.randn(16, 8)
+    terms = vae.loss(x, z=z)
+    mu, log_sigma = vae.encode(x)
+    torch.testing.assert_close(terms["recon"], vae.recon_term(vae.decode_logits(z), x).mean())
+    torch.testing.assert_close(terms["kl"], vae.kl_term(mu, log_sigma).mean())
+    torch.testing.assert_close(terms["loss"], terms["recon"] + 0.7 * terms["kl"])
+
+
+def _adam_states_equal(a: torch.optim.Optimizer, b: torch.optim.Optimizer) -> None:
+    sa, sb = a.state_dict()["state"], b.state_dict()["state"]
+    assert sa.keys() == sb.keys()
+    for i in sa:
+        for key in sa[i]:
+            torch.testing.assert_close(torch.as_tensor(sa[i][key]).float(), torch.as_tensor(sb[i][key]).float())
+
+
+def test_adam_is_fused_and_stays_fused_after_loading_an_unfused_state():
+    torch.manual_seed(0)
+    vae = VAE(VAEConfig(hidden=32, latent=4))
+    vae.configure_training(lr=1e-3)
+    assert all(g["fused"] for g in vae.optimizer.param_groups)
+    # a checkpoint written by an unfused Adam (an older genlib): its param groups say fused=None
+    old = VAE(VAEConfig(hidden=32, latent=4))
+    old.load_state_dict(vae.state_dict())
+    old.optimizer = torch.optim.Adam(old.parameters(), lr=1e-3)
+    for step in range(2):
+        torch.manual_seed(step)
+        old.train_step(_images(8, seed=step))
+    state = copy.deepcopy(old.training_state())  # as a checkpoint would: tensors not shared with `old`
+    again = VAE(VAEConfig(hidden=32, latent=4))
+    again.load_state_dict(old.state_dict())
+    again.configure_training(lr=1e-3)
+    again.load_training_state(state)
+    assert all(g["fused"] for g in again.optimizer.param_groups)
+    steps = [again.optimizer.state[p]["step"] for p in again.parameters()]
+    assert all(s.dtype == torch.float32 and s.device == p.device for s, p in zip(steps, again.parameters()))
+    # the resumed fused step continues the unfused run's moments: same update within rounding
+    for model in (old, again):
+        torch.manual_seed(7)
+        model.train_step(_images(8, seed=9))
+    for p, q in zip(old.parameters(), again.parameters()):
+        torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6)
+    _adam_states_equal(old.optimizer, again.optimizer)

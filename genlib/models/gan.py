@@ -5,6 +5,10 @@ image in [-1, 1]; discriminator: two strided 5x5 convolutions with LeakyReLU and
 players take their Adam step from one shared forward pass, as the seed's `train_step` with two GradientTapes.
 Keras's defaults are kept where the seed relies on them: Glorot-uniform weights, zero biases, LeakyReLU slope 0.3,
 BatchNormalization eps 1e-3 and momentum 0.99 (PyTorch's 0.01), Adam betas (0.9, 0.999) and eps 1e-7.
+
+Speed on a CPU: dropout draws its keep mask as fp32 uniforms compared with the rate (torch.bernoulli_, which
+nn.Dropout uses, is 4-5x slower on a CPU, and CPU random numbers are drawn by one thread), the LeakyReLUs work in
+place, and Adam runs as one fused kernel per parameter (also after loading a checkpoint's optimiser state).
 """
 
 from __future__ import annotations
@@ -70,7 +74,7 @@ class Generator(nn.Module):
         self.deconv2 = nn.ConvTranspose2d(c1, c2, 5, stride=2, padding=2, output_padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(c2, eps=BN_EPS, momentum=BN_MOMENTUM)
         self.deconv3 = nn.ConvTranspose2d(c2, 1, 5, stride=2, padding=2, output_padding=1, bias=False)
-        self.act = nn.LeakyReLU(slope)
+        self.act = nn.LeakyReLU(slope, inplace=True)  # after BN, whose backward needs its input, not its output
         self.memory_format = torch.contiguous_format
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -92,13 +96,33 @@ class Discriminator(nn.Module):
         # PyTorch 2 on both sides, a one-pixel shift of the sampling grid that changes no shape or count
         self.conv1 = nn.Conv2d(1, c1, 5, stride=2, padding=2)
         self.conv2 = nn.Conv2d(c1, c2, 5, stride=2, padding=2)
-        self.act = nn.LeakyReLU(slope)
-        self.drop = nn.Dropout(dropout)
+        self.act = nn.LeakyReLU(slope, inplace=True)  # after a convolution, whose backward needs no output
+        self.drop = nn.Dropout(dropout)  # holds the rate; `_dropout` applies it
         self.fc = nn.Linear(c2 * 7 * 7, 1)
 
+    def _dropout(self, h: torch.Tensor) -> torch.Tensor:
+        """nn.Dropout's inverted dropout: zero each unit with probability p in training, scale the rest by 1/(1-p).
+
+        The keep mask is u >= p for fp32 uniforms u (P(keep) = 1 - p exactly, whatever h's dtype), made in h's dtype
+        and memory format; it replaces nn.Dropout's bernoulli_, the step's slowest op on a CPU.
+        """
+        p = self.drop.p
+        if not self.training or p == 0.0:
+            return h
+        keep = torch.empty_like(h)  # h's dtype and memory format, so that h * keep runs at full speed
+        dense = _memory_order(keep)  # the same storage as a contiguous view: the comparison's fast path
+        torch.ge(torch.rand(dense.shape, device=h.device, dtype=torch.float32), p, out=dense)
+        return h * keep.mul_(1.0 / (1.0 - p))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.drop(self.act(self.conv1(x)))  # (B, 64, 14, 14)
-        h = self.drop(self.act(self.conv2(h)))  # (B, 128, 7, 7)
+        h = self._dropout(self.act(self.conv1(x)))  # (B, 64, 14, 14)
+        h = self._dropout(self.act(self.conv2(h)))  # (B, 128, 7, 7)
+        if h.dim() == 4 and not h.is_contiguous() and h.is_contiguous(memory_format=torch.channels_last):
+            # NHWC: flatten in memory order (c fastest, a free view) and permute the Dense kernel's 6,272 inputs
+            # to match: the same sum, and the gradient reaches the convolutions as NHWC (no slow mixed layouts)
+            n, c, hh, ww = h.shape
+            weight = self.fc.weight.view(-1, c, hh, ww).permute(0, 2, 3, 1).reshape(-1, c * hh * ww)
+            return F.linear(h.permute(0, 2, 3, 1).reshape(n, -1), weight, self.fc.bias)
         return self.fc(torch.flatten(h, 1))  # (B, 6272) -> (B, 1) logit
 
 
@@ -146,9 +170,14 @@ class GAN(GenerativeModel, LatentModel):
 
     def _make_optimizers(self, lr: float) -> None:
         # the seed's tf.keras.optimizers.Adam(1e-4) for each player, with Keras's betas and epsilon
-        betas = (self.config.adam_beta1, 0.999)
-        self.optG = torch.optim.Adam(self.netG.parameters(), lr=lr, betas=betas, eps=ADAM_EPS)
-        self.optD = torch.optim.Adam(self.netD.parameters(), lr=lr, betas=betas, eps=ADAM_EPS)
+        betas = (self.config.adam_beta1, 0.999)  # fused: one kernel per parameter (CPU, CUDA, MPS), same update
+        self.optG = torch.optim.Adam(self.netG.parameters(), lr=lr, betas=betas, eps=ADAM_EPS, fused=True)
+        self.optD = torch.optim.Adam(self.netD.parameters(), lr=lr, betas=betas, eps=ADAM_EPS, fused=True)
+
+    def load_training_state(self, state: dict) -> None:
+        super().load_training_state(state)
+        for opt in self.optimizers().values():
+            _keep_fused(opt)
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         if self.optG is None or self.optD is None:
@@ -225,3 +254,22 @@ class GAN(GenerativeModel, LatentModel):
         finally:
             self.netD.train(was_training)
         return torch.sigmoid(logits.float()).squeeze(1)
+
+
+def _memory_order(t: torch.Tensor) -> torch.Tensor:
+    """A dense tensor as a contiguous view in its memory order (NHWC tensors permuted to (N, H, W, C))."""
+    if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
+        return t.permute(0, 2, 3, 1)
+    return t
+
+
+def _keep_fused(optimizer: torch.optim.Optimizer) -> None:
+    """Optimizer.load_state_dict replaces the param groups by the saved ones: a checkpoint written by an unfused Adam
+    would switch the fused kernel off. Switch it back on, with the step counts where the fused kernel wants them (on
+    the parameters' device, in fp32), as Adam's own constructor would have placed them."""
+    for group in optimizer.param_groups:
+        group["fused"], group["foreach"] = True, None
+        for p in group["params"]:
+            state = optimizer.state.get(p)
+            if state and torch.is_tensor(state.get("step")):
+                state["step"] = state["step"].to(device=p.device, dtype=torch.float32)
