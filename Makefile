@@ -20,8 +20,10 @@ run: setup
 test: setup
 	$(PY) -m pytest
 
+# training speed side by side with the seed (one table), then the dashboard's cost measured in Chromium
 bench: setup
-	$(PY) scripts/bench.py
+	$(PY) scripts/bench.py --markdown
+	$(PY) scripts/measure_ui.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -45,7 +45,8 @@ root = default_data_root().resolve()
 for name, spec in DATASETS.items():
     ok = spec.offline or dataset_available(name)
     mark = ":material/check_circle:" if ok else ":material/cancel:"
-    where = "bundled with scikit-learn" if spec.offline else (f"found under {root}" if ok else f"not found under {root}")
+    where = "simulated on this server, on the RBM page" if spec.parametric else \
+        "bundled with scikit-learn" if spec.offline else (f"found under {root}" if ok else f"not found under {root}")
     st.markdown(f"{mark} **{spec.title}**: {spec.description} ({where}).")
 if not dataset_available("mnist"):
     if state.download_possible():

@@ -4,6 +4,7 @@ import importlib.util
 
 import streamlit as st
 
+from dashboard.ising_view import render as render_ising
 from dashboard.training import training_panel
 
 st.title("Restricted Boltzmann machine (RBM)")
@@ -23,3 +24,5 @@ else:
     from dashboard.explore import render
 
     render("rbm", run)
+st.divider()
+render_ising()  # Torlai & Melko's experiment: RBMs trained on 2-D Ising configurations, thermodynamics vs Monte Carlo

@@ -3,9 +3,9 @@ resumed or deleted."""
 
 import streamlit as st
 
-from dashboard import runs_view, state
+from dashboard import auth, runs_view, state
 
-MODEL_TITLES = {"rbm": "RBM", "vae": "VAE", "gan": "GAN"}
+MODEL_TITLES = {"rbm": "RBM", "vae": "VAE", "gan": "GAN", "ebm": "EBM"}
 RESUMABLE = ("interrupted", "stopped", "failed", "diverged")
 
 st.title("All runs")
@@ -16,6 +16,28 @@ flash = st.session_state.pop("runs-flash", None)
 if flash:
     st.success(flash)
 
+with st.expander("Upload a checkpoint", icon=":material/upload:"):
+    uploaded = st.file_uploader("A genlib checkpoint (.safetensors, at most 50 MB)", type=["safetensors"],
+                                key="upload-ckpt", disabled=not auth.allowed(),
+                                help=auth.why("A checkpoint downloaded from this or another genlib server becomes a "
+                                              "new run here: explore it on its model's page or continue training "
+                                              "it. Only genlib's safetensors files are read; nothing in a file is "
+                                              "ever run."))
+    if uploaded is not None and st.button("Import as a new run", key="import-ckpt", icon=":material/add:",
+                                          disabled=not auth.allowed()) and not auth.refuse():
+        from genlib.runs import import_checkpoint
+
+        try:
+            new_run = import_checkpoint(state.get_store(), uploaded.getvalue(), filename=uploaded.name)
+        except (ValueError, OSError) as e:  # CheckpointError is a ValueError; OSError: disk full, not writable
+            st.error(f"Not imported: {e}")
+        else:
+            state.job_statuses.clear()
+            st.session_state["runs-flash"] = (f"Imported {uploaded.name} as run {new_run.id} "
+                                              f"(step {new_run.state().get('step', 0):,}).")
+            st.query_params["run"] = new_run.id
+            st.rerun()
+
 statuses = state.job_statuses()
 if not statuses:
     st.info("No runs yet: start one from the RBM, VAE or GAN page.")
@@ -23,7 +45,8 @@ if not statuses:
 
 st.dataframe(runs_view.status_rows(statuses), hide_index=True, key="runs-table",
              column_config={"of": st.column_config.NumberColumn("of", help="total steps planned"),
-                            "steps": st.column_config.NumberColumn("steps", help="steps trained so far")})
+                            "steps": st.column_config.NumberColumn("steps", help="steps trained so far"),
+                            **runs_view.quality_column_config()})
 by_id = {s.run_id: s for s in statuses}
 
 
@@ -50,6 +73,17 @@ if picked and metrics:
                "comparable.")
 else:
     st.caption("Choose one or more runs to draw their curves.")
+quality_keys = runs_view.quality_choices(picked)
+if quality_keys:
+    from genlib.quality import FIGURES_BY_KEY
+
+    key = st.selectbox("Quality figure", quality_keys, format_func=lambda k: FIGURES_BY_KEY[k].label,
+                       key="compare-quality", help="A quality figure (genlib.quality) of each chosen run against "
+                                                   "the step at which it was evaluated.")
+    st.plotly_chart(runs_view.quality_comparison(picked, key), key="compare-quality-chart",
+                    config={"displaylogo": False})
+    st.caption("Lines: cheap evaluations during training (rough, but like with like); diamonds: the final and full "
+               "evaluations (the papers' settings). Bars are one standard error. Compare runs on the same dataset.")
 
 # ---- manage one run ----
 st.subheader("Manage a run")
@@ -63,6 +97,9 @@ except (ValueError, FileNotFoundError):
     st.warning(f"Run {target} no longer exists.")
     st.stop()
 
+if s.state == "interrupted":
+    st.warning(f"Run {target} was interrupted: its worker stopped without finishing (the server restarted, or the "
+               "process was killed). Resume continues it from its last checkpoint.")
 c1, c2, c3 = st.columns(3)
 with c1:
     if st.button(f"Open on the {MODEL_TITLES.get(s.model, s.model)} page", key="open-run",
@@ -79,11 +116,12 @@ with c2:
                        if ckpt.exists() else "This run has saved no checkpoint yet.")
 with c3:
     if s.state in RESUMABLE:
-        if st.button("Resume", key="resume-run", icon=":material/play_arrow:",
-                     help="Continue training from the last checkpoint to the planned end."):
+        if st.button("Resume", key="resume-run", icon=":material/play_arrow:", disabled=not auth.allowed(),
+                     help=auth.why("Continue training from the last checkpoint to the planned end.")) \
+                and not auth.refuse():
             try:
                 state.get_manager().resume(target)
-            except (ValueError, FileNotFoundError) as e:
+            except (ValueError, OSError) as e:  # OSError: a full disk or an unwritable runs folder
                 st.error(f"Could not resume: {e}")
             else:
                 state.job_statuses.clear()
@@ -93,11 +131,16 @@ with c3:
 with st.container(border=True):
     if s.live:
         st.caption(f"Run {target} is {s.state}: stop it on its page before deleting it.")
+    elif run.info().get("pretrained"):
+        st.caption(f"Run {target} is a pretrained model shipped with the app, kept read-only: it is never deleted "
+                   "or overwritten. Fork it on its model's page to train a copy further.")
     else:
         sure = st.checkbox(f"Yes, delete run {target} and all its files (checkpoints, samples, metrics)",
-                           key=f"confirm-delete-{target}")
-        if st.button("Delete run", key="delete-run", type="primary", disabled=not sure, icon=":material/delete:",
-                     help="Removes the run folder from the server for everyone. There is no undo."):
+                           key=f"confirm-delete-{target}", disabled=not auth.allowed())
+        if st.button("Delete run", key="delete-run", type="primary", disabled=not sure or not auth.allowed(),
+                     icon=":material/delete:",
+                     help=auth.why("Removes the run folder from the server for everyone. There is no undo.")) \
+                and not auth.refuse():
             try:
                 if state.get_manager().status(target).live:
                     raise ValueError(f"run {target} is training again; stop it first")

@@ -23,6 +23,16 @@ REFERENCE_LINES: dict[str, tuple[float, str]] = {
 }
 
 Series = tuple[Sequence[float], Sequence[float]]  # (steps, values)
+MARK_COLORS = {"lr": "orange", "beta": "mediumpurple", "k": "seagreen", "fork": "gray"}  # else "gray"
+
+
+def knob_label(name: str, value: object) -> str:
+    """'lr 1e-04', 'beta 2', 'k 5', 'epochs 12': how a changed setting is written on the chart."""
+    if isinstance(value, float) and name == "lr":
+        return f"lr {value:.0e}"
+    if isinstance(value, float):
+        return f"{name} {value:g}"
+    return f"{name} {value}"
 
 
 # ---- data helpers ----
@@ -90,9 +100,11 @@ def _axis_ids(i: int) -> tuple[str, str]:
 
 def loss_figure(series: Mapping[str, Series], metric_names: Sequence[str], labels: Mapping[str, str] | None = None,
                 *, uirevision: str | None = None, max_points: int = MAX_POINTS,
-                lr_changes: Sequence[tuple[float, float]] = ()) -> go.Figure:
+                lr_changes: Sequence[tuple[float, float]] = (),
+                marks: Sequence[tuple[float, str, str]] = ()) -> go.Figure:
     """Every metric of a run against the training step, one subplot per metric (D outputs together with a dashed
-    line at 1/2). `lr_changes` are (step, new lr) pairs marked with vertical dotted lines.
+    line at 1/2). `marks` are (step, knob, label) changes (a live knob, or a fork) drawn as vertical dotted lines in
+    the knob's colour, labelled in the first panel; `lr_changes` (step, new lr) pairs are lr marks.
 
     The figure is built as one spec and validated once (plotly's make_subplots/add_hline cost ~5x more), because
     it is rebuilt on every refresh.
@@ -136,9 +148,16 @@ def loss_figure(series: Mapping[str, Series], metric_names: Sequence[str], label
                                          line=dict(color="gray", dash=dash, width=1.5)))
             layout["annotations"].append(dict(text=text, xref=f"{xid} domain", x=0, yref=yid, y=y, xanchor="left",
                                               yanchor="bottom", showarrow=False, font=dict(size=10, color="gray")))
-        for step, _lr in lr_changes:
-            layout["shapes"].append(dict(type="line", xref=xid, x0=step, x1=step, yref=f"{yid} domain", y0=0, y1=1,
-                                         line=dict(color="orange", dash="dot", width=1)))
+        all_marks = list(marks) + [(step, "lr", knob_label("lr", float(lr))) for step, lr in lr_changes]
+        for n, (step, knob, text) in enumerate(all_marks):
+            shape = dict(type="line", xref=xid, x0=step, x1=step, yref=f"{yid} domain", y0=0, y1=1,
+                         line=dict(color=MARK_COLORS.get(knob, "gray"), dash="dot", width=1.5))
+            if i == 0:  # the label once, in the first panel, staggered so neighbouring marks stay readable
+                # left of the line: a change is usually made at the newest step, the panel's right edge
+                shape["label"] = dict(text=text, textposition="end", textangle=0, xanchor="right", yanchor="top",
+                                      font=dict(size=10, color=MARK_COLORS.get(knob, "gray")),
+                                      padding=2 + 12 * (n % 3))
+            layout["shapes"].append(shape)
     return go.Figure(data=data, layout=layout)
 
 

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import streamlit as st
 
-from dashboard import state
+from dashboard import share, state
 from genlib.runs import LIVE_STATES, Run
 
 REFRESH_S = 5.0  # seconds between panel refreshes while a run trains (its snapshots come every ~5 s)
@@ -107,7 +107,7 @@ def step_caption(snap: Snapshot, run: Run | None) -> None:
 def show_image(png: bytes, container_key: str, caption: str | None = None, width: int | str = "content") -> None:
     """One PNG inside a keyed container (st.image has no key; the browser test finds `.st-key-<container_key>`)."""
     with st.container(key=container_key):
-        st.image(png, caption=caption, output_format="PNG", width=width)
+        st.image(png, caption=caption, output_format="PNG", width=share.image_width(width))
 
 
 def to_png(images: Any, nrow: int | None = None, width_px: int = IMAGE_PX, pad: int = 2) -> bytes:
@@ -179,7 +179,8 @@ def _wait_for_snapshot(run: Run) -> None:
 
 def render(model_name: str, run: Run | None) -> None:
     """The exploration section of a model's page for `run` (None: the model has no run yet)."""
-    st.subheader("Exploring the latent space")
+    # an EBM has no latent space: its explorer walks the energy landscape instead
+    st.subheader("Exploring the energy landscape" if model_name == "ebm" else "Exploring the latent space")
     if run is None:
         st.info("No run of this model yet: start a training above, and exploration opens once its first "
                 "snapshot is saved (a few seconds after it starts).")
@@ -207,6 +208,8 @@ def render(model_name: str, run: Run | None) -> None:
         from dashboard import explore_gan as explorer
     elif model_name == "rbm":
         from dashboard import explore_rbm as explorer
+    elif model_name == "ebm":
+        from dashboard import explore_ebm as explorer
     else:
         st.info(f"No latent-space explorer for {model_name!r} models.")
         return

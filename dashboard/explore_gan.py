@@ -14,6 +14,7 @@ import torch
 
 from dashboard import explore
 from dashboard.explore import key, show_image, step_caption, to_png
+from dashboard.share import BIND
 from genlib.latent import expected_norm, generate_latent_points, lerp, random_directions, slerp, traverse
 from genlib.runs import Run
 
@@ -104,15 +105,15 @@ def _latent_points(model: Any, run: Run | None, step: int) -> None:
 
     left, right = st.columns([2, 3])
     with left:
-        scale_means = st.slider("scale_means", -10.0, 10.0, 1.0, 0.5, key=key("gan", "means", run),
+        scale_means = st.slider("scale_means", -10.0, 10.0, 1.0, 0.5, key=key("gan", "means", run), bind=BIND,
                                 help="means = scale_means * linspace(-1, 1, 100)")
-        scale_stds = st.slider("scale_stds", 0.0, 10.0, 1.0, 0.5, key=key("gan", "stds", run),
+        scale_stds = st.slider("scale_stds", 0.0, 10.0, 1.0, 0.5, key=key("gan", "stds", run), bind=BIND,
                                help="stds = scale_stds * linspace(-1, 1, 100) (a negative std draws the same as "
                                     "its absolute value)")
-        n = st.select_slider("Images", GRID_SIZES, value=36, key=key("gan", "n", run))
+        n = st.select_slider("Images", GRID_SIZES, value=36, key=key("gan", "n", run), bind=BIND)
         c1, c2 = st.columns([3, 2], vertical_alignment="bottom")
         explore.init_state(seed_key, 0)
-        seed = int(c1.number_input("Noise seed", 0, 2**31 - 1, key=seed_key,
+        seed = int(c1.number_input("Noise seed", 0, 2**31 - 1, key=seed_key, bind=BIND,
                                    help="The same seed draws the same noise: reproducible demos."))
         c2.button("New noise", key=key("gan", "newnoise", run), on_click=new_noise)
     with right:
@@ -128,19 +129,19 @@ def _directions_panel(model: Any, run: Run | None, step: int) -> None:
     snap = explore.current(run, explore.local_snapshot(model, step))
     dim = snap.model.latent_dim
     c1, c2, c3 = st.columns(3)
-    base_seed = int(c1.number_input("Sample (noise seed)", 0, 2**31 - 1, 0, key=key("gan", "dirbase", run)))
-    kind = c2.radio("Directions", ["random", "coordinates"], horizontal=True, key=key("gan", "dirkind", run),
+    base_seed = int(c1.number_input("Sample (noise seed)", 0, 2**31 - 1, 0, key=key("gan", "dirbase", run), bind=BIND))
+    kind = c2.radio("Directions", ["random", "coordinates"], horizontal=True, key=key("gan", "dirkind", run), bind=BIND,
                     format_func=lambda s: {"random": "random unit directions",
                                            "coordinates": "single noise coordinates"}[s])
     if kind == "random":
-        dir_seed = int(c3.number_input("Direction seed", 0, 2**31 - 1, 0, key=key("gan", "dirseed", run)))
+        dir_seed = int(c3.number_input("Direction seed", 0, 2**31 - 1, 0, key=key("gan", "dirseed", run), bind=BIND))
         k = 4
         spec = (dir_seed, k)
         names = [f"direction {i}" for i in range(k)]
         slider_keys = [key("gan", f"dir{i}", run) for i in range(k)]
     else:
         coords = c3.multiselect("Coordinates", list(range(dim)), default=list(range(min(4, dim))),
-                                max_selections=6, key=key("gan", "dircoords", run), format_func=lambda d: f"z{d}")
+                                max_selections=6, key=key("gan", "dircoords", run), bind=BIND, format_func=lambda d: f"z{d}")
         spec = tuple(sorted(coords))
         names = [f"z{c}" for c in spec]
         slider_keys = [key("gan", f"dir-z{c}", run) for c in spec]
@@ -149,12 +150,12 @@ def _directions_panel(model: Any, run: Run | None, step: int) -> None:
         return
     left, right = st.columns([2, 3])
     with left:
-        amounts = tuple(round(st.slider(name, -AMOUNT, AMOUNT, 0.0, 0.25, key=sk), 2)
+        amounts = tuple(round(st.slider(name, -AMOUNT, AMOUNT, 0.0, 0.25, key=sk, bind=BIND), 2)
                         for name, sk in zip(names, slider_keys))
     with right:
         show_image(moved_png(snap.version, base_seed, kind, spec, amounts, snap.model), key("gan", "dir-img", run))
     which = st.selectbox("Sweep along", list(range(len(names))), format_func=lambda i: names[i],
-                         key=key("gan", "dirsweep", run))
+                         key=key("gan", "dirsweep", run), bind=BIND)
     show_image(traversal_png(snap.version, base_seed, kind, spec, amounts, which, snap.model),
                key("gan", "dir-strip", run), caption=f"{names[which]} from -{AMOUNT:g} to +{AMOUNT:g}")
     st.caption(f"One sample's {dim}-dimensional noise moved along a few directions (unit vectors; the noise "
@@ -166,10 +167,10 @@ def _directions_panel(model: Any, run: Run | None, step: int) -> None:
 def _interpolation(model: Any, run: Run | None, step: int) -> None:
     snap = explore.current(run, explore.local_snapshot(model, step))
     c1, c2, c3 = st.columns(3)
-    seed_a = int(c1.number_input("Noise seed A", 0, 2**31 - 1, 0, key=key("gan", "sa", run)))
-    seed_b = int(c2.number_input("Noise seed B", 0, 2**31 - 1, 1, key=key("gan", "sb", run)))
-    compare = c3.checkbox("Compare with the straight line", value=False, key=key("gan", "slin", run))
-    t = st.slider("Position t between A and B", 0.0, 1.0, 0.5, 0.05, key=key("gan", "st", run))
+    seed_a = int(c1.number_input("Noise seed A", 0, 2**31 - 1, 0, key=key("gan", "sa", run), bind=BIND))
+    seed_b = int(c2.number_input("Noise seed B", 0, 2**31 - 1, 1, key=key("gan", "sb", run), bind=BIND))
+    compare = c3.checkbox("Compare with the straight line", value=False, key=key("gan", "slin", run), bind=BIND)
+    t = st.slider("Position t between A and B", 0.0, 1.0, 0.5, 0.05, key=key("gan", "st", run), bind=BIND)
     left, right = st.columns([1, 3])
     with left:
         show_image(interpolated_png(snap.version, seed_a, seed_b, "spherical", round(t, 2), snap.model),
@@ -190,7 +191,7 @@ def _interpolation(model: Any, run: Run | None, step: int) -> None:
 
 def render(model: Any, run: Run | None, step: int) -> None:
     """The GAN's exploration tabs for `model` (the weights of `run` at `step`)."""
-    tabs = st.tabs(["The seed's latent points", "Directions", "Interpolation"])
+    tabs = st.tabs(["The seed's latent points", "Directions", "Interpolation"], key="gan-tab", bind=BIND)
     for tab, fn in zip(tabs, (_latent_points, _directions_panel, _interpolation)):
         with tab:
             explore.panel(fn, run, "gan")(model, run, step)

@@ -13,8 +13,9 @@ import numpy as np
 import streamlit as st
 import torch
 
-from dashboard import explore
+from dashboard import explore, share
 from dashboard.explore import key, show_image, step_caption, to_png
+from dashboard.share import BIND
 from genlib.data import binarize, to_unit
 from genlib.images import grid, png_bytes, upscale
 from genlib.latent import unit_filters
@@ -25,6 +26,8 @@ FILTER_COUNTS = (16, 36, 64, 100)
 CHAIN_LENGTHS = (50, 200, 1000)
 MAX_FRAMES = 200  # a chain records at most this many frames (every = steps // MAX_FRAMES)
 MAX_CLAMPED = 8
+GIF_FRAMES = 100  # frames of the 'Play the chain' animation (80 ms each)
+GIF_PX = 300  # its width on screen
 
 
 def _image_shape(model: Any) -> tuple[int, int, int]:
@@ -85,6 +88,21 @@ def chain_frame_png(version: str, dataset: str, start: str, digit: int, chains: 
     return png_bytes(upscale(tiles, max(1, round(width / tiles.shape[1]))))
 
 
+@st.cache_data(max_entries=8, show_spinner=False)
+def chain_gif(version: str, dataset: str, start: str, digit: int, chains: int, steps: int, seed: int,
+              _model: Any, _data: Any) -> bytes:
+    """The chains' recorded frames as a looping animated GIF (at most GIF_FRAMES frames, about GIF_PX wide): the
+    browser plays it, smoothly and without a rerun per frame."""
+    from genlib.images import gif_bytes
+
+    grids, _ = chain_grids(version, dataset, start, digit, chains, steps, seed, _model, _data)
+    stride = max(1, -(-grids.shape[0] // GIF_FRAMES))
+    frames = list(grids[::stride])
+    if (grids.shape[0] - 1) % stride:
+        frames.append(grids[-1])  # always end on the chain's last state
+    return gif_bytes([upscale(f, max(1, round(GIF_PX / f.shape[1]))) for f in frames], duration_ms=80)
+
+
 @st.cache_data(max_entries=64, show_spinner=False)
 def hidden_base(version: str, dataset: str, base: str, digit: int, _model: Any, _data: Any) -> list[float]:
     """The unclamped hidden probabilities (n_hidden,): p(h|v) of a test digit, or 0.5 everywhere."""
@@ -109,8 +127,8 @@ def _filters(model: Any, run: Run | None, step: int) -> None:
     snap = explore.current(run, explore.local_snapshot(model, step))
     n_hidden = snap.model.W.shape[0]
     c1, c2 = st.columns(2)
-    count = c2.select_slider("Filters", FILTER_COUNTS, value=64, key=key("rbm", "fcount", run))
-    start = int(c1.number_input("First hidden unit", 0, n_hidden - 1, 0, step=16, key=key("rbm", "fstart", run)))
+    count = c2.select_slider("Filters", FILTER_COUNTS, value=64, key=key("rbm", "fcount", run), bind=BIND)
+    start = int(c1.number_input("First hidden unit", 0, n_hidden - 1, 0, step=16, key=key("rbm", "fstart", run), bind=BIND))
     count = min(count, n_hidden - start)
     show_image(filters_png(snap.version, start, count, snap.model), key("rbm", "filters", run),
                caption=f"hidden units {start} to {start + count - 1} of {n_hidden}")
@@ -124,22 +142,28 @@ def _chain(model: Any, run: Run | None, step: int) -> None:
     snap = explore.current(run, explore.local_snapshot(model, step))
     data, note = explore.test_data(run)
     c1, c2, c3, c4 = st.columns(4)
-    start = c1.radio("Start from", ["noise", "digit"], key=key("rbm", "gstart", run),
+    start = c1.radio("Start from", ["noise", "digit"], key=key("rbm", "gstart", run), bind=BIND,
                      format_func=lambda s: {"noise": "random pixels", "digit": "a test digit"}[s])
     digit = int(c2.number_input("Test digit", 0, data.x_test.shape[0] - 1, 0, key=key("rbm", "gdigit", run),
-                                disabled=start == "noise"))
-    chains = c3.select_slider("Chains", (1, 4, 16), value=4, key=key("rbm", "gchains", run))
-    steps = c4.select_slider("Steps", CHAIN_LENGTHS, value=200, key=key("rbm", "gsteps", run))
-    seed = int(st.number_input("Chain seed", 0, 2**31 - 1, 0, key=key("rbm", "gseed", run)))
+                                bind=BIND, disabled=start == "noise"))
+    chains = c3.select_slider("Chains", (1, 4, 16), value=4, key=key("rbm", "gchains", run), bind=BIND)
+    steps = c4.select_slider("Steps", CHAIN_LENGTHS, value=200, key=key("rbm", "gsteps", run), bind=BIND)
+    seed = int(st.number_input("Chain seed", 0, 2**31 - 1, 0, key=key("rbm", "gseed", run), bind=BIND))
     every = max(1, steps // MAX_FRAMES)
     frame_key = key("rbm", "gframe", run)
     frame = st.session_state.get(frame_key, steps)
     if frame > steps or frame % every:
         st.session_state[frame_key] = steps  # the chain changed length: show its end
-    explore.init_state(frame_key, steps)
-    t = st.slider("Gibbs step", 0, steps, step=every, key=frame_key)
-    png = chain_frame_png(snap.version, data.name, start, digit, chains, steps, seed, t, snap.model, data)
-    show_image(png, key("rbm", "chain-img", run), caption=f"p(v|h) after {t} steps")
+    if st.toggle("Play the chain", key=key("rbm", "gplay", run), bind=BIND,
+                 help="Run through the recorded Gibbs steps as a looping animation; turn off to stop at a step."):
+        gif = chain_gif(snap.version, data.name, start, digit, chains, steps, seed, snap.model, data)
+        with st.container(key=key("rbm", "chain-play", run)):
+            st.image(gif, width=share.image_width("content"),
+                     caption=f"p(v|h) from step 0 to {steps} (looping)")
+    else:
+        t = st.slider("Gibbs step", 0, steps, value=steps, step=every, key=frame_key, bind=BIND)
+        png = chain_frame_png(snap.version, data.name, start, digit, chains, steps, seed, t, snap.model, data)
+        show_image(png, key("rbm", "chain-img", run), caption=f"p(v|h) after {t} steps")
     st.caption("Block Gibbs sampling: draw all hidden units given the pixels, then all pixels given the hidden "
                "units, again and again; the image is p(v|h) at the chosen step. The chain wanders toward digits "
                "the RBM finds probable, whatever it starts from.")
@@ -153,19 +177,19 @@ def _clamp(model: Any, run: Run | None, step: int) -> None:
     data, note = explore.test_data(run)
     n_hidden = snap.model.W.shape[0]
     c1, c2, c3 = st.columns(3)
-    base = c1.radio("Other hidden units", ["digit", "half"], key=key("rbm", "cbase", run),
+    base = c1.radio("Other hidden units", ["digit", "half"], key=key("rbm", "cbase", run), bind=BIND,
                     format_func=lambda s: {"digit": "p(h|v) of a test digit", "half": "0.5 each"}[s])
-    digit = int(c2.number_input("Test digit", 0, data.x_test.shape[0] - 1, 0, key=key("rbm", "cdigit", run),
+    digit = int(c2.number_input("Test digit", 0, data.x_test.shape[0] - 1, 0, key=key("rbm", "cdigit", run), bind=BIND,
                                 disabled=base == "half"))
     units = c3.multiselect("Units to clamp", list(range(n_hidden)), default=list(range(min(4, n_hidden))),
-                           max_selections=MAX_CLAMPED, key=key("rbm", "cunits", run))
+                           max_selections=MAX_CLAMPED, key=key("rbm", "cunits", run), bind=BIND)
     h = hidden_base(snap.version, data.name, base, digit, snap.model, data)
     clamped = list(h)
     left, mid, right = st.columns([2, 2, 3])
     with left:
         for u in units:
             clamped[u] = st.slider(f"p(h{u} = 1)", 0.0, 1.0, round(h[u] * 20) / 20, 0.05,
-                                   key=key("rbm", f"h{u}", run))
+                                   key=key("rbm", f"h{u}", run), bind=BIND)
     h_key = tuple(round(p, 2) for p in h)
     with mid:
         show_image(visible_png(snap.version, h_key, snap.model, 140), key("rbm", "clamp-base", run),
@@ -185,7 +209,11 @@ def _clamp(model: Any, run: Run | None, step: int) -> None:
 
 def render(model: Any, run: Run | None, step: int) -> None:
     """The RBM's exploration tabs for `model` (the weights of `run` at `step`)."""
-    tabs = st.tabs(["Filters", "Gibbs chain", "Clamp hidden units"])
-    for tab, fn in zip(tabs, (_filters, _chain, _clamp)):
+    from dashboard.browser_decoder import smooth_rbm_panel
+    from dashboard.draw_digit import draw_rbm_panel
+
+    tabs = st.tabs(["Filters", "Gibbs chain", "Clamp hidden units", "Smooth clamping", "Your digit"], key="rbm-tab",
+                   bind=BIND)
+    for tab, fn in zip(tabs, (_filters, _chain, _clamp, smooth_rbm_panel, draw_rbm_panel)):
         with tab:
             explore.panel(fn, run, "rbm")(model, run, step)

@@ -13,6 +13,7 @@ import torch
 
 from dashboard import explore
 from dashboard.explore import key, show_image, step_caption, to_png
+from dashboard.share import BIND
 from genlib.data import to_unit
 from genlib.latent import lerp, manifold_grid, pca_2d, slerp
 from genlib.runs import Run
@@ -94,7 +95,7 @@ def _sliders(model: Any, run: Run | None, step: int) -> None:
     dims = list(range(k))
     if k > MAX_SLIDERS:
         dims = st.multiselect("Dimensions with sliders (the others stay at 0)", list(range(k)),
-                              default=list(range(MAX_SLIDERS)), key=key("vae", "dims", run),
+                              default=list(range(MAX_SLIDERS)), key=key("vae", "dims", run), bind=BIND,
                               format_func=lambda d: f"z{d}")
     slider_keys = {d: key("vae", f"z{d}", run) for d in dims}
 
@@ -113,8 +114,7 @@ def _sliders(model: Any, run: Run | None, step: int) -> None:
         cols = st.columns(2)
         for n, d in enumerate(dims):
             with cols[n % 2]:
-                explore.init_state(slider_keys[d], 0.0)
-                z[d] = st.slider(f"z{d}", -Z_RANGE, Z_RANGE, step=0.05, key=slider_keys[d])
+                z[d] = st.slider(f"z{d}", -Z_RANGE, Z_RANGE, value=0.0, step=0.05, key=slider_keys[d], bind=BIND)
     with right:
         show_image(decode_png(snap.version, _round(z), snap.model), key("vae", "zimg", run))
     st.caption("Each slider sets one coordinate of the code z; the image is the decoder's mean p(x|z) for that code. "
@@ -127,14 +127,14 @@ def _manifold(model: Any, run: Run | None, step: int) -> None:
     snap = explore.current(run, explore.local_snapshot(model, step))
     k = snap.model.latent_dim
     c1, c2, c3, c4 = st.columns(4)
-    i = c1.selectbox("Horizontal: dimension", list(range(k)), index=0, key=key("vae", "mi", run),
+    i = c1.selectbox("Horizontal: dimension", list(range(k)), index=0, key=key("vae", "mi", run), bind=BIND,
                      format_func=lambda d: f"z{d}")
-    j = c2.selectbox("Vertical: dimension", list(range(k)), index=1, key=key("vae", "mj", run),
+    j = c2.selectbox("Vertical: dimension", list(range(k)), index=1, key=key("vae", "mj", run), bind=BIND,
                      format_func=lambda d: f"z{d}")
-    n = c3.slider("Images per side", 5, 20, 12, key=key("vae", "mn", run))
-    span = c4.slider("Range ±", 0.5, 4.0, 2.0, 0.25, key=key("vae", "mspan", run))
+    n = c3.slider("Images per side", 5, 20, 12, key=key("vae", "mn", run), bind=BIND)
+    span = c4.slider("Range ±", 0.5, 4.0, 2.0, 0.25, key=key("vae", "mspan", run), bind=BIND)
     quantiles = k == 2 and st.checkbox("Space the values as normal quantiles (Kingma & Welling's figure 4)",
-                                       value=True, key=key("vae", "mq", run))
+                                       value=True, key=key("vae", "mq", run), bind=BIND)
     if i == j:
         st.warning("Choose two different dimensions.")
         return
@@ -150,10 +150,10 @@ def _interpolation(model: Any, run: Run | None, step: int) -> None:
     data, note = explore.test_data(run)
     n_test = data.x_test.shape[0]
     c1, c2, c3 = st.columns(3)
-    a = int(c1.number_input("From test image", 0, n_test - 1, 0, key=key("vae", "ia", run)))
-    b = int(c2.number_input("To test image", 0, n_test - 1, 1, key=key("vae", "ib", run)))
-    method = c3.radio("Path", ["linear", "spherical"], horizontal=True, key=key("vae", "imethod", run))
-    t = st.slider("Position t along the path", 0.0, 1.0, 0.5, 0.05, key=key("vae", "it", run))
+    a = int(c1.number_input("From test image", 0, n_test - 1, 0, key=key("vae", "ia", run), bind=BIND))
+    b = int(c2.number_input("To test image", 0, n_test - 1, 1, key=key("vae", "ib", run), bind=BIND))
+    method = c3.radio("Path", ["linear", "spherical"], horizontal=True, key=key("vae", "imethod", run), bind=BIND)
+    t = st.slider("Position t along the path", 0.0, 1.0, 0.5, 0.05, key=key("vae", "it", run), bind=BIND)
     ends, strip, mu_a, mu_b = interpolation_strip(snap.version, data.name, a, b, method, 11, snap.model, data)
     path = slerp if method == "spherical" else lerp
     z = path(torch.tensor(mu_a), torch.tensor(mu_b), t)
@@ -173,26 +173,31 @@ def _interpolation(model: Any, run: Run | None, step: int) -> None:
 
 
 def _latent_map(model: Any, run: Run | None, step: int) -> None:
-    import plotly.graph_objects as go
-    from plotly.colors import qualitative
+    from dashboard.latent_click import clicked_code, map_figure
 
     snap = explore.current(run, explore.local_snapshot(model, step))
     data, note = explore.test_data(run)
     n = min(explore.TEST_IMAGES, data.x_test.shape[0])
     coords, labels, ratio = latent_map(snap.version, data.name, n, snap.model, data)
-    fig = go.Figure()
-    palette = qualitative.D3  # ten distinct hues, one per class (the default sequence repeats pale tints)
-    for c in np.unique(labels):
-        sel = labels == c
-        fig.add_trace(go.Scattergl(x=coords[sel, 0], y=coords[sel, 1], mode="markers", name=data.classes[int(c)],
-                                   marker={"size": 4, "opacity": 0.7, "color": palette[int(c) % len(palette)]}))
     if ratio:
         xt, yt = f"PC1 ({ratio[0]:.0%} of variance)", f"PC2 ({ratio[1]:.0%})"
     else:
         xt, yt = "z0", "z1"
-    fig.update_layout(height=480, margin={"l": 10, "r": 10, "t": 10, "b": 10}, xaxis_title=xt, yaxis_title=yt,
-                      legend_title_text="label")
-    st.plotly_chart(fig, key=key("vae", "map", run))
+    fig = map_figure(coords, labels, data.classes, (xt, yt), latent_plane=not ratio)
+    left, right = st.columns([3, 1])
+    with left:
+        event = st.plotly_chart(fig, key=key("vae", "map", run), on_select="rerun", selection_mode="points")
+    with right:  # click to decode: a dot decodes its test digit's code, the plane (2-D latents) any code
+        picked = clicked_code(event.selection if event else None,
+                              test_means(snap.version, data.name, n, snap.model, data)[0])
+        if picked is None:
+            st.caption("Click a dot" + (" or anywhere in the plane" if not ratio else "") + " to decode its code.")
+        else:
+            z, index = picked
+            where = f"test image {index} ({data.classes[int(labels[index])]})" if index is not None else "the plane"
+            show_image(decode_png(snap.version, _round(z), snap.model, 210), key("vae", "map-img", run),
+                       caption=f"decoded at z = ({', '.join(f'{v:.2f}' for v in z[:4])}"
+                               f"{', ...' if len(z) > 4 else ''}) from {where}")
     pca = (f" projected to 2-D by PCA (the {snap.model.latent_dim}-D means' two main directions)" if ratio else "")
     st.caption(f"Where the encoder puts {n:,} test images: each dot is a mean mu(x){pca}, coloured by its label. "
                "Digits of one class gather in one region although the VAE never saw the labels.")
@@ -206,8 +211,8 @@ def _reconstructions(model: Any, run: Run | None, step: int) -> None:
     data, note = explore.test_data(run)
     n_test = data.x_test.shape[0]
     c1, c2 = st.columns(2)
-    n = c2.slider("Images", 8, 32, 16, 8, key=key("vae", "rn", run))
-    start = int(c1.number_input("First test image", 0, max(0, n_test - n), 0, key=key("vae", "rstart", run)))
+    n = c2.slider("Images", 8, 32, 16, 8, key=key("vae", "rn", run), bind=BIND)
+    start = int(c1.number_input("First test image", 0, max(0, n_test - n), 0, key=key("vae", "rstart", run), bind=BIND))
     originals, recon = reconstructions(snap.version, data.name, start, n, snap.model, data)
     left, right = st.columns(2)
     with left:
@@ -223,7 +228,12 @@ def _reconstructions(model: Any, run: Run | None, step: int) -> None:
 
 def render(model: Any, run: Run | None, step: int) -> None:
     """The VAE's exploration tabs for `model` (the weights of `run` at `step`)."""
-    tabs = st.tabs(["Latent sliders", "Manifold", "Interpolation", "Latent map", "Reconstructions"])
-    for tab, fn in zip(tabs, (_sliders, _manifold, _interpolation, _latent_map, _reconstructions)):
+    from dashboard.browser_decoder import smooth_vae_panel
+    from dashboard.draw_digit import draw_vae_panel
+
+    tabs = st.tabs(["Latent sliders", "Smooth dragging", "Manifold", "Interpolation", "Latent map", "Reconstructions",
+                    "Your digit"], key="vae-tab", bind=BIND)
+    for tab, fn in zip(tabs, (_sliders, smooth_vae_panel, _manifold, _interpolation, _latent_map, _reconstructions,
+                              draw_vae_panel)):
         with tab:
             explore.panel(fn, run, "vae")(model, run, step)

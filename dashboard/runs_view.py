@@ -18,16 +18,31 @@ def _metric_names(model: str) -> tuple[tuple[str, ...], dict[str, str]]:
     return tuple(cls.metric_names), dict(getattr(cls, "metric_labels", {}))
 
 
+def _origin(run_id: str) -> str:
+    """'pretrained' for a shipped run, 'fork of <id>' for a fork, '' for a run started from a form."""
+    try:
+        info = state.get_store().get(run_id).info()
+    except (ValueError, FileNotFoundError, OSError):
+        return ""
+    parent = info.get("parent") or {}
+    if info.get("pretrained"):
+        return "pretrained"
+    if parent.get("changed") and parent.get("run_id"):
+        return f"fork of {parent['run_id']}"
+    return ""
+
+
 def status_rows(statuses: Sequence[Any]) -> list[dict[str, Any]]:
     """One row per run for st.dataframe: id, model, dataset, state, progress and its last logged metrics."""
     rows = []
     for s in statuses:
         row = {"run": s.run_id, "model": s.model.upper(), "dataset": s.dataset, "state": s.state,
-               "epoch": s.epoch, "steps": s.step, "of": s.total_steps,
+               "origin": _origin(s.run_id), "epoch": s.epoch, "steps": s.step, "of": s.total_steps,
                "images/s": round(s.images_per_second) if s.images_per_second else None}
         names, _ = _metric_names(s.model)
         for name in names:
             row[name] = s.metrics.get(name)
+        row.update(quality_columns(s.run_id))
         rows.append(row)
     return rows
 
@@ -69,3 +84,91 @@ def comparison(statuses: Sequence[Any], metric: str, label: str):
         if steps:
             curves[f"{s.run_id} ({s.model}, {s.dataset})"] = (steps, values)
     return comparison_figure(curves, label, uirevision="compare-" + metric, half_line=metric in PROBABILITY_METRICS)
+
+
+# ---- quality figures (genlib.quality) across runs ----
+
+QUALITY_COLUMNS = (("test_log_likelihood", "log-lik (AIS)"), ("pseudo_log_likelihood", "PLL"),
+                   ("neg_elbo", "-ELBO"), ("iwae_nll", "IWAE NLL"), ("frechet_distance", "Fréchet"),
+                   ("frechet_floor", "floor"))
+
+
+def _quality(run_id: str) -> tuple[list[dict], dict | None]:
+    from dashboard.quality_view import quality_data
+
+    try:
+        return quality_data(state.get_store().get(run_id))
+    except (ValueError, FileNotFoundError, OSError):
+        return [], None
+
+
+def quality_columns(run_id: str) -> dict[str, Any]:
+    """A run's quality figures for the runs table: its last final/full evaluation, else its latest cheap one."""
+    from dashboard.quality_view import best_summary
+
+    record = best_summary(*_quality(run_id))
+    figures = (record or {}).get("figures", {})
+    row: dict[str, Any] = {"quality": f"{record['kind']} @ {record['step']:,}" if record else None}
+    for key, title in QUALITY_COLUMNS:
+        v = figures.get(key)
+        row[title] = round(v, 2) if isinstance(v, (int, float)) else None
+    return row
+
+
+def quality_column_config() -> dict[str, Any]:
+    """st.dataframe column settings for the quality columns: what each figure is and which way is better."""
+    import streamlit as st
+
+    from genlib.quality import FIGURES_BY_KEY
+
+    config: dict[str, Any] = {"quality": st.column_config.TextColumn(
+        "quality", help="Which evaluation the figures come from (cheap during training, final at its end, full on "
+                        "demand) and at which step; open the run's page for their uncertainties and trend.")}
+    for key, title in QUALITY_COLUMNS:
+        better = FIGURES_BY_KEY[key].better
+        config[title] = st.column_config.NumberColumn(title, format="%.2f",
+                                                      help=f"{FIGURES_BY_KEY[key].label}: {better} is better.")
+    return config
+
+
+def quality_choices(statuses: Sequence[Any]) -> list[str]:
+    """The quality figures (genlib.quality.FIGURES keys) that at least one of the runs has recorded."""
+    from dashboard.quality_view import good_records
+    from genlib.quality import FIGURES
+
+    have: set[str] = set()
+    for s in statuses:
+        for r in good_records(_quality(s.run_id)[0]):
+            have.update(k for k, v in r["figures"].items() if isinstance(v, (int, float)))
+    return [f.key for f in FIGURES if f.key in have]
+
+
+def quality_comparison(statuses: Sequence[Any], key: str):
+    """One quality figure of several runs against the step: cheap evaluations as lines with error bars, final and
+    full ones as diamonds, one colour per run."""
+    import plotly.graph_objects as go
+
+    from dashboard.quality_view import good_records
+    from genlib.quality import FIGURES_BY_KEY
+
+    spec = FIGURES_BY_KEY[key]
+    palette = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
+    fig = go.Figure()
+    for i, s in enumerate(statuses):
+        rows = [r for r in good_records(_quality(s.run_id)[0]) if isinstance(r["figures"].get(key), (int, float))]
+        colour = palette[i % len(palette)]
+        for cheap in (True, False):
+            part = [r for r in rows if (r.get("kind") == "cheap") == cheap]
+            if not part:
+                continue
+            se = [r["figures"].get(spec.se_key) or 0.0 if spec.se_key else 0.0 for r in part]
+            fig.add_trace(go.Scatter(
+                x=[r["step"] for r in part], y=[r["figures"][key] for r in part], name=f"{s.run_id} "
+                + ("(cheap)" if cheap else "(final/full)"), mode="lines+markers" if cheap else "markers",
+                error_y=dict(type="data", array=se, visible=any(se)), legendgroup=s.run_id,
+                marker=dict(color=colour, symbol="circle" if cheap else "diamond", size=6 if cheap else 11),
+                hovertemplate="step %{x:,}<br>%{y:.2f}<extra>" + s.run_id + "</extra>"))
+    fig.update_layout(height=380, margin=dict(l=10, r=10, t=30, b=10), xaxis_title="step",
+                      yaxis_title=f"{spec.label} ({spec.better} is better)", uirevision="quality-" + key,
+                      legend=dict(orientation="h", y=-0.2))
+    return fig

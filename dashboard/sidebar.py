@@ -12,7 +12,7 @@ from dashboard import state
 
 REFRESH_S = 2.0  # seconds between sidebar refreshes (the browser's timer; each open tab has its own)
 RECENT = 3  # finished runs listed under the live ones
-MODEL_TITLES = {"rbm": "RBM", "vae": "VAE", "gan": "GAN"}
+MODEL_TITLES = {"rbm": "RBM", "vae": "VAE", "gan": "GAN", "ebm": "EBM"}
 
 
 def _job(s) -> None:

@@ -14,6 +14,8 @@ import streamlit as st
 
 from genlib.runs import Run, RunStore, default_runs_dir
 
+WORKER_NICE = 10
+
 
 @st.cache_resource(show_spinner=False)
 def get_manager():
@@ -21,7 +23,41 @@ def get_manager():
     from genlib.jobs import JobManager
 
     backend = os.environ.get("GENLIB_JOB_BACKEND", "process")
-    return JobManager(RunStore(default_runs_dir()), backend=backend)
+    if backend == "process":
+        _limit_server_threads()
+    store = RunStore(default_runs_dir())
+    _install_pretrained(store)
+    # Workers run at a lower CPU priority than the server (niceness +WORKER_NICE), so a slider move or a chart
+    # refresh is served at once and training takes every cycle left over: with it the p95 slider-to-image latency
+    # while a job trains fell from 383 to 273 ms on a 2-core CPU (scripts/measure_ui.py; figures in the README).
+    nice = int(os.environ.get("GENLIB_WORKER_NICE", str(WORKER_NICE)))
+    return JobManager(store, backend=backend, worker_nice=nice)
+
+
+def _install_pretrained(store: RunStore) -> None:
+    """Copy the shipped pretrained runs (genlib.pretrained) into the runs folder once per server start, so a fresh
+    install opens every model page on a trained model; a read-only runs folder only loses them, never the page."""
+    from genlib.pretrained import install
+
+    try:
+        install(store)
+    except OSError:
+        pass
+
+
+def _limit_server_threads() -> None:
+    """Give the server's own torch work (slider decodes) one thread when training runs in worker processes.
+
+    Why: on a 2-core machine a decode that spreads over every core fights the worker for them, and both lose;
+    measured in Chromium under a training job, one GAN grid went from 172 ms to 29 ms. $GENLIB_SERVER_THREADS
+    overrides it (0 keeps PyTorch's default). The thread backend keeps the default: there the setting is
+    process-wide and would slow the training itself.
+    """
+    import torch
+
+    wanted = int(os.environ.get("GENLIB_SERVER_THREADS", "1"))
+    if wanted > 0:
+        torch.set_num_threads(wanted)
 
 
 def get_store() -> RunStore:
@@ -104,6 +140,9 @@ def job_statuses() -> list:
     return get_manager().statuses()
 
 
+MAX_LOG_ROWS = 20_000  # metric rows a MetricLog keeps per run before it thins the older half of them
+
+
 class MetricLog:
     """One run's metrics.jsonl as columns, read incrementally: each refresh reads only the bytes appended since the
     last one. A resumed run that re-logs steps it had already logged (it restarted from an older checkpoint) replaces
@@ -121,15 +160,16 @@ class MetricLog:
         self.steps: list[int] = []
         self.columns: dict[str, list[float | None]] = {}
         self.lr_changes: list[tuple[int, float]] = []
+        self.marks: list[tuple[int, str, str]] = []  # (step, knob or "fork", label) for the loss chart
+        self._fork_changes: set[tuple[int, str, str]] = set()  # (step, knob, value) a fork event already marks
         self.version = 0  # bumped when new rows arrive: a cache key for figures built from this log
 
     def _append(self, row: dict) -> None:
         step = row.get("step")
         if not isinstance(step, int):
             return
-        if row.get("event") == "knob":
-            if row.get("lr") is not None:
-                self.lr_changes.append((step, float(row["lr"])))
+        if row.get("event") in ("knob", "fork"):
+            self._add_marks(step, row)
             return
         if self.steps and step <= self.steps[-1]:  # history re-logged after a resume: drop the overlap
             import bisect
@@ -139,6 +179,7 @@ class MetricLog:
             for col in self.columns.values():
                 del col[cut:]
             self.lr_changes = [(s, lr) for s, lr in self.lr_changes if s < step]
+            self.marks = [m for m in self.marks if m[0] < step]
         n = len(self.steps)
         self.steps.append(step)
         for k, v in row.items():
@@ -151,6 +192,40 @@ class MetricLog:
         for col in self.columns.values():
             if len(col) < n + 1:
                 col.append(None)
+        if len(self.steps) > MAX_LOG_ROWS:
+            self._thin()
+
+    def _thin(self) -> None:
+        """Keep the server's copy of a long run bounded (memory, and the cost of each chart rebuild): every other
+        one of the older rows goes, the newest quarter stays whole. Charts draw at most 2,000 points anyway."""
+        head = len(self.steps) - MAX_LOG_ROWS // 4
+        keep = list(range(0, head, 2)) + list(range(head, len(self.steps)))
+        self.steps = [self.steps[i] for i in keep]
+        for name, col in self.columns.items():
+            self.columns[name] = [col[i] for i in keep]
+
+    def _add_marks(self, step: int, row: dict) -> None:
+        """Knob events become one mark per changed knob ("lr 1e-04"); a fork event one mark naming its parent and
+        change. A knob event that repeats a fork's change at the same step (the fork's worker applying it) is
+        dropped."""
+        from dashboard.charts import knob_label
+
+        if row["event"] == "fork":
+            changed = row.get("changed") or {}
+            text = ", ".join(knob_label(k, v[1] if isinstance(v, list) else v) for k, v in changed.items())
+            self.marks.append((step, "fork", f"fork of {row.get('parent', '?')}" + (f": {text}" if text else "")))
+            self._fork_changes = {(step, k, str(v[1] if isinstance(v, list) else v)) for k, v in changed.items()}
+            if "lr" in changed:
+                self.lr_changes.append((step, float(changed["lr"][1])))
+            return
+        for name, value in row.items():
+            if name in ("event", "step", "t") or value is None:
+                continue
+            if (step, name, str(value)) in self._fork_changes:
+                continue
+            if name == "lr":
+                self.lr_changes.append((step, float(value)))
+            self.marks.append((step, name, knob_label(name, value)))
 
     def refresh(self) -> int:
         """Read what was appended since the last call; returns the version (changes when there is new data)."""

@@ -1,4 +1,4 @@
-"""The training panel of a model page: a form that starts a run, a run selector bound to `?run=`, the run's controls,
+"""The training panel of a model page: the new-run form (train_form), a run selector bound to `?run=`, the controls,
 and a live view (progress, loss curves, fixed-noise samples) that refreshes itself while the run trains.
 
 Layout only: every computation is one call into genlib (JobManager, Run) or dashboard.charts; nothing here waits
@@ -7,84 +7,22 @@ on a job, and no thread but the script's own touches Streamlit.
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
-from dashboard import state
+from dashboard import auth, share, state
 from dashboard.charts import loss_figure
+from dashboard.model_text import CHART_CAPTIONS, MODEL_TITLES, SAMPLE_CAPTIONS
+from dashboard.forks import forks_section
+from dashboard.knobs import knob_controls
+from dashboard.train_form import train_form
+from dashboard.quality_view import quality_panel
 
 LIVE_REFRESH_S = 1.0  # the live view's refresh while a run trains
 EPOCHS_REFRESH_S = 5.0  # the epoch slider's refresh while a run trains (new grids come once per epoch)
 IMAGE_WIDTH = 480  # px on screen for a sample grid (nearest-neighbour upscaled, so pixels stay crisp)
-MODEL_TITLES = {"rbm": "RBM", "vae": "VAE", "gan": "GAN"}
-
-
-@dataclass(frozen=True)
-class Field:
-    """One form input: a config field, its widget and the help a student reads."""
-
-    name: str
-    label: str
-    kind: str  # "int", "float", "bool" or "choice"
-    help: str
-    lo: float | None = None
-    hi: float | None = None
-    step: float | None = None
-    fmt: str | None = None
-    options: tuple = ()
-
-
-MODEL_FIELDS: dict[str, tuple[Field, ...]] = {
-    "rbm": (
-        Field("n_hidden", "Hidden units", "int", "Number of binary hidden units h, the feature detectors. More units "
-              "describe more detail but each step costs more. The seed uses 500.", 1, 4096, 50),
-        Field("k", "Gibbs steps k (CD-k)", "int", "Gibbs steps v -> h -> v in the negative phase of contrastive "
-              "divergence. k = 1 is the seed's CD-1; a larger k gives a less biased gradient at k times the cost.",
-              1, 100, 1),
-        Field("persistent", "Persistent CD (PCD)", "bool", "Keep the negative Gibbs chain running from batch to batch "
-              "(Tieleman 2008) instead of restarting it at the data: the chain explores the model's own "
-              "distribution, which usually gives better samples."),
-        Field("momentum", "Momentum", "float", "SGD momentum: the share of the previous update added to the next. "
-              "It smooths and speeds up learning; 0 is the seed's plain SGD.", 0.0, 0.99, 0.05, "%.2f"),
-        Field("weight_decay", "Weight decay", "float", "L2 penalty that pulls the weights toward zero at every step; "
-              "small values (1e-4) keep the filters smooth. 0 in the seed.", 0.0, 0.1, 1e-4, "%.4f"),
-    ),
-    "vae": (
-        Field("latent", "Latent dimensions", "int", "Size of the code z. 2 lets you draw the whole latent space on "
-              "a plane; more dimensions reconstruct better. The seed uses 8.", 2, 64, 1),
-        Field("hidden", "Hidden width", "int", "Units in each hidden layer of the encoder and the decoder. The seed "
-              "uses 512.", 8, 4096, 64),
-        Field("decoder", "Decoder likelihood", "choice", "p(x|z): 'bernoulli' treats pixels as coin flips "
-              "(cross-entropy, sharper digits); 'gaussian' is the seed's Normal(tanh(.), 1) on pixels in "
-              "[-0.5, 0.5] (squared error).", options=("bernoulli", "gaussian")),
-        Field("beta", "beta (KL weight)", "float", "Weight of the KL term in the loss. 1 is the true ELBO; beta > 1 "
-              "(beta-VAE) pushes codes toward the prior for a smoother, more disentangled latent space at the cost "
-              "of blurrier reconstructions.", 0.0, 10.0, 0.1, "%.2f"),
-    ),
-    "gan": (
-        Field("preset", "Network size", "choice", "'seed' is the course's DCGAN (2.5M parameters). 'fast' divides "
-              "every width by 4 (0.4M parameters, 16x fewer convolution operations): use it on laptops and CPUs.",
-              options=("seed", "fast")),
-    ),
-}
-CHART_CAPTIONS = {
-    "rbm": "Averages over each logged window of steps. The reconstruction error should fall as the hidden units "
-           "learn features; the free-energy gap is not a likelihood and may wander. Orange dotted lines: learning-rate "
-           "changes.",
-    "vae": "Negative ELBO = reconstruction + beta x KL, in nats per image, averaged over each logged window. "
-           "Reconstruction falls fast; KL usually rises first, as the code starts to carry information.",
-    "gan": "A two-player game: the losses need not fall. As the generator improves, D(real) and D(fake) approach "
-           "the dashed 1/2 line, where the discriminator can only guess (the seed's stopping criterion).",
-}
-SAMPLE_CAPTIONS = {
-    "rbm": "Samples from the same random start after a fixed number of Gibbs steps, refreshed every few seconds.",
-    "vae": "Decoded from the same 64 fixed latent draws z ~ N(0, I), refreshed every few seconds.",
-    "gan": "Generated from the same 64 fixed noise vectors (the seed's seed_images), refreshed every few seconds.",
-}
 
 
 # ---- cached helpers shared by every viewer ----
@@ -106,7 +44,22 @@ def _loss_figure(run_path: str, offset: int, model_name: str, _log: Any):
     cls = model_class(model_name)
     names = cls.metric_names
     return loss_figure(_log.series(names), names, getattr(cls, "metric_labels", {}),
-                       uirevision=Path(run_path).name, lr_changes=list(_log.lr_changes))
+                       uirevision=Path(run_path).name, marks=list(_log.marks))
+
+
+def _width() -> int:
+    """A sample grid's width on screen: larger in presenter mode."""
+    return share.PRESENT_IMAGE_WIDTH if share.presenting() else IMAGE_WIDTH
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def epoch_gif(paths: tuple[str, ...], mtimes: tuple[int, ...], width: int = IMAGE_WIDTH) -> bytes:
+    """The per-epoch grids as a looping animated GIF at about `width` px, for the Play toggle (the browser animates
+    it: smooth in Chromium, no reruns while it plays)."""
+    from genlib.images import gif_bytes, read_png, upscale
+
+    frames = [read_png(Path(p).read_bytes()) for p in paths]
+    return gif_bytes([upscale(f, max(1, width // f.shape[1])) for f in frames], duration_ms=500)
 
 
 def _gif(paths: list[str]) -> bytes:
@@ -144,110 +97,6 @@ def progress_text(status: Any, epochs: int | None) -> str:
     if status.state == "running" and status.eta_seconds is not None:
         parts.append(f"about {_duration(status.eta_seconds)} left")
     return " · ".join(parts)
-
-
-# ---- the form ----
-
-def _defaults(model_name: str) -> dict[str, Any]:
-    from genlib.models import model_class
-    from genlib.training import SEED_DEFAULTS
-
-    cfg = model_class(model_name).config_class
-    out = {f.name: f.default for f in dataclasses.fields(cfg) if f.default is not dataclasses.MISSING}
-    out.update(SEED_DEFAULTS.get(model_name, {}))
-    return out
-
-
-def _widget(f: Field, value: Any, key: str) -> Any:
-    if f.kind == "bool":
-        return st.checkbox(f.label, value=bool(value), help=f.help, key=key)
-    if f.kind == "choice":
-        return st.selectbox(f.label, f.options, index=list(f.options).index(value), help=f.help, key=key)
-    cast = int if f.kind == "int" else float
-    return st.number_input(f.label, min_value=cast(f.lo), max_value=cast(f.hi), value=cast(value),
-                           step=cast(f.step), format=f.fmt, help=f.help, key=key)
-
-
-def dataset_choices() -> tuple[list[str], str | None]:
-    """Datasets a run can train on here (on disk, or needing no files), and a note on the ones that are missing."""
-    from genlib.data import DATASETS, OFFLINE_DATASET, dataset_available, default_data_root
-
-    names = [n for n, spec in DATASETS.items() if spec.offline or dataset_available(n)]
-    missing = [DATASETS[n].title for n in DATASETS if n not in names]
-    note = None
-    if missing:
-        note = (f"{', '.join(missing)} not found in {default_data_root().resolve()}, so not offered here; "
-                f"'{OFFLINE_DATASET}' (scikit-learn's 1,797 digits, no files needed) always is. "
-                "The Home page says how to add datasets.")
-    names.sort(key=lambda n: (n != "mnist", DATASETS[n].offline, n))
-    return names, note
-
-
-def _form(model_name: str) -> None:
-    from genlib.data import DATASETS, DatasetUnavailable
-    from genlib.training import TrainConfig
-
-    d = _defaults(model_name)
-    k = f"{model_name}-form"
-    datasets, note = dataset_choices()
-    bf16 = state.get_device_info().bf16
-    with st.form(key=k, border=True):
-        cols = st.columns(3)
-        values: dict[str, Any] = {}
-        for i, f in enumerate(MODEL_FIELDS[model_name]):
-            with cols[i % 3]:
-                values[f.name] = _widget(f, d[f.name], f"{k}-{f.name}")
-        c1, c2, c3 = st.columns(3)
-        with c1:
-            dataset = st.selectbox("Dataset", datasets, format_func=lambda n: DATASETS[n].title, key=f"{k}-dataset",
-                                   help="Images to learn from. " + "; ".join(
-                                       f"{DATASETS[n].title}: {DATASETS[n].description}" for n in datasets)
-                                   + (f". {note}" if note else ""))
-            lr = st.number_input("Learning rate", min_value=1e-6, max_value=1.0, value=float(d["lr"]),
-                                 step=float(d["lr"]) / 10, format="%.1e", key=f"{k}-lr",
-                                 help="Step size of the optimiser. Too large and training diverges (NaN), too small "
-                                      f"and it crawls. The seed uses {d['lr']:g}.")
-        with c2:
-            batch = st.number_input("Batch size", min_value=1, max_value=8192, value=int(d["batch_size"]), step=16,
-                                    key=f"{k}-batch", help="Images per gradient step. Larger batches run faster "
-                                    f"per image but take fewer steps per epoch. The seed uses {d['batch_size']}.")
-            epochs = st.number_input("Epochs", min_value=1, max_value=1000, value=int(d["epochs"]), step=1,
-                                     key=f"{k}-epochs", help="Passes over the training set. The seed trains "
-                                     f"{d['epochs']}; one or two already show the model learning.")
-        with c3:
-            max_steps = st.number_input("Max steps (optional)", min_value=1, max_value=10**7, value=None, step=100,
-                                        key=f"{k}-max-steps", placeholder="all epochs",
-                                        help="Stop after this many steps even if the epochs are not done: a quick "
-                                             "try. Leave empty to train every epoch.")
-            precision = st.selectbox("Precision", ("fp32", "bf16"), key=f"{k}-precision",
-                                     help="fp32 is exact and safe. bf16 runs matrix products in 16-bit brain floats: "
-                                          "faster on GPUs and on CPUs with AMX, at a small cost in accuracy. "
-                                          + ("This device supports it." if bf16 else
-                                             "This device has no fast bf16, so it would be slower here."))
-        if note:
-            st.caption(note)
-        submitted = st.form_submit_button("Start training", type="primary", key=f"{k}-submit")
-    if not submitted:
-        return
-    model_cfg = {name: v for name, v in values.items()}
-    train_cfg = dict(dataset=dataset, lr=float(lr), batch_size=int(batch), epochs=int(epochs),
-                     max_steps=int(max_steps) if max_steps else None, precision=precision)
-    try:
-        TrainConfig(**train_cfg)  # refuse bad values before loading any data
-        n = int(state.get_dataset(dataset).x_train.shape[0])
-        if batch > n:
-            raise ValueError(f"Batch size {batch:,} is larger than the {n:,} training images of "
-                             f"{DATASETS[dataset].title}: choose at most {n:,}.")
-        run_id = state.get_manager().submit(model_name, model_cfg, train_cfg)
-    except ValueError as e:
-        st.error(f"Not started: {e}")
-        return
-    except (DatasetUnavailable, OSError) as e:
-        st.error(f"Not started: {e}")
-        return
-    state.job_statuses.clear()
-    state.select_run(run_id)
-    st.rerun()
 
 
 # ---- run selection and controls ----
@@ -291,8 +140,9 @@ def _continue_form(run: Any, status: Any, info: dict) -> None:
                              value=lr_now,
                              step=float(tc.get("lr", 1e-3)) / 10, key=f"continue-lr-{run.id}",
                              help="Kept from the run; lower it to continue a run that diverged.")
-        go = c3.form_submit_button("Continue training", type="primary", key=f"continue-submit-{run.id}")
-    if not go:
+        go = c3.form_submit_button("Continue training", type="primary", key=f"continue-submit-{run.id}",
+                                   disabled=not auth.allowed(), help=auth.why(None))
+    if not go or auth.refuse():
         return
     max_steps = tc.get("max_steps")
     try:
@@ -305,7 +155,7 @@ def _continue_form(run: Any, status: Any, info: dict) -> None:
             if max_steps is not None and spe:
                 new_max = status.step + more * spe
         mgr.resume(run.id, epochs=new_epochs, max_steps=new_max)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, OSError) as e:  # OSError: a full disk or an unwritable runs folder
         st.error(f"Could not continue: {e}")
         return
     state.job_statuses.clear()
@@ -315,18 +165,21 @@ def _continue_form(run: Any, status: Any, info: dict) -> None:
 def _live_controls(run_id: str, status: Any) -> None:
     mgr = state.get_manager()
     c1, c2, _ = st.columns([1, 1, 4])
+    locked = not auth.allowed()
     try:
         if status.state == "paused":
-            if c1.button("Resume", key=f"unpause-{run_id}", icon=":material/play_arrow:",
-                         help="Carry on training from where it paused."):
+            if c1.button("Resume", key=f"unpause-{run_id}", icon=":material/play_arrow:", disabled=locked,
+                         help=auth.why("Carry on training from where it paused.")):
                 mgr.unpause(run_id)
-        elif c1.button("Pause", key=f"pause-{run_id}", icon=":material/pause:", disabled=status.state == "queued",
-                       help="Hold training (the worker saves a checkpoint and waits); Resume carries on."):
+        elif c1.button("Pause", key=f"pause-{run_id}", icon=":material/pause:",
+                       disabled=status.state == "queued" or locked,
+                       help=auth.why("Hold training (the worker saves a checkpoint and waits); Resume carries on.")):
             mgr.pause(run_id)
-        if c2.button("Stop", key=f"stop-{run_id}", icon=":material/stop:",
-                     help="End training now, keeping a checkpoint; 'Continue training' can pick it up later."):
+        if c2.button("Stop", key=f"stop-{run_id}", icon=":material/stop:", disabled=locked,
+                     help=auth.why("End training now, keeping a checkpoint; 'Continue training' can pick it up "
+                                   "later.")):
             mgr.stop(run_id)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, OSError) as e:  # OSError: a full disk or an unwritable runs folder
         st.error(str(e))
 
 
@@ -373,7 +226,7 @@ def _live_view(run: Any, model_name: str, shown_state: str, epochs: int | None) 
         except OSError:
             png = None
         if png is not None:
-            st.image(png, output_format="PNG", width=IMAGE_WIDTH)
+            st.image(png, output_format="PNG", width=_width())
             st.caption(SAMPLE_CAPTIONS.get(model_name, ""))
         else:
             st.info("The first samples appear a few seconds after training starts.")
@@ -388,19 +241,32 @@ def _epoch_view(run: Any) -> None:
         return
     by_epoch = {int(p.stem.split("-")[-1]): p for p in grids}
     epochs = sorted(by_epoch)
+    paths = [str(by_epoch[e]) for e in epochs]
     chosen = epochs[-1]
+    playing = len(epochs) > 1 and st.toggle("Play", key=f"epoch-play-{run.id}", bind=share.BIND,
+                                            help="Loop through the saved grids as an animation, one epoch every half "
+                                                 "second; turn off to pick an epoch with the slider.")
+    if playing:
+        try:
+            gif = epoch_gif(tuple(paths), tuple(by_epoch[e].stat().st_mtime_ns for e in epochs), _width())
+        except OSError:
+            st.caption("A grid is being replaced; the animation reappears in a moment.")
+            return
+        with st.container(key=f"epoch-play-img-{run.id}"):
+            st.image(gif, width=_width(), caption=f"Playing epochs {epochs[0]} to {epochs[-1]} (looping)")
+        return
     if len(epochs) > 1:
         chosen = st.select_slider("Epoch", options=epochs, value=epochs[-1], key=f"epoch-slider-{run.id}",
+                                  bind=share.BIND,
                                   help="Slide through the samples saved after each epoch, from the same fixed noise: "
                                        "watch the same digits form.")
     path = by_epoch[chosen]
     try:
-        st.image(grid_png(str(path), path.stat().st_mtime_ns), output_format="PNG", width=IMAGE_WIDTH,
+        st.image(grid_png(str(path), path.stat().st_mtime_ns, _width()), output_format="PNG", width=_width(),
                  caption=f"After epoch {chosen}" if chosen else "At the end (the run stopped before its first "
                                                                 "epoch was complete)")
     except OSError:
         st.caption("This grid is being replaced; it reappears in a moment.")
-    paths = [str(by_epoch[e]) for e in epochs]
     st.download_button("Download the progression (GIF)", data=lambda: _gif(paths), file_name=f"{run.id}.gif",
                        mime="image/gif", key=f"gif-{run.id}", icon=":material/movie:",
                        help="An animated GIF of the saved grids, one frame per epoch (the seed's generation movie).")
@@ -416,9 +282,11 @@ def training_panel(model_name: str):
     statuses = [s for s in state.job_statuses() if s.model == model_name]
     run_id = state.selected_run_id(model_name)
     st.subheader("Training")
-    with st.expander(f"Train a new {MODEL_TITLES.get(model_name, model_name)}", expanded=run_id is None,
-                     icon=":material/model_training:"):
-        _form(model_name)
+    presenting = share.presenting()
+    if not presenting:
+        with st.expander(f"Train a new {MODEL_TITLES.get(model_name, model_name)}", expanded=run_id is None,
+                         icon=":material/model_training:"):
+            train_form(model_name)
     status = None
     if run_id is not None:
         try:
@@ -435,13 +303,20 @@ def training_panel(model_name: str):
     info = run.info()
     epochs = (info.get("train_config") or {}).get("epochs")
     _problem(status)
-    if not status.live:
+    if info.get("pretrained"):
+        st.caption("A pretrained model shipped with the app (scripts/pretrain.py), kept read-only: fork it below "
+                   "to train a copy further.")
+    elif not status.live and not presenting:
         _continue_form(run, status, info)
     live = status.live
+    if live and not presenting:
+        knob_controls(run, model_name)
     st.fragment(_live_view, run_every=LIVE_REFRESH_S if live else None)(run, model_name, status.state, epochs)
     with st.expander("What each curve means"):
         labels = getattr(cls, "metric_labels", {})
         st.markdown("\n".join(f"- **{n}**: {labels.get(n, n)}" for n in cls.metric_names))
     st.markdown("##### Samples after each epoch")
     st.fragment(_epoch_view, run_every=EPOCHS_REFRESH_S if live else None)(run)
+    quality_panel(run, model_name, live)
+    forks_section(run, model_name, presenting)
     return run

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -15,6 +16,8 @@ MODEL_FLAGS: dict[str, dict[str, str]] = {
             "weight_decay": "weight_decay", "binarize": "binarize"},
     "vae": {"hidden": "hidden", "latent": "latent", "decoder": "decoder", "beta": "beta"},
     "gan": {"preset": "preset", "noise_dim": "noise_dim", "channels_last": "channels_last"},
+    "ebm": {"langevin_steps": "langevin_steps", "step_size": "step_size", "langevin_noise": "noise",
+            "buffer_size": "buffer_size", "reg_weight": "reg_weight", "sample_steps": "sample_steps"},
 }
 
 
@@ -23,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a model (or resume a run) in the foreground")
-    t.add_argument("model", nargs="?", choices=sorted(MODEL_FLAGS), help="rbm, vae or gan (omit with --resume)")
+    t.add_argument("model", nargs="?", choices=sorted(MODEL_FLAGS), help="rbm, vae, gan or ebm (omit with --resume)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its last checkpoint")
     t.add_argument("--dataset", help="mnist, fashion-mnist or digits (offline); default mnist")
     t.add_argument("--data-root", help="folder with the datasets (default $GENLIB_DATA_ROOT or ./data)")
@@ -52,7 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
     g = t.add_argument_group("GAN")
     g.add_argument("--preset", choices=["seed", "fast"])
     g.add_argument("--noise-dim", type=int)
-    g.add_argument("--channels-last", action="store_const", const=True)
+    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="GAN: NHWC layout (default on; --no-channels-last for NCHW)")
+    g = t.add_argument_group("EBM")
+    g.add_argument("--langevin-steps", type=int, help="Langevin steps per training batch")
+    g.add_argument("--step-size", type=float, help="Langevin step size (multiplies the clipped dE/dx)")
+    g.add_argument("--langevin-noise", type=float, help="standard deviation of the Langevin noise")
+    g.add_argument("--buffer-size", type=int, help="replay buffer of negatives")
+    g.add_argument("--reg-weight", type=float, help="weight of the energy-magnitude regulariser")
+    g.add_argument("--sample-steps", type=int, help="Langevin steps when sampling from noise")
 
     s = sub.add_parser("sample", help="write samples from a run's last checkpoint to an .npz file")
     s.add_argument("run_dir")
@@ -78,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     w = sub.add_parser("worker", help=argparse.SUPPRESS)
     w.add_argument("run_dir")
+    w.add_argument("--nice", type=int, default=0, help="lower this worker's CPU priority by this much (os.nice)")
 
     r = sub.add_parser("runs", help="list runs")
     r.add_argument("--runs-dir")
@@ -86,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in ("train", "worker"):
+        from genlib.devices import flush_denormals_in_process
+
+        flush_denormals_in_process()  # before torch's thread pool starts, so every intra-op thread inherits it
     try:
         return {"train": _train, "sample": _sample, "evaluate": _evaluate, "worker": _worker,
                 "runs": _runs}[args.command](args)
@@ -134,7 +150,7 @@ def _train(args: argparse.Namespace) -> int:
         model_name = info["model"]
     else:
         if not args.model:
-            raise ValueError("name a model (rbm, vae or gan) or give --resume RUN_DIR")
+            raise ValueError("name a model (rbm, vae, gan or ebm) or give --resume RUN_DIR")
         model_name = args.model
         model_cfg = dataclasses.asdict(make_config(model_name, _model_config(args, model_name)))
         cfg = default_train_config(model_name, dataset=args.dataset, data_root=args.data_root, epochs=args.epochs,
@@ -239,6 +255,8 @@ def _worker(args: argparse.Namespace) -> int:
     from genlib.runs import Run
     from genlib.worker import run_job
 
+    if args.nice > 0:
+        os.nice(args.nice)  # background training yields the CPU to the server and the browsers that watch it
     summary = run_job(Run(Path(args.run_dir)))
     print(json.dumps(summary))
     return 0 if summary["state"] in ("finished", "stopped") else 1

@@ -69,10 +69,26 @@ def append_jsonl(path: Path | str, rows: list[dict]) -> None:
     if not rows:
         return
     text = "".join(json.dumps(r, separators=(",", ":"), default=_json_default) + "\n" for r in rows)
-    with open(path, "ab") as f:
-        f.write(text.encode())
-        f.flush()
-        os.fsync(f.fileno())
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            # a torn line from a killed writer: end it, so it stays one skipped line instead of swallowing this one
+            text = "\n" + text
+        data = memoryview(text.encode())
+        try:
+            while data:
+                data = data[os.write(fd, data):]
+            os.fsync(fd)
+        except BaseException:
+            # a full disk mid-append: take back the partial rows, so the log stays what it was
+            try:
+                os.ftruncate(fd, size)
+            except OSError:
+                pass
+            raise
+    finally:
+        os.close(fd)
 
 
 def read_jsonl(path: Path | str, offset: int = 0) -> tuple[list[dict], int]:

@@ -41,6 +41,7 @@ class _Job:
     device: str
     handle: Any = None  # Popen or Thread
     started: float | None = None
+    error: str | None = None  # what killed a worker thread, caught by its wrapper
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,15 +75,19 @@ class JobManager:
     """Starts, queues, pauses, resumes and stops training runs; thread-safe, one per server process."""
 
     def __init__(self, store: RunStore, *, backend: str = "process", max_jobs: int | None = None,
-                 python: str | None = None) -> None:
+                 python: str | None = None, worker_nice: int = 0) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         self.store = store
         self.backend = backend
         self.max_jobs = max_jobs
         self.python = python or sys.executable
+        if not 0 <= worker_nice <= 19:
+            raise ValueError(f"worker_nice must be in 0..19 (a Unix niceness increment), got {worker_nice}")
+        self.worker_nice = worker_nice  # process backend: how much lower the workers' CPU priority is
         self._jobs: dict[str, _Job] = {}
         self._queue: list[str] = []
+        self._lost: dict[str, tuple[str, str]] = {}  # run id -> (error, message) of failures the disk refused
         self._lock = threading.RLock()
         self._closed = threading.Event()
         self._monitor = threading.Thread(target=self._watch, name="genlib-job-monitor", daemon=True)
@@ -95,8 +100,17 @@ class JobManager:
         from genlib.models import make_config
         from genlib.training import TrainConfig
 
+        from genlib.budget import check_fits
+        from genlib.devices import resolve_device
+
         model_cfg = dataclasses.asdict(make_config(model_name, model_config))
-        train_cfg = dataclasses.asdict(TrainConfig(**train_config))
+        try:
+            tc = TrainConfig(**train_config)
+        except TypeError as e:  # an unknown or missing setting
+            raise ValueError(f"training settings not understood: {e}") from e
+        train_cfg = dataclasses.asdict(tc)
+        check_fits(model_name, model_cfg, batch_size=tc.batch_size, precision=tc.precision, dataset=tc.dataset,
+                   device=resolve_device(tc.device))
         run = self.store.create({"model": model_name, "model_config": model_cfg, "train_config": train_cfg,
                                  "dataset": train_cfg["dataset"], "title": title, "parent": parent})
         run.send(command="run", lr=train_cfg["lr"])
@@ -107,10 +121,13 @@ class JobManager:
         """Continue a finished, stopped, failed or interrupted run from its last checkpoint (optionally longer)."""
         from genlib.training import TrainConfig
 
+        from genlib.pretrained import refuse_if_pretrained
+
         run = self.store.get(run_id)
+        refuse_if_pretrained(run, "resumed")
         self._finish_exiting(run)
         with self._lock:
-            if run_id in self._jobs or run.effective_state() in LIVE_STATES:
+            if run_id in self._jobs or (run.effective_state() in LIVE_STATES and run_id not in self._lost):
                 raise ValueError(f"run {run_id} is already live; pause/resume it instead")
             info = run.info()
             tc = dict(info["train_config"])
@@ -119,9 +136,13 @@ class JobManager:
             if max_steps is not None:
                 tc["max_steps"] = max_steps
             info["train_config"] = dataclasses.asdict(TrainConfig(**tc))
-            run.write_info(info)
-            run.send(command="run")
-            run.write_state(state="queued", message="waiting to resume", error=None)
+            try:
+                run.write_info(info)
+                run.send(command="run")
+                run.write_state(state="queued", message="waiting to resume", error=None)
+            except OSError as e:  # a full disk: each write above is atomic, so what was saved stays as it was
+                raise OSError(e.errno, f"Could not save to run {run_id}: {e.strerror or e}. Free some disk space "
+                                       "and try again; what was saved is intact.") from e
             self._enqueue(run, info["train_config"]["device"])
 
     def pause(self, run_id: str) -> None:
@@ -140,10 +161,28 @@ class JobManager:
                 run.write_state(state="stopped", message="stopped before it started")
 
     def set_knobs(self, run_id: str, **knobs: Any) -> None:
-        """Change live settings (lr, and model knobs) of a running job; the worker applies them within a second."""
-        self.store.get(run_id).send(**knobs)
+        """Change live settings (lr, and model knobs) of a running job; the worker applies them within a second.
+        ValueError for a setting the model has no live knob for, or a value it would refuse."""
+        from genlib.forks import check_knobs
+
+        run = self.store.get(run_id)
+        check_knobs(run.info().get("model", ""), knobs)
+        run.send(**knobs)
+
+    def fork(self, run_id: str, changes: dict[str, Any], *, checkpoint: str = "last",
+             title: str | None = None) -> str:
+        """Queue a new run that continues `run_id` from its checkpoint `checkpoint` with `changes` (see
+        genlib.forks.create_fork); returns the new run's id."""
+        from genlib.forks import create_fork
+
+        run = create_fork(self.store, self.store.get(run_id), changes, checkpoint=checkpoint, title=title)
+        self._enqueue(run, run.info()["train_config"]["device"])
+        return run.id
 
     def delete(self, run_id: str) -> None:
+        from genlib.pretrained import refuse_if_pretrained
+
+        refuse_if_pretrained(self.store.get(run_id), "deleted")
         with self._lock:
             if run_id in self._jobs:
                 raise ValueError(f"run {run_id} is still training; stop it first")
@@ -155,15 +194,17 @@ class JobManager:
         with self._lock:
             position = self._queue.index(run_id) + 1 if run_id in self._queue else None
             owned = run_id in self._jobs
-        return _status(run, position, owned)
+            lost = self._lost.get(run_id)
+        return _status(run, position, owned, lost)
 
     def statuses(self) -> list[JobStatus]:
         with self._lock:
-            queue, owned = list(self._queue), set(self._jobs)
+            queue, owned, lost = list(self._queue), set(self._jobs), dict(self._lost)
         out = []
         for run in self.store.list():
             try:
-                out.append(_status(run, queue.index(run.id) + 1 if run.id in queue else None, run.id in owned))
+                out.append(_status(run, queue.index(run.id) + 1 if run.id in queue else None, run.id in owned,
+                                   lost.get(run.id)))
             except (OSError, ValueError, KeyError):
                 continue  # a folder being deleted or written right now: skip it this time
         return out
@@ -176,6 +217,7 @@ class JobManager:
         with self._lock:
             self._jobs[run.id] = _Job(run=run, device=_device_key(device))
             self._queue.append(run.id)
+            self._lost.pop(run.id, None)
         self._schedule()
 
     def _limit(self, device_key: str) -> int:
@@ -190,23 +232,43 @@ class JobManager:
                     continue
                 self._queue.remove(run_id)
                 job.started = time.time()
-                job.handle = self._launch(job.run)
+                try:
+                    job.handle = self._launch(job.run)
+                except (OSError, RuntimeError) as e:  # no process or thread to be had: this job fails, alone
+                    del self._jobs[run_id]
+                    error = f"the training worker could not start: {type(e).__name__}: {e}"
+                    try:
+                        job.run.write_state(state="failed", error=error, message=error)
+                    except OSError:
+                        self._lost[run_id] = (error, error)
 
     def _launch(self, run: Run) -> Any:
         if self.backend == "thread":
-            from genlib.worker import run_job
-
-            t = threading.Thread(target=run_job, args=(run,), name=f"genlib-train-{run.id}", daemon=True)
+            t = threading.Thread(target=self._thread_main, args=(run,), name=f"genlib-train-{run.id}", daemon=True)
             t.start()
             return t
         log = open(run.log_path, "ab")
         try:
             env = dict(os.environ, PYTHONUNBUFFERED="1")
-            return subprocess.Popen([self.python, "-m", "genlib", "worker", str(run.path)],
+            return subprocess.Popen([self.python, "-m", "genlib", "worker", str(run.path),
+                                     "--nice", str(self.worker_nice)],
                                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     env=env, cwd=os.getcwd(), start_new_session=True)
         finally:
             log.close()
+
+    def _thread_main(self, run: Run) -> None:
+        """A worker thread: run_job records its own failures; whatever escapes it (a full disk while recording,
+        SystemExit, a bug) is kept here so the job shows as failed with that error, not as running forever."""
+        from genlib.worker import run_job
+
+        try:
+            run_job(run)
+        except BaseException as e:  # noqa: BLE001 - the thread ends here either way; the error must be seen
+            with self._lock:
+                job = self._jobs.get(run.id)
+                if job is not None:
+                    job.error = f"{type(e).__name__}: {e}".strip().rstrip(":")
 
     def _finish_exiting(self, run: Run, timeout: float = 15.0) -> None:
         """A worker that has written its final state may still be exiting: wait for it, then reap it."""
@@ -235,10 +297,14 @@ class JobManager:
                 del self._jobs[run_id]
                 state = job.run.state()
                 if state.get("state") in LIVE_STATES:  # the worker died without saying why
-                    code = getattr(h, "returncode", None)
-                    job.run.write_state(state="failed", error=f"the training worker exited unexpectedly (code {code})",
-                                        message="The worker stopped unexpectedly; see worker.log. Resume continues "
-                                                "from the last checkpoint.")
+                    error = job.error or _exit_reason(h, job.run)
+                    message = ("The training worker stopped unexpectedly; Continue training resumes from the last "
+                               "checkpoint.")
+                    try:
+                        job.run.write_state(state="failed", error=error, message=message)
+                    except OSError as e:  # a full disk: remember it here, so the page still says what happened
+                        self._lost[run_id] = (f"{error}; the failure could not be recorded either "
+                                              f"({e.strerror or e})", message)
         self._schedule()
 
     def _watch(self) -> None:
@@ -279,10 +345,41 @@ def _device_key(device: str) -> str:
     return "cpu" if device == "cpu" else ("cuda" if device.startswith("cuda") else device)
 
 
-def _status(run: Run, queue_position: int | None, owned: bool) -> JobStatus:
+def _exit_reason(handle: Any, run: Run) -> str:
+    """Why a worker ended without recording it: the signal or exit code, and the last line of its log."""
+    import signal
+
+    code = getattr(handle, "returncode", None)
+    if code is None:
+        reason = "the training thread ended without recording a result"
+    elif code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        hint = " (the system may have run out of memory)" if name == "SIGKILL" else ""
+        reason = f"the training worker was killed by {name}{hint}"
+    else:
+        reason = f"the training worker exited unexpectedly (code {code})"
+    try:
+        with open(run.log_path, "rb") as f:
+            f.seek(max(0, f.seek(0, 2) - 2000))
+            lines = [ln for ln in f.read().decode(errors="replace").splitlines() if ln.strip()]
+        if lines:
+            reason += f": {lines[-1].strip()[:300]}"
+    except OSError:
+        pass
+    return reason
+
+
+def _status(run: Run, queue_position: int | None, owned: bool,
+            lost: tuple[str, str] | None = None) -> JobStatus:
     info, state = run.info(), run.state()
     name = state.get("state", "unknown")
-    if not owned:
+    if lost is not None and name in LIVE_STATES:  # it failed, but the disk would not take the record
+        state = {**state, "error": lost[0], "message": lost[1]}
+        name = "failed"
+    elif not owned:
         name = run.effective_state()
         if name == "queued":  # queued by a server that is gone
             name = "interrupted"

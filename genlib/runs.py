@@ -20,6 +20,8 @@ RUN_ID_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,95}$")
 LIVE_STATES = ("queued", "running", "paused")
 STATES = LIVE_STATES + ("finished", "stopped", "failed", "diverged", "interrupted")
 HEARTBEAT_STALE_S = 20.0  # a live run whose worker has not written its state for this long is interrupted
+HEARTBEAT_DEAD_S = 600.0  # ...even when its pid is alive (reused by another process): a worker beats every 2 s
+MAX_IMPORT_BYTES = 50 * 2**20  # an uploaded checkpoint larger than this is refused (the server's maxUploadSize)
 
 
 def default_runs_dir() -> Path:
@@ -85,6 +87,24 @@ class Run:
     def log_path(self) -> Path:
         return self.path / "worker.log"
 
+    # quality evaluations (genlib.quality): one JSON line per evaluation, the last final/full one, its progress
+    @property
+    def quality_path(self) -> Path:
+        return self.path / "quality.jsonl"
+
+    @property
+    def quality_summary_path(self) -> Path:
+        return self.path / "quality.json"
+
+    @property
+    def quality_status_path(self) -> Path:
+        return self.path / "quality-status.json"
+
+    @property
+    def quality_cancel_path(self) -> Path:
+        """Present while a cancel of the running final/full evaluation is requested."""
+        return self.path / "quality.cancel"
+
     # contents
     def info(self) -> dict[str, Any]:
         return read_json(self.info_path, {}) or {}
@@ -116,6 +136,18 @@ class Run:
     def metrics(self, offset: int = 0) -> tuple[list[dict], int]:
         return read_jsonl(self.metrics_path, offset)
 
+    def quality_records(self, offset: int = 0) -> tuple[list[dict], int]:
+        """The quality evaluations recorded so far (oldest first) from byte `offset`, and the new offset."""
+        return read_jsonl(self.quality_path, offset)
+
+    def quality_summary(self) -> dict[str, Any] | None:
+        """The last final or full evaluation's record, or None."""
+        return read_json(self.quality_summary_path, None)
+
+    def quality_status(self) -> dict[str, Any]:
+        """The progress of the last final/full evaluation: state running/done/failed/cancelled, fraction, message."""
+        return read_json(self.quality_status_path, {}) or {}
+
     def epoch_grids(self) -> list[Path]:
         return sorted(self.samples_dir.glob("epoch-*.png"))
 
@@ -127,7 +159,16 @@ class Run:
         state = self.state()
         name = state.get("state", "unknown")
         if name in LIVE_STATES and name != "queued":
-            if time.time() - float(state.get("updated", 0)) > HEARTBEAT_STALE_S and not _pid_alive(state.get("pid")):
+            try:
+                silent = time.time() - float(state.get("updated", 0) or 0)
+            except (TypeError, ValueError):
+                silent = float("inf")
+            pid = state.get("pid")
+            if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0 and pid != os.getpid():
+                gone = not _pid_alive(pid)  # a worker process on this machine: its pid says it all
+            else:  # a worker thread (of this process, or of a server that is gone): only its silence tells
+                gone = silent > HEARTBEAT_STALE_S
+            if gone or silent > HEARTBEAT_DEAD_S:
                 return "interrupted"
         return name
 
@@ -167,8 +208,13 @@ class RunStore:
         path = self.root / run_id
         path.mkdir(parents=False, exist_ok=False)
         run = Run(path)
-        run.write_info({**info, "id": run_id, "created": time.time()})
-        run.write_state(state="queued", step=0, epoch=0, images=0, seconds=0.0)
+        try:
+            run.write_info({**info, "id": run_id, "created": time.time()})
+            run.write_state(state="queued", step=0, epoch=0, images=0, seconds=0.0)
+        except OSError as e:  # a full disk: leave no half-made folder behind, and say so plainly
+            shutil.rmtree(path, ignore_errors=True)
+            raise OSError(e.errno, f"Could not save a new run in {self.root.resolve()}: {e.strerror or e}. "
+                                   "Free some disk space (or delete old runs) and try again.") from e
         return run
 
     def get(self, run_id: str) -> Run:
@@ -184,8 +230,8 @@ class RunStore:
         """Every run folder with a run.json, newest first."""
         if not self.root.is_dir():
             return []
-        runs = [Run(p) for p in self.root.iterdir()
-                if p.is_dir() and RUN_ID_RE.match(p.name) and (p / "run.json").exists()]
+        runs = [Run(p) for p in self.root.iterdir()  # no symlinks: a run folder never points elsewhere
+                if p.is_dir() and not p.is_symlink() and RUN_ID_RE.match(p.name) and (p / "run.json").exists()]
         return sorted(runs, key=lambda r: r.info().get("created", 0), reverse=True)
 
     def delete(self, run_id: str) -> None:
@@ -199,3 +245,56 @@ def open_run(path_or_id: Path | str, store: RunStore | None = None) -> Run:
     if (p / "run.json").exists():
         return Run(p)
     return (store or RunStore()).get(str(path_or_id))
+
+
+def import_checkpoint(store: RunStore, data: bytes, *, filename: str = "upload",
+                      max_bytes: int = MAX_IMPORT_BYTES) -> Run:
+    """A new run from uploaded checkpoint bytes, ready to explore and to continue ('stopped' at the file's step).
+
+    Nothing in the file is ever executed: it must be a genlib safetensors checkpoint (pickles, truncated files,
+    foreign safetensors are refused), of a model this server knows, whose weights fit its config, and whose training
+    settings are valid. Raises CheckpointError (a ValueError) with what is wrong; writes nothing until all is checked.
+    The file name is only shown, never used as a path.
+    """
+    import dataclasses
+
+    from genlib.budget import check_fits
+    from genlib.checkpoints import CheckpointError, model_from_checkpoint, read_checkpoint
+    from genlib.training import TrainConfig
+
+    where = f"'{Path(str(filename)).name[:80]}'"
+    if len(data) > max_bytes:
+        raise CheckpointError(f"{where} is {len(data) / 2**20:.1f} MB, over the {max_bytes / 2**20:.0f} MB limit.")
+    ckpt = read_checkpoint(data, device="cpu", where=where)
+    try:  # sizes that would not fit are refused before the model is built
+        check_fits(ckpt.model_name, ckpt.model_config, batch_size=1, device="cpu")
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{where} describes a model this server refuses: {e}") from e
+    model_from_checkpoint(ckpt, device="cpu")  # wrong model, wrong shapes -> CheckpointError
+    tc = dict(ckpt.train_config or {})
+    # settings that belong to the machine it was trained on, not to the model: this server chooses its own
+    tc.update(device="auto", data_root=None, threads=None)
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    try:
+        train_config = dataclasses.asdict(TrainConfig(**{k: v for k, v in tc.items() if k in known}))
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{where} holds training settings this server refuses: {e}") from e
+    try:
+        progress = dict(ckpt.progress)
+        step, epoch = int(progress.get("step", 0)), int(progress.get("epoch", 0) or 0)
+        images, seconds = int(progress.get("images", 0) or 0), float(progress.get("seconds", 0.0) or 0.0)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{where} has a damaged progress record ({e}).") from e
+    if step < 0 or epoch < 0 or images < 0:
+        raise CheckpointError(f"{where} has a negative step count.")
+    run = store.create({"model": ckpt.model_name, "model_config": ckpt.model_config, "train_config": train_config,
+                        "dataset": train_config["dataset"], "title": f"uploaded from {where}",
+                        "parent": {"uploaded": where, "run_id": str((ckpt.extra or {}).get("run_id", ""))[:96]}})
+    try:
+        atomic_write_bytes(run.checkpoint_path, data)
+        run.write_state(state="stopped", step=step, epoch=epoch, images=images, seconds=seconds,
+                        message=f"imported from {where} at step {step}")
+    except OSError:
+        shutil.rmtree(run.path, ignore_errors=True)
+        raise
+    return run

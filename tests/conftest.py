@@ -26,6 +26,7 @@ def dashboard_env(tmp_path, monkeypatch):
     monkeypatch.setenv("GENLIB_DATA_ROOT", str(tmp_path / "data"))
     monkeypatch.setenv("GENLIB_JOB_BACKEND", "thread")
     monkeypatch.setenv("GENLIB_MAX_JOBS", "2")
+    monkeypatch.setenv("GENLIB_PRETRAINED_DIR", "none")  # no shipped runs: each test sees only its own
     monkeypatch.chdir(ROOT)
     _clear_caches()
     yield tmp_path
@@ -41,3 +42,27 @@ def manager(dashboard_env):
     from dashboard import state
 
     return state.get_manager()
+
+
+class _NoQuality:
+    """Stands in for genlib.quality.RunQuality in tests about something else (knobs, forks, pretrained runs, pages):
+    the end-of-run evaluation trains a classifier the first time and would dominate their time."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        pass
+
+    def periodic(self, *args, **kwargs) -> dict:
+        return {}
+
+    def final(self, *args, **kwargs) -> dict:
+        return {}
+
+
+@pytest.fixture(scope="module")
+def no_quality_evaluation():
+    """Training workers started in-process by this module skip the quality evaluations (opt-in per module with
+    `pytestmark = pytest.mark.usefixtures("no_quality_evaluation")`)."""
+    patch = pytest.MonkeyPatch()
+    patch.setattr("genlib.worker.RunQuality", _NoQuality, raising=False)
+    yield
+    patch.undo()

@@ -32,3 +32,15 @@ def test_nonsense_is_refused():
         resolve_device("tpu9")
     with pytest.raises(DeviceError):
         resolve_device("quantum")
+
+
+def test_flush_denormals_is_scoped_to_cpu_training():
+    import torch
+
+    from genlib.devices import flush_denormals
+
+    tiny = torch.tensor([1e-40], dtype=torch.float32)  # a denormal float32
+    assert (tiny * 1.0).item() != 0.0
+    with flush_denormals(torch.device("cpu")):
+        assert (tiny * 1.0).item() == 0.0
+    assert (tiny * 1.0).item() != 0.0  # restored: nothing outside training changes

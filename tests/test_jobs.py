@@ -86,3 +86,21 @@ def test_second_manager_sees_runs_and_marks_orphans_interrupted(manager, tmp_pat
         assert [s.run_id for s in other.statuses()] == [run_id]
     finally:
         other.close()
+
+
+def test_process_workers_run_at_a_lower_cpu_priority(tmp_path):
+    """Training yields the CPU to the server: a worker process starts `worker_nice` steps nicer than its parent."""
+    import os
+
+    import psutil
+
+    with pytest.raises(ValueError, match="worker_nice"):
+        JobManager(RunStore(tmp_path / "bad"), worker_nice=25)
+    m = JobManager(RunStore(tmp_path / "runs"), backend="process", worker_nice=3)
+    try:
+        run_id = m.submit("vae", VAE, train_cfg(epochs=1000))
+        wait_for(lambda: m.status(run_id).state == "running" and m.status(run_id).step > 0, 120)
+        pid = m.store.get(run_id).state()["pid"]
+        assert psutil.Process(pid).nice() == min(os.getpriority(os.PRIO_PROCESS, 0) + 3, 19)
+    finally:
+        m.close(stop_jobs=True)

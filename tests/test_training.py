@@ -75,3 +75,27 @@ def test_run_job_writes_a_complete_run_folder_and_resumes(tmp_path):
     summary = run_job(run)
     assert summary["state"] == "finished" and summary["steps"] == 30
     assert len(run.epoch_grids()) == 2
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on the CI machine)")
+@pytest.mark.parametrize("name", sorted(SETTINGS))
+def test_gpu_steps_never_wait_for_the_host(name, digits):
+    """On a GPU the loop reads metrics once per log window: between reads no step synchronises with the host
+    (torch.cuda.set_sync_debug_mode('error') raises on any synchronising call: .item(), nonzero, a blocking copy)."""
+    device = torch.device("cuda")
+    data = load_dataset("digits", device=device)
+    model_cfg, train_cfg = SETTINGS[name]
+    model = build_model(name, model_cfg).to(device)
+    model.configure_training(lr=train_cfg["lr"], precision="bf16" if torch.cuda.is_bf16_supported() else "fp32")
+    batches = data.batches(train_cfg["batch_size"], generator=torch.Generator().manual_seed(0))
+    from genlib.data import to_unit
+
+    xs = [to_unit(next(batches)) for _ in range(6)]
+    model.train_step(xs[0])  # the first step may initialise lazily (cuBLAS handles, optimiser state)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        window = [model.train_step(x) for x in xs[1:]]
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert all(v.device.type == "cuda" for m in window for v in m.values())

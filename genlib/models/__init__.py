@@ -16,11 +16,13 @@ _REGISTRY: dict[str, tuple[str, str, str]] = {
     "rbm": ("genlib.models.rbm", "RBM", "RBMConfig"),
     "vae": ("genlib.models.vae", "VAE", "VAEConfig"),
     "gan": ("genlib.models.gan", "GAN", "GANConfig"),
+    "ebm": ("genlib.models.ebm", "EBM", "EBMConfig"),
 }
 MODEL_NAMES: tuple[str, ...] = tuple(_REGISTRY)
 
 __all__ = ["MODEL_NAMES", "MODELS", "GenerativeModel", "LatentModel", "model_class", "make_config", "build_model",
-           "RBM", "RBMConfig", "VAE", "VAEConfig", "GAN", "GANConfig"]
+           "RBM", "RBMConfig", "VAE", "VAEConfig", "GAN", "GANConfig",
+           "EBM", "EBMConfig"]
 
 
 def model_class(name: str) -> type[GenerativeModel]:

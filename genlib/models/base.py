@@ -40,6 +40,8 @@ class GenerativeModel(nn.Module, ABC):
     config_class: ClassVar[type]  # the frozen dataclass of the constructor's arguments
     metric_names: ClassVar[tuple[str, ...]]  # keys of train_step's result, "loss" first
     monitor: ClassVar[str] = "loss"  # the metric that falls as the model learns (tests and the UI use it)
+    # settings a running training may change (each through set_<name>); kept in checkpoints, logged as knob events
+    live_knobs: ClassVar[tuple[str, ...]] = ("lr",)
 
     def __init__(self, config: Any) -> None:
         super().__init__()
@@ -77,6 +79,23 @@ class GenerativeModel(nn.Module, ABC):
         for opt in self.optimizers().values():
             for group in opt.param_groups:
                 group["lr"] = self.lr
+
+    @classmethod
+    def check_knob(cls, name: str, value: Any) -> None:
+        """ValueError unless `value` is a valid setting for the live knob `name` (checked before it is sent)."""
+        check(name in cls.live_knobs, f"{cls.__name__} has no live setting {name!r}; it has {', '.join(cls.live_knobs)}")
+        if name == "lr":
+            check(isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 10,
+                  f"learning rate must be in (0, 10), got {value!r}")
+
+    def knobs(self) -> dict[str, Any]:
+        """The live knobs' current values, e.g. {"lr": 1e-3, "beta": 1.0}."""
+        return {name: getattr(self, name) for name in self.live_knobs}
+
+    def set_knob(self, name: str, value: Any) -> None:
+        """Change one live knob (set_lr, set_beta, set_k...); ValueError for an unknown knob or a bad value."""
+        self.check_knob(name, value)
+        getattr(self, f"set_{name}")(value)
 
     def training_state(self) -> dict[str, Any]:
         """Everything besides the parameters that resuming needs (optimiser moments, persistent chains)."""

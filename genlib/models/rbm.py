@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genlib.data import binarize
+from genlib.bernoulli import draw_, words_for
 from genlib.models.base import GenerativeModel, LatentModel, check, device_generator
 from genlib.samplers import gibbs_chain
 
@@ -101,10 +102,13 @@ class _Scratch:
         self.recon = torch.empty(n, n_v, **kw)  # p(v|h0)
         self.hidden = torch.empty(n, n_h, **kw)  # the current hidden draw
         self.p_v: torch.Tensor | None = None  # p(v|h) of later Gibbs steps (k > 1 or PCD), made on first use
-        # uniforms of the draws u < p: fp32 (fp64 for fp64 weights) whatever the chain's dtype, so P(u < p) = p
-        udtype = torch.float64 if param_dtype == torch.float64 else torch.float32
-        uniform = torch.empty(n * max(n_v, n_h), device=device, dtype=udtype)
-        self.uniforms = {(n, n_v): uniform[:n * n_v].view(n, n_v), (n, n_h): uniform[:n * n_h].view(n, n_h)}
+        # random bits of the draws u < p (genlib.bernoulli: four 15-bit uniforms per int64 word); fp64 weights (the
+        # reference tests) draw exact fp64 uniforms instead
+        self.exact = param_dtype == torch.float64
+        self.words = words_for(n * max(n_v, n_h), device)
+        uniform = torch.empty(n * max(n_v, n_h), device=device, dtype=param_dtype) if self.exact else None
+        self.uniforms = {} if uniform is None else {(n, n_v): uniform[:n * n_v].view(n, n_v),
+                                                    (n, n_h): uniform[:n * n_h].view(n, n_h)}
         self.weight: torch.Tensor | None = None  # W cast to the compute dtype (bf16 precision only)
         self.stats: torch.Tensor | None = None  # [p(h|v0); -p(h|vk)]^T [v0; vk] in the compute dtype (bf16 only)
         # the halves [:n] (data) and [n:] (chain's end) of the stacked buffers, made once
@@ -112,8 +116,10 @@ class _Scratch:
                             for i in (slice(None, n), slice(n, None)))
 
     def draw(self, p: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        """Bernoulli(p) into `out` (same shape), from one uniform per unit on the default generator of p's device."""
-        return torch.lt(self.uniforms[tuple(p.shape)].uniform_(), p, out=out)
+        """Bernoulli(p) into `out` (same shape), from the default generator of p's device."""
+        if self.exact:
+            return torch.lt(self.uniforms[tuple(p.shape)].uniform_(), p, out=out)
+        return draw_(p, out, self.words)
 
 
 class RBM(GenerativeModel, LatentModel):
@@ -123,6 +129,7 @@ class RBM(GenerativeModel, LatentModel):
     config_class: ClassVar[type] = RBMConfig
     metric_names: ClassVar[tuple[str, ...]] = ("loss", "recon_error")
     monitor: ClassVar[str] = "recon_error"
+    live_knobs: ClassVar[tuple[str, ...]] = ("lr", "k")
     metric_labels: ClassVar[dict[str, str]] = {
         "loss": "Free-energy gap F(data) − F(model samples): the seed's training loss, whose gradient is the CD "
                 "update; it is not a likelihood and can go up or down while the model improves.",
@@ -152,6 +159,12 @@ class RBM(GenerativeModel, LatentModel):
         self._grads, self._velocity = {}, {}
         self._scratch = None
         self.pcd_chain = None
+
+    @classmethod
+    def check_knob(cls, name: str, value: Any) -> None:
+        super().check_knob(name, value)
+        if name == "k":
+            _int_in("k", value, 1, 1000)
 
     def set_k(self, k: int) -> None:
         """Change the number of Gibbs steps of the negative phase during training."""

@@ -27,7 +27,8 @@ GAUSSIAN_SHIFT = 0.5  # the seed's transforms.Normalize(0.5, 1): x in [0, 1] -> 
 
 
 def _check_beta(beta: float) -> None:
-    check(isinstance(beta, (int, float)) and 0.0 <= beta <= 10.0, f"beta must be in [0, 10], got {beta!r}")
+    check(isinstance(beta, (int, float)) and not isinstance(beta, bool) and 0.0 <= beta <= 10.0,
+          f"beta must be in [0, 10], got {beta!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,6 +59,7 @@ class VAE(GenerativeModel, LatentModel):
     name: ClassVar[str] = "vae"
     config_class: ClassVar[type] = VAEConfig
     metric_names: ClassVar[tuple[str, ...]] = ("loss", "recon", "kl")
+    live_knobs: ClassVar[tuple[str, ...]] = ("lr", "beta")
     metric_labels: ClassVar[dict[str, str]] = {
         "loss": "Loss (negative ELBO, nats per image): reconstruction error plus beta times the KL term; "
                 "with beta = 1 it is an upper bound on -log p(x).",
@@ -86,10 +88,22 @@ class VAE(GenerativeModel, LatentModel):
         # the seed's optim.Adam(vae.parameters(), 1e-3); fused: one kernel per parameter (CPU, CUDA, MPS), same update
         self.optimizer = torch.optim.Adam(self.parameters(), lr=lr, fused=True)
 
+    @classmethod
+    def check_knob(cls, name: str, value: object) -> None:
+        super().check_knob(name, value)
+        if name == "beta":
+            _check_beta(value)
+
+    def training_state(self) -> dict:
+        """Adam's moments and the current beta (set live, it must survive a resume)."""
+        return {**super().training_state(), "beta": self.beta}
+
     def load_training_state(self, state: dict) -> None:
         super().load_training_state(state)
         if self.optimizer is not None:
             _keep_fused(self.optimizer)
+        if state.get("beta") is not None:
+            self.set_beta(float(state["beta"]))
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {} if self.optimizer is None else {"adam": self.optimizer}

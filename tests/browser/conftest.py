@@ -120,7 +120,8 @@ def browser_env(tmp_path_factory) -> dict[str, str]:
     (base / "runs").mkdir()
     (base / "data").mkdir()
     env = dict(os.environ, GENLIB_RUNS_DIR=str(base / "runs"), GENLIB_DATA_ROOT=str(base / "data"),
-               GENLIB_JOB_BACKEND="process", GENLIB_MAX_JOBS="2", PYTHONUNBUFFERED="1")
+               GENLIB_JOB_BACKEND="process", GENLIB_MAX_JOBS="2", PYTHONUNBUFFERED="1",
+               GENLIB_PRETRAINED_DIR="none")  # the shipped runs are tested in tests/test_pretrained.py
     env.pop("GENLIB_DEVICE", None)
     return env
 

@@ -1,0 +1,171 @@
+"""Smooth dragging: a decoder that runs in the browser (components v2 + dashboard/components/latent_decoder.js), so
+the image follows a latent slider on every input event instead of once on release.
+
+Streamlit's slider sends its value when the thumb is let go (1.49+), and a server round trip per position would cost
+far more than a frame anyway. The VAE's decoder (Linear-ReLU-Linear, then sigmoid or the seed's tanh + 0.5) and the
+RBM's p(v|h) = sigmoid(W^T h + b) are small enough (a 784 x 512 product: well under a millisecond in JavaScript) to
+run in the page. Their float32 weights go to the page once per weights version and browser session (base64 in
+the component's data; the page asks again if it lost them); the page then decodes in float64 from those same
+float32 numbers, so its images agree with genlib's `decode` to ~1e-6 (tests/browser/test_browser_decoder.py).
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import streamlit as st
+import torch
+
+JS_PATH = Path(__file__).resolve().parent / "components" / "latent_decoder.js"
+COMPONENT_NAME = "genlib_latent_decoder"
+CSS = """
+.genlib-decoder { display: flex; gap: 1.5rem; align-items: flex-start; flex-wrap: wrap; font-family: var(--st-font); }
+.genlib-decoder .controls { display: grid; grid-template-columns: repeat(2, minmax(12rem, 1fr)); gap: 0.2rem 1.2rem;
+  flex: 1 1 24rem; }
+.genlib-decoder .row { display: flex; align-items: center; gap: 0.5rem; color: var(--st-text-color); }
+.genlib-decoder .name { width: 3.5rem; font-size: 0.85rem; }
+.genlib-decoder .value { width: 3rem; font-size: 0.85rem; font-variant-numeric: tabular-nums; text-align: right; }
+.genlib-decoder input[type=range] { flex: 1; accent-color: var(--st-primary-color); }
+.genlib-decoder canvas { image-rendering: pixelated; border-radius: 0.25rem; background: #000; }
+"""
+
+
+@functools.cache
+def _component() -> Any:
+    """The registered component (once per process: registering again would only log a warning)."""
+    from streamlit.components.v2 import component
+
+    return component(COMPONENT_NAME, js=JS_PATH.read_text(), css=CSS)
+
+
+# ---- the networks, as the page receives them ----
+
+def _b64(t: torch.Tensor) -> str:
+    return base64.b64encode(t.detach().to("cpu", torch.float32).contiguous().numpy().astype("<f4").tobytes()).decode()
+
+
+def _layer(weight: torch.Tensor, bias: torch.Tensor, act: str) -> dict[str, Any]:
+    """A torch Linear's weight (out, in) and bias (out,) as the page wants them: W^T input-major (in, out)."""
+    n_out, n_in = weight.shape
+    return {"n_in": int(n_in), "n_out": int(n_out), "act": act, "wt": _b64(weight.t()), "b": _b64(bias)}
+
+
+def vae_network(model: Any) -> dict[str, Any]:
+    """The VAE's decoder z (k) -> Linear-ReLU-Linear -> mean image (D), as layers for the page."""
+    first, last = model.decoder[0], model.decoder[2]  # genlib.models.vae: Sequential(Linear, ReLU, Linear)
+    if not (isinstance(first, torch.nn.Linear) and isinstance(last, torch.nn.Linear)):
+        raise ValueError("the browser decoder expects the VAE decoder Sequential(Linear, ReLU, Linear)")
+    out = "sigmoid" if model.config.decoder == "bernoulli" else "tanh_half"
+    return {"layers": [_layer(first.weight, first.bias, "relu"), _layer(last.weight, last.bias, "none")], "out": out}
+
+
+def rbm_network(model: Any) -> dict[str, Any]:
+    """The RBM's p(v|h) = sigmoid(W^T h + b): one layer from the hidden probabilities (n_h) to the pixels (n_v)."""
+    w = model.W.detach()  # (n_h, n_v): as Linear(n_h -> n_v) its weight is W^T (n_v, n_h)
+    return {"layers": [_layer(w.t(), model.v_bias, "none")], "out": "sigmoid"}
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def network_payload(version: str, kind: str, _model: Any) -> dict[str, Any]:
+    """The page's copy of a model's decoder (~1.6 MB of float32 as base64 for a 512-wide VAE), per weights version."""
+    return vae_network(_model) if kind == "vae" else rbm_network(_model)
+
+
+def decode_payload(net: dict[str, Any], inputs: np.ndarray) -> np.ndarray:
+    """What the page computes, in numpy float64 (inputs (n_in,) -> means (n_out,)): a reference for tests."""
+    x = np.asarray(inputs, dtype=np.float64)
+    for layer in net["layers"]:
+        wt = np.frombuffer(base64.b64decode(layer["wt"]), dtype="<f4").reshape(layer["n_in"], layer["n_out"])
+        b = np.frombuffer(base64.b64decode(layer["b"]), dtype="<f4")
+        x = x @ wt.astype(np.float64) + b
+        if layer["act"] == "relu":
+            x = np.maximum(x, 0.0)
+    if net["out"] == "sigmoid":
+        return 1.0 / (1.0 + np.exp(-x))
+    return np.clip(np.tanh(x) + 0.5, 0.0, 1.0)
+
+
+# ---- the element ----
+
+def _forget_sent(sent_key: str) -> None:
+    """The page asked for weights it does not hold (a reload, a new tab): send them again on this run."""
+    st.session_state.pop(sent_key, None)
+
+
+def browser_decoder(*, key: str, version: str, kind: str, model: Any, sliders: list[dict[str, Any]],
+                    base: list[float], image_shape: tuple[int, int] = (28, 28), width_px: int = 280) -> None:
+    """Sliders and an image decoded in the page. `sliders`: [{"index", "label", "min", "max", "step", "value"}]
+    over the inputs `base` (the full input vector: a latent z for kind "vae", hidden probabilities for "rbm").
+
+    The weights travel only when this session has not sent `version` yet; slider positions stay in the page across
+    reruns until `base` or the sliders' values sent from here change."""
+    if kind not in ("vae", "rbm"):
+        raise ValueError(f"kind must be 'vae' or 'rbm', got {kind!r}")
+    sent_key = f"{key}--sent-version"
+    send = st.session_state.get(sent_key) != version
+    data = {
+        "uid": key, "version": version, "shape": list(image_shape), "px": int(width_px),
+        "base": [float(v) for v in base], "sliders": sliders,
+        "reset": json.dumps([[round(float(v), 4) for v in base], [s["value"] for s in sliders]]),
+        "weights": network_payload(version, kind, model) if send else None,
+    }
+    _component()(key=key, data=data, on_need_change=functools.partial(_forget_sent, sent_key))
+    st.session_state[sent_key] = version
+
+
+# ---- the explorers' panels (placed by explore_vae.render and explore_rbm.render) ----
+
+MAX_BROWSER_SLIDERS = 16  # wider codes get sliders for their first 16 dimensions (the rest stay at 0)
+SLIDER_STEP = 0.01  # fine steps: a drag passes through ~600 positions of [-3, 3], each one decoded
+
+
+def smooth_vae_panel(model: Any, run: Any, step: int) -> None:
+    """The VAE's latent sliders, decoded in the page on every input event."""
+    from dashboard import explore
+    from dashboard.explore_vae import Z_RANGE
+
+    snap = explore.current(run, explore.local_snapshot(model, step))
+    k = snap.model.latent_dim
+    dims = range(min(k, MAX_BROWSER_SLIDERS))
+    sliders = [{"index": d, "label": f"z{d}", "min": -Z_RANGE, "max": Z_RANGE, "step": SLIDER_STEP, "value": 0.0}
+               for d in dims]
+    browser_decoder(key=explore.key("vae", "smooth", run), version=snap.version, kind="vae", model=snap.model,
+                    sliders=sliders, base=[0.0] * k, image_shape=tuple(snap.model.image_shape[1:]))
+    wider = f" (the first {MAX_BROWSER_SLIDERS} of {k} dimensions; the others stay at 0)" if k > len(dims) else ""
+    st.caption(f"The same decoder as 'Latent sliders'{wider}, but it runs in this browser: the image follows the "
+               "thumb while you drag, instead of once when you let go. Its weights were sent to the page once; "
+               "its images equal the server's to about a millionth.")
+    explore.step_caption(snap, run)
+
+
+def smooth_rbm_panel(model: Any, run: Any, step: int) -> None:
+    """The RBM's clamp sliders, p(v|h) decoded in the page on every input event."""
+    from dashboard import explore
+    from dashboard.explore_rbm import MAX_CLAMPED, hidden_base
+
+    snap = explore.current(run, explore.local_snapshot(model, step))
+    data, note = explore.test_data(run)
+    n_hidden = snap.model.W.shape[0]
+    c1, c2, c3 = st.columns(3)
+    base_kind = c1.radio("Other hidden units", ["digit", "half"], key=explore.key("rbm", "sbase", run),
+                         format_func=lambda s: {"digit": "p(h|v) of a test digit", "half": "0.5 each"}[s])
+    digit = int(c2.number_input("Test digit", 0, data.x_test.shape[0] - 1, 0, key=explore.key("rbm", "sdigit", run),
+                                disabled=base_kind == "half"))
+    units = c3.multiselect("Units with sliders", list(range(n_hidden)), default=list(range(min(8, n_hidden))),
+                           max_selections=2 * MAX_CLAMPED, key=explore.key("rbm", "sunits", run))
+    h = hidden_base(snap.version, data.name, base_kind, digit, snap.model, data)
+    sliders = [{"index": u, "label": f"h{u}", "min": 0.0, "max": 1.0, "step": SLIDER_STEP, "value": round(h[u], 2)}
+               for u in units]
+    shape = tuple(getattr(snap.model, "image_shape", (1, 28, 28)))[1:]
+    browser_decoder(key=explore.key("rbm", "smooth", run), version=snap.version, kind="rbm", model=snap.model,
+                    sliders=sliders, base=h, image_shape=shape)
+    st.caption("p(v|h) = sigmoid(W^T h + b), computed in this browser as you drag: each slider sets one hidden "
+               "unit's probability, and its filter fades in or out of the image continuously.")
+    if note:
+        st.caption(note)
+    explore.step_caption(snap, run)

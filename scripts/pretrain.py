@@ -1,0 +1,233 @@
+"""Trains the pretrained models the app ships (RBM, VAE with latent 2 and 8, GAN, and the EBM once genlib has it) on
+MNIST within a stated CPU budget, and writes each as a small read-only run folder under pretrained/ (half-precision
+weights, metrics, per-epoch grids), which genlib.pretrained installs into the runs folder on a fresh install.
+
+    nice -n 10 .venv/bin/python scripts/pretrain.py --data-root ../shared/data            # every model
+    nice -n 10 .venv/bin/python scripts/pretrain.py --data-root ../shared/data --only vae-latent2 --epochs 3
+
+Each model trains through genlib.worker.run_job in a temporary runs folder, exactly as a dashboard job does; the
+export then rewrites the last checkpoint in float16 (no optimiser state: forks of a pretrained run start a fresh
+optimiser) and checks that the half-precision weights draw the same fixed-noise grid as the float32 ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+ROOT = Path(__file__).resolve().parents[1]
+HALF_TOLERANCE = 2 / 255  # the largest pixel change (in [0, 1]) that the float16 weights may make to a sample grid
+
+
+@dataclass(frozen=True, kw_only=True)
+class PretrainSpec:
+    """One shipped model: its run id, model settings, training settings and the wall-clock budget it must fit."""
+
+    run_id: str
+    model: str
+    title: str
+    model_config: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields over the seed's defaults
+    budget_min: float = 10.0  # stop (and ship what was learned) if training runs longer than this
+
+
+def specs(model_names: Sequence[str]) -> list[PretrainSpec]:
+    """The shipped models, in the order they are trained; the EBM is included when genlib has one."""
+    out = [
+        # PCD-1 (Tieleman 2008) rather than the seed's CD-1: after a few epochs a CD-1 RBM's long Gibbs chains from
+        # random pixels all settle on one grey blob, a PCD one's on digits
+        PretrainSpec(run_id="pretrained-rbm", model="rbm", title="Pretrained RBM (500 hidden units, PCD-1)",
+                     model_config={"persistent": True}, train={"epochs": 10}, budget_min=5),
+        PretrainSpec(run_id="pretrained-vae-latent8", model="vae", title="Pretrained VAE (latent 8, the seed's)",
+                     model_config={"latent": 8}, train={"epochs": 20}, budget_min=6),
+        PretrainSpec(run_id="pretrained-vae-latent2", model="vae", title="Pretrained VAE (latent 2: a map you can see)",
+                     model_config={"latent": 2}, train={"epochs": 20}, budget_min=6),
+        # the seed's DCGAN (2.5M parameters) needs hours of CPU for 30 epochs; the 'fast' preset (widths / 4) fits, with
+        # DCGAN's own Adam settings (lr 2e-4, beta1 0.5) and batches of 64: more updates in the same time
+        PretrainSpec(run_id="pretrained-gan", model="gan", title="Pretrained GAN ('fast' preset: the seed's DCGAN, "
+                     "widths / 4)", model_config={"preset": "fast", "adam_beta1": 0.5},
+                     train={"epochs": 10, "lr": 2e-4, "batch_size": 64}, budget_min=12),
+    ]
+    if "ebm" in model_names:
+        # two epochs: after one, Langevin chains from noise still end in stroke fragments; after two, about three
+        # quarters of them are readable digits (15-20 min on one idle core, 31 min on this shared machine)
+        out.append(PretrainSpec(run_id="pretrained-ebm", model="ebm", title="Pretrained EBM (2 epochs)",
+                                train={"epochs": 2}, budget_min=35))
+    return out
+
+
+def train_one(spec: PretrainSpec, runs_dir: Path, data_root: str | None, threads: int, epochs: int | None,
+              dataset: str = "mnist") -> tuple[Any, float]:
+    """Train `spec` as a run in `runs_dir` (stopped at its budget, if it gets there); returns (run, wall seconds)."""
+    from genlib.jobs import JobManager  # noqa: F401 - the same imports a worker process makes
+    from genlib.models import make_config
+    from genlib.runs import RunStore
+    from genlib.training import default_train_config
+    from genlib.worker import run_job
+
+    train = {**spec.train, "dataset": dataset, "data_root": data_root, "threads": threads, "device": "cpu",
+             "checkpoint_every_s": 600.0, "snapshot_every_s": 600.0, "live_every_s": 30.0}
+    if epochs is not None:
+        train["epochs"] = epochs
+    tc = dataclasses.asdict(default_train_config(spec.model, **train))
+    mc = dataclasses.asdict(make_config(spec.model, spec.model_config))
+    run = RunStore(runs_dir).create({"model": spec.model, "model_config": mc, "train_config": tc,
+                                     "dataset": dataset, "title": spec.title, "parent": None}, run_id=spec.run_id)
+    run.send(command="run", lr=tc["lr"])
+    timer = threading.Timer(spec.budget_min * 60, lambda: run.send(command="stop"))
+    timer.daemon = True
+    timer.start()
+    t0 = time.perf_counter()
+    try:
+        summary = run_job(run, on_log=lambda row: print(f"  {spec.run_id} epoch {row['epoch']} step {row['step']} "
+                                                        f"loss {row.get('loss', float('nan')):.4g}", file=sys.stderr))
+    finally:
+        timer.cancel()
+    seconds = time.perf_counter() - t0
+    if summary["state"] not in ("finished", "stopped"):
+        raise RuntimeError(f"{spec.run_id} {summary['state']}: {summary.get('error')}")
+    return run, seconds
+
+
+def export(run: Any, spec: PretrainSpec, out_dir: Path, seconds: float, order: int, threads: int) -> dict[str, Any]:
+    """Write `run` as pretrained/<id>/: half-precision checkpoint, metrics, grids, cleaned run.json and state.json."""
+    import torch
+
+    from genlib.checkpoints import checkpoint_bytes, load_checkpoint, model_from_checkpoint, read_checkpoint
+    from genlib.images import grid, png_bytes
+    from genlib.io import atomic_write_bytes, atomic_write_json
+    from genlib.models import LatentModel
+    from genlib.training import TrainConfig
+
+    ckpt = load_checkpoint(run.checkpoint_path)
+    model = model_from_checkpoint(ckpt).eval()
+    info, state = run.info(), run.state()
+    tc = dict(info["train_config"], data_root=None, device="auto", threads=None)
+    at_budget = state.get("state") == "stopped"
+    if at_budget:  # stopped by the wall-clock budget: its planned length becomes what it reached, so it is finished
+        spe = int(state.get("steps_per_epoch") or 1)
+        tc.update(max_steps=int(state["step"]), epochs=max(1, -(-int(state["step"]) // spe)))
+        state = {**state, "state": "finished", "total_steps": int(state["step"])}
+    half = checkpoint_bytes(model, train_config=tc, progress=ckpt.progress, half=True,
+                            extra={**ckpt.extra, "pretrained": True, "run_id": spec.run_id})
+    # the shipped weights must draw what the trained ones drew: compare decodes of the same fixed latents (a
+    # deterministic map; a Gibbs or Langevin chain would amplify any rounding into a different random path)
+    cfg = TrainConfig(**tc)
+    half_model = model_from_checkpoint(read_checkpoint(half)).eval()
+
+    def fixed(m: Any) -> torch.Tensor:
+        g = torch.Generator().manual_seed(cfg.sample_seed)
+        with torch.no_grad():
+            if isinstance(m, LatentModel):
+                return m.decode(m.sample_latent(cfg.n_samples, generator=g))
+            return m.sample(cfg.n_samples, generator=g)
+
+    full_images, half_decoded = fixed(model), fixed(half_model)
+    diff = float((full_images - half_decoded).abs().max())
+    mean_diff = float((full_images - half_decoded).abs().mean())
+    with torch.no_grad():  # what the dashboard shows: the shipped weights' own fixed-noise samples
+        half_images = half_model.sample(cfg.n_samples, generator=torch.Generator().manual_seed(cfg.sample_seed))
+    target = out_dir / spec.run_id
+    if target.exists():
+        shutil.rmtree(target)
+    (target / "checkpoints").mkdir(parents=True)
+    atomic_write_bytes(target / "checkpoints" / "last.safetensors", half)
+    for p in run.epoch_grids():
+        atomic_write_bytes(target / "samples" / p.name, p.read_bytes())
+    atomic_write_bytes(target / "live.png", png_bytes(grid(half_images)))
+    shutil.copyfile(run.metrics_path, target / "metrics.jsonl")
+    created = 1_700_000_000.0 + order  # fixed, older than any real run: a teacher's own runs are always newer
+    atomic_write_json(target / "run.json", {
+        **info, "train_config": tc, "id": spec.run_id, "created": created, "title": spec.title,
+        "pretrained": {"script": "scripts/pretrain.py", "wall_seconds": round(seconds, 1), "threads": threads,
+                       "budget_min": spec.budget_min, "stopped_at_budget": at_budget,
+                       "cpu": platform.processor() or platform.machine(),
+                       "torch": torch.__version__, "half_max_pixel_diff": round(diff, 5),
+                       "half_mean_pixel_diff": round(mean_diff, 6)}})
+    keep = ("step", "epoch", "images", "seconds", "total_steps", "steps_per_epoch", "images_per_second", "metrics")
+    atomic_write_json(target / "state.json", {**{k: state[k] for k in keep if k in state},
+                                              "state": state.get("state", "finished"), "eta_seconds": 0,
+                                              "message": None, "error": None, "updated": created})
+    atomic_write_json(target / "control.json", {"command": "run", "lr": info["train_config"]["lr"], "seq": 1})
+    size = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
+    print(f"{spec.run_id}: {state.get('state')} at step {state.get('step')} (epoch {state.get('epoch')}) in "
+          f"{seconds:.0f} s; folder {size / 2**20:.2f} MB; float16 vs float32 samples: max pixel diff {diff:.4f}, "
+          f"mean {mean_diff:.5f}", file=sys.stderr)
+    if diff > HALF_TOLERANCE:
+        print(f"  warning: float16 changes the samples by up to {diff:.3f} (over {HALF_TOLERANCE:.3f})",
+              file=sys.stderr)
+    return {"run_id": spec.run_id, "state": state.get("state"), "step": state.get("step"),
+            "epoch": state.get("epoch"), "wall_seconds": round(seconds, 1), "bytes": size,
+            "checkpoint_bytes": len(half), "half_max_pixel_diff": round(diff, 5)}
+
+
+def write_manifest(out_dir: Path, rows: list[dict[str, Any]]) -> None:
+    """pretrained/MANIFEST.json: what each folder holds and how long it trained (merged with earlier rows)."""
+    path = out_dir / "MANIFEST.json"
+    old = {r["run_id"]: r for r in json.loads(path.read_text())["runs"]} if path.exists() else {}
+    old.update({r["run_id"]: r for r in rows})
+    runs = [old[k] for k in sorted(old) if (out_dir / k).is_dir()]
+    total = sum(p.stat().st_size for p in out_dir.rglob("*") if p.is_file() and p.name != "MANIFEST.json")
+    path.write_text(json.dumps({"runs": runs, "total_bytes": total}, indent=1) + "\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data-root", default=os.environ.get("GENLIB_DATA_ROOT") or str(ROOT.parent / "shared" / "data"),
+                   help="folder holding torchvision's MNIST")
+    p.add_argument("--out", default=str(ROOT / "pretrained"), help="where the run folders go (default pretrained/)")
+    p.add_argument("--only", nargs="*", help="run ids to (re)train, e.g. pretrained-rbm (default: all)")
+    p.add_argument("--epochs", type=int, help="override every model's epochs (quick trials)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: the machine is shared)")
+    p.add_argument("--dataset", default="mnist", help="mnist (default; what ships) or digits (offline trials)")
+    p.add_argument("--adopt", nargs=2, metavar=("RUN_ID", "RUN_DIR"),
+                   help="instead of training RUN_ID, export a run folder already trained with the same settings "
+                        "(e.g. `python -m genlib train ebm --epochs 2` on a quieter machine); its own wall time is kept")
+    args = p.parse_args(argv)
+    sys.path.insert(0, str(ROOT))
+    from genlib.models import MODEL_NAMES
+
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    chosen = [s for s in specs(MODEL_NAMES) if not args.only or s.run_id in args.only]
+    if not chosen:
+        raise SystemExit(f"nothing to train: --only names none of {[s.run_id for s in specs(MODEL_NAMES)]}")
+    rows = []
+    if args.adopt:
+        from genlib.runs import Run
+
+        run_id, run_dir = args.adopt
+        by_id = {s.run_id: s for s in specs(MODEL_NAMES)}
+        if run_id not in by_id:
+            raise SystemExit(f"--adopt: {run_id} is none of {sorted(by_id)}")
+        run = Run(Path(run_dir))
+        if run.info().get("model") != by_id[run_id].model or run.state().get("state") != "finished":
+            raise SystemExit(f"--adopt: {run_dir} is not a finished {by_id[run_id].model} run")
+        seconds = float(run.state().get("seconds") or 0.0)
+        order = list(by_id).index(run_id)
+        write_manifest(out_dir, [export(run, by_id[run_id], out_dir, seconds, order, args.threads)])
+        print(json.dumps({"adopted": run_id, "from": str(run_dir), "out": str(out_dir)}))
+        return 0
+    with tempfile.TemporaryDirectory(prefix="genlib-pretrain-") as tmp:
+        for spec in chosen:
+            run, seconds = train_one(spec, Path(tmp), args.data_root, args.threads, args.epochs, args.dataset)
+            order = [s.run_id for s in specs(MODEL_NAMES)].index(spec.run_id)
+            rows.append(export(run, spec, out_dir, seconds, order, args.threads))
+    write_manifest(out_dir, rows)
+    print(json.dumps({"runs": rows, "out": str(out_dir)}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
