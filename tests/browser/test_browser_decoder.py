@@ -89,7 +89,12 @@ def test_a_page_that_lost_the_weights_asks_for_them_again(drag_app, page):
     page.locator(f".st-key-rbm-sbase-{run.id}").get_by_text("0.5 each").click()
     page.wait_for_function("(uid) => window.__genlibDecoders[uid].ready && window.__genlibWeights.size > 0",
                            arg=uid, timeout=60_000)
+    # the weights can come back before the rerun that carries the new base does: poll until the page uses it
+    deadline = time.monotonic() + 30
     used, pixels = m.browser_decode(page, uid, [0.5] * 64)
+    while used[20] != 0.5 and time.monotonic() < deadline:
+        time.sleep(0.2)
+        used, pixels = m.browser_decode(page, uid, [0.5] * 64)
     assert used[20] == 0.5  # the base moved to 0.5 everywhere
     with torch.no_grad():
         ref = model.p_v_given_h(torch.tensor([used], dtype=torch.float32))[0].double()
