@@ -66,3 +66,20 @@ def no_quality_evaluation():
     patch.setattr("genlib.worker.RunQuality", _NoQuality, raising=False)
     yield
     patch.undo()
+
+
+@pytest.fixture
+def media(monkeypatch):
+    """url -> bytes of every media file the app stores (AppTest drops its media manager after each run)."""
+    from streamlit.runtime.media_file_manager import MediaFileManager
+
+    files = {}
+    original = MediaFileManager.add
+
+    def add(self, path_or_data, mimetype, coordinates, *args, **kwargs):
+        url = original(self, path_or_data, mimetype, coordinates, *args, **kwargs)
+        files[url] = path_or_data
+        return url
+
+    monkeypatch.setattr(MediaFileManager, "add", add)
+    return files

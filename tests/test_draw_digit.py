@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import streamlit as st
 import torch
-from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.testing.v1 import AppTest
 
 from genlib.checkpoints import save_checkpoint
@@ -44,21 +43,6 @@ def runs_dir(tmp_path, monkeypatch):
     yield tmp_path
     st.cache_resource.clear()
     st.cache_data.clear()
-
-
-@pytest.fixture
-def media(monkeypatch):
-    """url -> bytes of every media file the app stores."""
-    files = {}
-    original = MediaFileManager.add
-
-    def add(self, path_or_data, mimetype, coordinates, *args, **kwargs):
-        url = original(self, path_or_data, mimetype, coordinates, *args, **kwargs)
-        files[url] = path_or_data
-        return url
-
-    monkeypatch.setattr(MediaFileManager, "add", add)
-    return files
 
 
 def _seven() -> np.ndarray:

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import streamlit as st
 import torch
-from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.testing.v1 import AppTest
 
 from conftest import APP
@@ -40,21 +39,6 @@ def runs_dir(tmp_path, monkeypatch):
     yield tmp_path
     st.cache_resource.clear()
     st.cache_data.clear()
-
-
-@pytest.fixture
-def media(monkeypatch):
-    """url -> bytes of every media file the app stores."""
-    files = {}
-    original = MediaFileManager.add
-
-    def add(self, path_or_data, mimetype, coordinates, *args, **kwargs):
-        url = original(self, path_or_data, mimetype, coordinates, *args, **kwargs)
-        files[url] = path_or_data
-        return url
-
-    monkeypatch.setattr(MediaFileManager, "add", add)
-    return files
 
 
 def _save_run(runs_dir, name, model, step=0):

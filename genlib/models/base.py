@@ -142,3 +142,15 @@ class LatentModel(ABC):
     @abstractmethod
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Images (n, C, H, W) in [0, 1] for latents z (n, latent_dim); no gradients, eval mode."""
+
+
+def keep_fused(optimizer: torch.optim.Optimizer) -> None:
+    """Optimizer.load_state_dict replaces the param groups by the saved ones: a checkpoint written by an unfused Adam
+    would switch the fused kernel off. Switch it back on, with the step counts where the fused kernel wants them (on
+    the parameters' device, in fp32), as Adam's own constructor would have placed them."""
+    for group in optimizer.param_groups:
+        group["fused"], group["foreach"] = True, None
+        for p in group["params"]:
+            state = optimizer.state.get(p)
+            if state and torch.is_tensor(state.get("step")):
+                state["step"] = state["step"].to(device=p.device, dtype=torch.float32)

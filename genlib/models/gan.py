@@ -22,7 +22,7 @@ from torch import nn
 
 from genlib.data import from_signed, to_signed
 from genlib.bernoulli import SCALE, uniform15_, words_for
-from genlib.models.base import GenerativeModel, LatentModel, check
+from genlib.models.base import GenerativeModel, LatentModel, check, keep_fused
 
 # preset -> (generator widths: dense channels, conv-T 1, conv-T 2; discriminator widths: conv 1, conv 2).
 # "seed" is the course's model (2.5M parameters, 62M multiply-adds per image); "fast" divides every width by 4
@@ -184,7 +184,7 @@ class GAN(GenerativeModel, LatentModel):
     def load_training_state(self, state: dict) -> None:
         super().load_training_state(state)
         for opt in self.optimizers().values():
-            _keep_fused(opt)
+            keep_fused(opt)
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         if self.optG is None or self.optD is None:
@@ -268,15 +268,3 @@ def _memory_order(t: torch.Tensor) -> torch.Tensor:
     if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
         return t.permute(0, 2, 3, 1)
     return t
-
-
-def _keep_fused(optimizer: torch.optim.Optimizer) -> None:
-    """Optimizer.load_state_dict replaces the param groups by the saved ones: a checkpoint written by an unfused Adam
-    would switch the fused kernel off. Switch it back on, with the step counts where the fused kernel wants them (on
-    the parameters' device, in fp32), as Adam's own constructor would have placed them."""
-    for group in optimizer.param_groups:
-        group["fused"], group["foreach"] = True, None
-        for p in group["params"]:
-            state = optimizer.state.get(p)
-            if state and torch.is_tensor(state.get("step")):
-                state["step"] = state["step"].to(device=p.device, dtype=torch.float32)

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genlib.models.base import GenerativeModel, LatentModel, check
+from genlib.models.base import GenerativeModel, LatentModel, check, keep_fused
 
 DECODERS = ("bernoulli", "gaussian")
 GAUSSIAN_SHIFT = 0.5  # the seed's transforms.Normalize(0.5, 1): x in [0, 1] -> x - 0.5 in [-0.5, 0.5]
@@ -101,7 +101,7 @@ class VAE(GenerativeModel, LatentModel):
     def load_training_state(self, state: dict) -> None:
         super().load_training_state(state)
         if self.optimizer is not None:
-            _keep_fused(self.optimizer)
+            keep_fused(self.optimizer)
         if state.get("beta") is not None:
             self.set_beta(float(state["beta"]))
 
@@ -223,15 +223,3 @@ class VAE(GenerativeModel, LatentModel):
     def sample(self, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
         """n new images (n, C, H, W) in [0, 1]: decoder means at prior draws z ~ N(0, I)."""
         return self.decode(self.sample_latent(n, generator=generator))
-
-
-def _keep_fused(optimizer: torch.optim.Optimizer) -> None:
-    """Optimizer.load_state_dict replaces the param groups by the saved ones: a checkpoint written by an unfused Adam
-    would switch the fused kernel off. Switch it back on, with the step counts where the fused kernel wants them (on
-    the parameters' device, in fp32), as Adam's own constructor would have placed them."""
-    for group in optimizer.param_groups:
-        group["fused"], group["foreach"] = True, None
-        for p in group["params"]:
-            state = optimizer.state.get(p)
-            if state and torch.is_tensor(state.get("step")):
-                state["step"] = state["step"].to(device=p.device, dtype=torch.float32)
