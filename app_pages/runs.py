@@ -75,7 +75,7 @@ else:
     st.caption("Choose one or more runs to draw their curves.")
 quality_keys = runs_view.quality_choices(picked)
 if quality_keys:
-    from genlib.quality import FIGURES_BY_KEY
+    from genlib.quality_settings import FIGURES_BY_KEY
 
     key = st.selectbox("Quality figure", quality_keys, format_func=lambda k: FIGURES_BY_KEY[k].label,
                        key="compare-quality", help="A quality figure (genlib.quality) of each chosen run against "

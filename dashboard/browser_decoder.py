@@ -15,7 +15,7 @@ import base64
 import functools
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import streamlit as st
@@ -97,13 +97,24 @@ def _forget_sent(sent_key: str) -> None:
     st.session_state.pop(sent_key, None)
 
 
+def _released(key: str, on_release: Callable[[list[float]], None]) -> None:
+    """The page let go of a slider: hand its inputs to `on_release` before the script runs, so this run already
+    sends them back (sending the old ones would move the page's sliders back)."""
+    values = (st.session_state.get(key) or {}).get("release")
+    if isinstance(values, list):
+        on_release([float(v) for v in values])
+
+
 def browser_decoder(*, key: str, version: str, kind: str, model: Any, sliders: list[dict[str, Any]],
-                    base: list[float], image_shape: tuple[int, int] = (28, 28), width_px: int = 280) -> None:
+                    base: list[float], image_shape: tuple[int, int] = (28, 28), width_px: int = 280,
+                    on_release: Callable[[list[float]], None] | None = None) -> list[float] | None:
     """Sliders and an image decoded in the page. `sliders`: [{"index", "label", "min", "max", "step", "value"}]
     over the inputs `base` (the full input vector: a latent z for kind "vae", hidden probabilities for "rbm").
 
     The weights travel only when this session has not sent `version` yet; slider positions stay in the page across
-    reruns until `base` or the sliders' values sent from here change."""
+    reruns until `base` or the sliders' values sent from here change. When a slider is let go (once per release,
+    never while dragging) the page sends the full input vector: `on_release` gets it before the script runs, and
+    this call returns it on that run (else None)."""
     if kind not in ("vae", "rbm"):
         raise ValueError(f"kind must be 'vae' or 'rbm', got {kind!r}")
     sent_key = f"{key}--sent-version"
@@ -114,8 +125,12 @@ def browser_decoder(*, key: str, version: str, kind: str, model: Any, sliders: l
         "reset": json.dumps([[round(float(v), 4) for v in base], [s["value"] for s in sliders]]),
         "weights": network_payload(version, kind, model) if send else None,
     }
-    _component()(key=key, data=data, on_need_change=functools.partial(_forget_sent, sent_key))
+    result = _component()(key=key, data=data, on_need_change=functools.partial(_forget_sent, sent_key),
+                          on_release_change=(functools.partial(_released, key, on_release) if on_release
+                                             else lambda: None))
     st.session_state[sent_key] = version
+    released = result.get("release") if result is not None else None
+    return [float(v) for v in released] if isinstance(released, list) and len(released) == len(base) else None
 
 
 # ---- the explorers' panels (placed by explore_vae.render and explore_rbm.render) ----
@@ -124,40 +139,44 @@ MAX_BROWSER_SLIDERS = 16  # wider codes get sliders for their first 16 dimension
 SLIDER_STEP = 0.01  # fine steps: a drag passes through ~600 positions of [-3, 3], each one decoded
 
 
-def smooth_vae_panel(model: Any, run: Any, step: int) -> None:
-    """The VAE's latent sliders, decoded in the page on every input event."""
+def smooth_vae_sliders(snap: Any, run: Any, code: list[float],
+                       on_release: Callable[[list[float]], None] | None = None) -> list[float] | None:
+    """The VAE's latent sliders decoded in the page on every input event, starting at `code` (k,); `on_release`
+    gets the code where a released slider left them, which is also returned on that run (see browser_decoder)."""
     from dashboard import explore
     from dashboard.explore_vae import Z_RANGE
 
-    snap = explore.current(run, explore.local_snapshot(model, step))
     k = snap.model.latent_dim
     dims = range(min(k, MAX_BROWSER_SLIDERS))
-    sliders = [{"index": d, "label": f"z{d}", "min": -Z_RANGE, "max": Z_RANGE, "step": SLIDER_STEP, "value": 0.0}
-               for d in dims]
-    browser_decoder(key=explore.key("vae", "smooth", run), version=snap.version, kind="vae", model=snap.model,
-                    sliders=sliders, base=[0.0] * k, image_shape=tuple(snap.model.image_shape[1:]))
-    wider = f" (the first {MAX_BROWSER_SLIDERS} of {k} dimensions; the others stay at 0)" if k > len(dims) else ""
-    st.caption(f"The same decoder as 'Latent sliders'{wider}, but it runs in this browser: the image follows the "
-               "thumb while you drag, instead of once when you let go. Its weights were sent to the page once; "
-               "its images equal the server's to about a millionth.")
-    explore.step_caption(snap, run)
+    sliders = [{"index": d, "label": f"z{d}", "min": -Z_RANGE, "max": Z_RANGE, "step": SLIDER_STEP,
+                "value": round(float(code[d]), 2)} for d in dims]
+    released = browser_decoder(key=explore.key("vae", "smooth", run), version=snap.version, kind="vae",
+                               model=snap.model, sliders=sliders, base=[float(v) for v in code],
+                               image_shape=tuple(snap.model.image_shape[1:]), on_release=on_release)
+    wider = f" (the first {MAX_BROWSER_SLIDERS} of {k} dimensions)" if k > len(dims) else ""
+    st.caption(f"Each slider sets one coordinate of the code z{wider}; the image is the decoder's mean p(x|z), "
+               "computed in this browser, so it follows the thumb while you drag. Codes near 0 (where the prior puts "
+               "its mass) give the clearest digits; far out, the decoder has seen no training codes and the images "
+               "blur. If no image appears, turn on 'Server-side sliders'.")
+    return released
 
 
 def smooth_rbm_panel(model: Any, run: Any, step: int) -> None:
     """The RBM's clamp sliders, p(v|h) decoded in the page on every input event."""
     from dashboard import explore
     from dashboard.explore_rbm import MAX_CLAMPED, hidden_base
+    from dashboard.share import BIND
 
     snap = explore.current(run, explore.local_snapshot(model, step))
     data, note = explore.test_data(run)
     n_hidden = snap.model.W.shape[0]
     c1, c2, c3 = st.columns(3)
-    base_kind = c1.radio("Other hidden units", ["digit", "half"], key=explore.key("rbm", "sbase", run),
+    base_kind = c1.radio("Other hidden units", ["digit", "half"], key=explore.key("rbm", "sbase", run), bind=BIND,
                          format_func=lambda s: {"digit": "p(h|v) of a test digit", "half": "0.5 each"}[s])
     digit = int(c2.number_input("Test digit", 0, data.x_test.shape[0] - 1, 0, key=explore.key("rbm", "sdigit", run),
-                                disabled=base_kind == "half"))
+                                bind=BIND, disabled=base_kind == "half"))
     units = c3.multiselect("Units with sliders", list(range(n_hidden)), default=list(range(min(8, n_hidden))),
-                           max_selections=2 * MAX_CLAMPED, key=explore.key("rbm", "sunits", run))
+                           max_selections=2 * MAX_CLAMPED, key=explore.key("rbm", "sunits", run), bind=BIND)
     h = hidden_base(snap.version, data.name, base_kind, digit, snap.model, data)
     sliders = [{"index": u, "label": f"h{u}", "min": 0.0, "max": 1.0, "step": SLIDER_STEP, "value": round(h[u], 2)}
                for u in units]
@@ -165,7 +184,8 @@ def smooth_rbm_panel(model: Any, run: Any, step: int) -> None:
     browser_decoder(key=explore.key("rbm", "smooth", run), version=snap.version, kind="rbm", model=snap.model,
                     sliders=sliders, base=h, image_shape=shape)
     st.caption("p(v|h) = sigmoid(W^T h + b), computed in this browser as you drag: each slider sets one hidden "
-               "unit's probability, and its filter fades in or out of the image continuously.")
+               "unit's probability, and its filter fades in or out of the image continuously. If no image appears, "
+               "turn on 'Server-side sliders'.")
     if note:
         st.caption(note)
     explore.step_caption(snap, run)

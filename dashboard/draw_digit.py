@@ -61,6 +61,25 @@ def _canvas_column(model_name: str, run: Any) -> np.ndarray | None:
     return picture
 
 
+def _chain_controls(model_name: str, run: Any, label: str, options: tuple[int, ...], default: int) -> tuple[int, int]:
+    """(steps, seed) of the chain started at the drawing, from a steps slider and a seed box side by side."""
+    c1, c2 = st.columns(2)
+    steps = c1.select_slider(label, options, value=default, key=key(model_name, "draw-steps", run))
+    seed = int(c2.number_input("Chain seed", 0, 2**31 - 1, 0, key=key(model_name, "draw-seed", run)))
+    return steps, seed
+
+
+def _draw_panel(model_name: str, show: Any, model: Any, run: Any, step: int) -> None:
+    """The canvas on the left, `show(snapshot, run, picture)`'s answer on the right."""
+    snap = explore.current(run, explore.local_snapshot(model, step))
+    left, right = st.columns([2, 3])
+    with left:
+        picture = _canvas_column(model_name, run)
+    with right:
+        show(snap, run, picture)
+    explore.step_caption(snap, run)
+
+
 # ---- the VAE ----
 
 def _latent_figure(coords: np.ndarray, labels: np.ndarray, classes: tuple[str, ...], mine: np.ndarray,
@@ -126,13 +145,8 @@ def show_vae(snap: Any, run: Any, picture: np.ndarray | None) -> None:
 
 
 def draw_vae_panel(model: Any, run: Any, step: int) -> None:
-    snap = explore.current(run, explore.local_snapshot(model, step))
-    left, right = st.columns([2, 3])
-    with left:
-        picture = _canvas_column("vae", run)
-    with right:
-        show_vae(snap, run, picture)
-    explore.step_caption(snap, run)
+    """The VAE explorer's tab: draw, then see the code and reconstruction."""
+    _draw_panel("vae", show_vae, model, run, step)
 
 
 # ---- the RBM ----
@@ -156,9 +170,7 @@ def show_rbm(snap: Any, run: Any, picture: np.ndarray | None) -> None:
     x = _prepared(picture)
     if x is None:
         return
-    c1, c2 = st.columns(2)
-    steps = c1.select_slider("Gibbs steps", GIBBS_STEPS, value=GIBBS_STEPS[0], key=key("rbm", "draw-steps", run))
-    seed = int(c2.number_input("Chain seed", 0, 2**31 - 1, 0, key=key("rbm", "draw-seed", run)))
+    steps, seed = _chain_controls("rbm", run, "Gibbs steps", GIBBS_STEPS, GIBBS_STEPS[0])
     png = gibbs_strip(snap.version, x.numpy().tobytes(), steps, seed, snap.model, x)
     every = max(1, steps // (FRAMES - 1))
     show_image(png, key("rbm", "draw-chain", run), caption=f"your digit, then p(v|h) {_every(every, 'Gibbs')}")
@@ -168,13 +180,8 @@ def show_rbm(snap: Any, run: Any, picture: np.ndarray | None) -> None:
 
 
 def draw_rbm_panel(model: Any, run: Any, step: int) -> None:
-    snap = explore.current(run, explore.local_snapshot(model, step))
-    left, right = st.columns([2, 3])
-    with left:
-        picture = _canvas_column("rbm", run)
-    with right:
-        show_rbm(snap, run, picture)
-    explore.step_caption(snap, run)
+    """The RBM explorer's tab: draw, then watch Gibbs steps clean the digit."""
+    _draw_panel("rbm", show_rbm, model, run, step)
 
 
 # ---- the EBM ----
@@ -198,10 +205,7 @@ def show_ebm(snap: Any, run: Any, picture: np.ndarray | None) -> None:
     x = _prepared(picture)
     if x is None:
         return
-    c1, c2 = st.columns(2)
-    steps = c1.select_slider("Langevin steps", LANGEVIN_STEPS, value=LANGEVIN_STEPS[1],
-                             key=key("ebm", "draw-steps", run))
-    seed = int(c2.number_input("Chain seed", 0, 2**31 - 1, 0, key=key("ebm", "draw-seed", run)))
+    steps, seed = _chain_controls("ebm", run, "Langevin steps", LANGEVIN_STEPS, LANGEVIN_STEPS[1])
     png, energies = langevin_strip(snap.version, x.numpy().tobytes(), steps, seed, snap.model, x)
     every = max(1, steps // (FRAMES - 1))
     show_image(png, key("ebm", "draw-chain", run), caption=f"your digit, then the chain {_every(every, 'Langevin')}")
@@ -211,11 +215,5 @@ def show_ebm(snap: Any, run: Any, picture: np.ndarray | None) -> None:
 
 
 def draw_ebm_panel(model: Any, run: Any, step: int) -> None:
-    """For the EBM's explorer (to be placed by it): draw, then watch Langevin dynamics pull the digit downhill."""
-    snap = explore.current(run, explore.local_snapshot(model, step))
-    left, right = st.columns([2, 3])
-    with left:
-        picture = _canvas_column("ebm", run)
-    with right:
-        show_ebm(snap, run, picture)
-    explore.step_caption(snap, run)
+    """The EBM explorer's tab: draw, then watch Langevin dynamics pull the digit downhill."""
+    _draw_panel("ebm", show_ebm, model, run, step)

@@ -240,7 +240,5 @@ def render(model: Any, run: Run | None, step: int) -> None:
     """The EBM's exploration tabs for `model` (the weights of `run` at `step`)."""
     from dashboard.draw_digit import draw_ebm_panel
 
-    tabs = st.tabs(["Langevin chain", "Replay buffer", "An RBM as an EBM", "Your digit"])
-    for tab, fn in zip(tabs, (_langevin, _replay, _rbm_compare, draw_ebm_panel)):
-        with tab:
-            explore.panel(fn, run, "ebm")(model, run, step)
+    explore.tabbed_panels("ebm", {"Langevin chain": _langevin, "Replay buffer": _replay,
+                                  "An RBM as an EBM": _rbm_compare, "Your digit": draw_ebm_panel}, model, run, step)

@@ -191,7 +191,5 @@ def _interpolation(model: Any, run: Run | None, step: int) -> None:
 
 def render(model: Any, run: Run | None, step: int) -> None:
     """The GAN's exploration tabs for `model` (the weights of `run` at `step`)."""
-    tabs = st.tabs(["The seed's latent points", "Directions", "Interpolation"], key="gan-tab", bind=BIND)
-    for tab, fn in zip(tabs, (_latent_points, _directions_panel, _interpolation)):
-        with tab:
-            explore.panel(fn, run, "gan")(model, run, step)
+    explore.tabbed_panels("gan", {"The seed's latent points": _latent_points, "Directions": _directions_panel,
+                                  "Interpolation": _interpolation}, model, run, step)

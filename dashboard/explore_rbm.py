@@ -1,4 +1,5 @@
-"""RBM explorer: the hidden units' filters, a Gibbs chain scrubbed step by step, and hidden units clamped by hand.
+"""RBM explorer: the hidden units' filters, a Gibbs chain scrubbed step by step, and hidden units clamped by hand
+(p(v|h) computed in the browser while a slider moves, dashboard.browser_decoder; Streamlit sliders as the fallback).
 
 Layout only: the chain is computed once per setting (cached, all frames as PNGs) so its slider only picks a frame;
 the clamp sliders cost one p(v|h), a single matrix product.
@@ -173,6 +174,13 @@ def _chain(model: Any, run: Run | None, step: int) -> None:
 
 
 def _clamp(model: Any, run: Run | None, step: int) -> None:
+    from dashboard.browser_decoder import smooth_rbm_panel
+
+    if not st.toggle("Server-side sliders", key="rbm-server", bind=BIND,
+                     help="p(v|h) is computed in this browser while you drag (its weights were sent once). Turn this "
+                          "on if no image appears: Streamlit sliders, the image computed on the server on release."):
+        smooth_rbm_panel(model, run, step)
+        return
     snap = explore.current(run, explore.local_snapshot(model, step))
     data, note = explore.test_data(run)
     n_hidden = snap.model.W.shape[0]
@@ -209,11 +217,7 @@ def _clamp(model: Any, run: Run | None, step: int) -> None:
 
 def render(model: Any, run: Run | None, step: int) -> None:
     """The RBM's exploration tabs for `model` (the weights of `run` at `step`)."""
-    from dashboard.browser_decoder import smooth_rbm_panel
     from dashboard.draw_digit import draw_rbm_panel
 
-    tabs = st.tabs(["Filters", "Gibbs chain", "Clamp hidden units", "Smooth clamping", "Your digit"], key="rbm-tab",
-                   bind=BIND)
-    for tab, fn in zip(tabs, (_filters, _chain, _clamp, smooth_rbm_panel, draw_rbm_panel)):
-        with tab:
-            explore.panel(fn, run, "rbm")(model, run, step)
+    explore.tabbed_panels("rbm", {"Filters": _filters, "Gibbs chain": _chain, "Clamp hidden units": _clamp,
+                                  "Your digit": draw_rbm_panel}, model, run, step)

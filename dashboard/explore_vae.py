@@ -1,21 +1,26 @@
 """VAE explorer: latent sliders, a 2-D manifold, interpolation between test digits, the latent map, reconstructions.
 
-Layout only: each image is one cached call (decode + PNG) keyed by the weights' version and the rounded latent.
+Layout only: each image is one cached call (decode + PNG) keyed by the weights' version and the rounded latent. The
+latent sliders decode in the browser (dashboard.browser_decoder), Streamlit sliders decoded here being the fallback;
+both read and write one code per run (session key vae-code-<run>, URL parameters vae-z<d>-<run>), which the manifold's
+and the latent map's clicks can move.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
 import streamlit as st
 import torch
+from streamlit.errors import StreamlitAPIException
 
 from dashboard import explore
 from dashboard.explore import key, show_image, step_caption, to_png
 from dashboard.share import BIND
 from genlib.data import to_unit
-from genlib.latent import lerp, manifold_grid, pca_2d, slerp
+from genlib.latent import lerp, manifold_grid, manifold_values, pca_2d, slerp
 from genlib.runs import Run
 
 MAX_SLIDERS = 8  # latents wider than this get a multiselect choosing which dimensions have sliders
@@ -89,37 +94,91 @@ def _round(z: Any) -> tuple[float, ...]:
 
 # ---- panels (each one fragment) ----
 
-def _sliders(model: Any, run: Run | None, step: int) -> None:
-    snap = explore.current(run, explore.local_snapshot(model, step))
+def _slider_key(run: Run | None, d: int) -> str:
+    return key("vae", f"z{d}", run)  # also the URL parameter that keeps z_d in a shared link
+
+
+def current_code(run: Run | None, k: int) -> list[float]:
+    """The latent sliders' code (k,): this session's, else the link's (?vae-z<d>-<run>=...), else 0."""
+    code_key = key("vae", "code", run)
+    if code_key not in st.session_state:
+        z = [0.0] * k
+        for d in range(k):
+            try:
+                z[d] = float(np.clip(float(st.query_params.get(_slider_key(run, d), 0.0)), -Z_RANGE, Z_RANGE))
+            except ValueError:
+                pass  # a mangled link: that coordinate starts at 0
+        st.session_state[code_key] = z
+    return list(st.session_state[code_key])
+
+
+def set_code(run: Run | None, values: list[float]) -> None:
+    """Move the latent sliders (the page's and the server's) to `values` (k,) and keep them in the page's link."""
+    z = [float(np.clip(round(float(v), 2), -Z_RANGE, Z_RANGE)) for v in values]
+    st.session_state[key("vae", "code", run)] = z
+    for d, v in enumerate(z):
+        name = _slider_key(run, d)
+        if name in st.session_state:  # the server-side slider exists: it follows (to its 0.05 grid), and its
+            st.session_state[name] = round(v * 20) / 20  # binding writes the link
+            continue
+        try:
+            if v == 0.0:  # the default: left out of the link, as bound widgets do
+                st.query_params.pop(name, None)
+            else:
+                st.query_params[name] = f"{v:g}"
+        except StreamlitAPIException:  # still bound to a slider of this run: the binding writes it
+            pass
+
+
+def _server_sliders(snap: Any, run: Run | None, code: list[float]) -> list[float]:
+    """The fallback: Streamlit sliders (decoded on the server once per release); returns the code they set."""
     k = snap.model.latent_dim
     dims = list(range(k))
     if k > MAX_SLIDERS:
         dims = st.multiselect("Dimensions with sliders (the others stay at 0)", list(range(k)),
                               default=list(range(MAX_SLIDERS)), key=key("vae", "dims", run), bind=BIND,
                               format_func=lambda d: f"z{d}")
-    slider_keys = {d: key("vae", f"z{d}", run) for d in dims}
-
-    def set_all(values: dict[int, float]) -> None:
-        for d, v in values.items():
-            st.session_state[slider_keys[d]] = float(np.clip(round(v * 20) / 20, -Z_RANGE, Z_RANGE))
-
+    for d in dims:  # a slider made now starts where the in-browser ones were
+        if _slider_key(run, d) not in st.session_state:  # (the code itself started from the link)
+            st.session_state[_slider_key(run, d)] = round(code[d] * 20) / 20
+    z = [0.0] * k
     left, right = st.columns([3, 2])
     with left:
-        b1, b2 = st.columns(2)
-        b1.button("All to 0", key=key("vae", "zero", run), on_click=set_all, args=({d: 0.0 for d in dims},))
-        draw = torch.randn(k).tolist()
-        b2.button("Draw z from the prior", key=key("vae", "draw", run), on_click=set_all,
-                  args=({d: draw[d] for d in dims},), help="Set the sliders to a draw from N(0, I).")
-        z = [0.0] * k
         cols = st.columns(2)
         for n, d in enumerate(dims):
             with cols[n % 2]:
-                z[d] = st.slider(f"z{d}", -Z_RANGE, Z_RANGE, value=0.0, step=0.05, key=slider_keys[d], bind=BIND)
+                # no value=: the session state set above is the start (both would make Streamlit warn)
+                z[d] = st.slider(f"z{d}", -Z_RANGE, Z_RANGE, step=0.05, key=_slider_key(run, d), bind=BIND)
     with right:
         show_image(decode_png(snap.version, _round(z), snap.model), key("vae", "zimg", run))
-    st.caption("Each slider sets one coordinate of the code z; the image is the decoder's mean p(x|z) for that code. "
-               "Codes near 0 (where the prior puts its mass) give the clearest digits; far out, the decoder has "
-               "seen no training codes and the images blur.")
+    st.caption("Each slider sets one coordinate of the code z; the image is the decoder's mean p(x|z) for that code, "
+               "decoded on the server when you let go. Codes near 0 (where the prior puts its mass) give the "
+               "clearest digits; far out, the decoder has seen no training codes and the images blur.")
+    return z
+
+
+def _sliders(model: Any, run: Run | None, step: int) -> None:
+    from dashboard.browser_decoder import smooth_vae_sliders
+
+    snap = explore.current(run, explore.local_snapshot(model, step))
+    k = snap.model.latent_dim
+    code = current_code(run, k)
+    b1, b2, b3 = st.columns([1, 1, 2])
+    b1.button("All to 0", key=key("vae", "zero", run), on_click=set_code, args=(run, [0.0] * k))
+    b2.button("Draw z from the prior", key=key("vae", "draw", run), on_click=set_code,
+              args=(run, torch.randn(k).clamp(-Z_RANGE, Z_RANGE).tolist()),
+              help="Set the sliders to a draw from N(0, I).")
+    server = b3.toggle("Server-side sliders", key="vae-server", bind=BIND,
+                       help="The image is decoded in this browser while you drag (its weights were sent once). Turn "
+                            "this on if no image appears there: Streamlit sliders, decoded on the server on release.")
+    if server:
+        z = _server_sliders(snap, run, code)
+        if [round(v, 2) for v in z] != [round(v, 2) for v in code]:
+            st.session_state[key("vae", "code", run)] = z  # the in-browser sliders take over from here
+    else:
+        released = smooth_vae_sliders(snap, run, code, on_release=functools.partial(set_code, run))
+        if released is not None and [round(v, 2) for v in released] != current_code(run, k):
+            set_code(run, released)  # (the callback normally took it already)
     step_caption(snap, run)
 
 
@@ -138,7 +197,28 @@ def _manifold(model: Any, run: Run | None, step: int) -> None:
     if i == j:
         st.warning("Choose two different dimensions.")
         return
-    show_image(manifold_png(snap.version, i, j, n, span, quantiles, snap.model), key("vae", "manifold", run))
+    from dashboard.latent_click import clicked_tile, manifold_figure
+
+    png = manifold_png(snap.version, i, j, n, span, quantiles, snap.model)
+    values = manifold_values(n, span, quantiles).numpy()  # (n,) the grid's coordinates along z_i and z_j
+    left, right = st.columns([3, 2])
+    with left, st.container(key=key("vae", "manifold", run)):
+        # one chart key per grid: a click on an old grid must not pick a tile of a new one
+        event = st.plotly_chart(manifold_figure(png, values, (f"z{i}", f"z{j}")), on_select="rerun",
+                                selection_mode="points", key=key("vae", f"mclick-{i}-{j}-{n}-{span}-{int(quantiles)}",
+                                                                 run))
+    with right:
+        tile = clicked_tile(event.get("selection") if event else None, n)
+        if tile is None:
+            st.caption("Click a tile to decode its code, larger, here.")
+        else:
+            z = manifold_grid(k, i, j, n, span, quantiles=quantiles)[tile]  # (k,)
+            show_image(decode_png(snap.version, _round(z), snap.model, 210), key("vae", "manifold-img", run),
+                       caption=f"tile {tile // n + 1}, {tile % n + 1} (row, column): z{i} = {float(z[i]):.2f}, "
+                               f"z{j} = {float(z[j]):.2f}")
+            if st.button("Move the latent sliders here", key=key("vae", "mto-sliders", run), on_click=set_code,
+                         args=(run, z.tolist()), help="Set the 'Latent sliders' tab to this code (others at 0)."):
+                st.rerun()  # the whole page: the sliders' tab is another fragment
     others = "" if k == 2 else " with every other dimension held at 0"
     st.caption(f"The decoder's images on a grid of codes: z{i} grows left to right, z{j} bottom to top{others}. "
                "Neighbouring codes give similar digits: the decoder has learned a smooth map from codes to images.")
@@ -228,12 +308,8 @@ def _reconstructions(model: Any, run: Run | None, step: int) -> None:
 
 def render(model: Any, run: Run | None, step: int) -> None:
     """The VAE's exploration tabs for `model` (the weights of `run` at `step`)."""
-    from dashboard.browser_decoder import smooth_vae_panel
     from dashboard.draw_digit import draw_vae_panel
 
-    tabs = st.tabs(["Latent sliders", "Smooth dragging", "Manifold", "Interpolation", "Latent map", "Reconstructions",
-                    "Your digit"], key="vae-tab", bind=BIND)
-    for tab, fn in zip(tabs, (_sliders, smooth_vae_panel, _manifold, _interpolation, _latent_map, _reconstructions,
-                              draw_vae_panel)):
-        with tab:
-            explore.panel(fn, run, "vae")(model, run, step)
+    explore.tabbed_panels("vae", {"Latent sliders": _sliders, "Manifold": _manifold, "Interpolation": _interpolation,
+                                  "Latent map": _latent_map, "Reconstructions": _reconstructions,
+                                  "Your digit": draw_vae_panel}, model, run, step)

@@ -15,7 +15,8 @@ from typing import Any, Sequence
 import plotly.graph_objects as go
 import streamlit as st
 
-from genlib.quality import FIGURES, FIGURES_BY_KEY, evaluation_running, start_evaluation
+from genlib.quality_runs import evaluation_running, start_evaluation
+from genlib.quality_settings import FIGURES, FIGURES_BY_KEY
 
 BUSY_REFRESH_S = 1.0  # the panel's refresh while an evaluation runs (its progress bar)
 LIVE_REFRESH_S = 5.0  # ...while the run trains (a cheap evaluation lands every 15 s or more)

@@ -36,7 +36,7 @@ def grid_png(path: str, mtime_ns: int, width: int = IMAGE_WIDTH) -> bytes:
     return png_bytes(upscale(img, max(1, width // img.shape[1])))
 
 
-@st.cache_resource(max_entries=64, show_spinner=False)
+@st.cache_resource(max_entries=16, ttl=120, show_spinner=False)  # only each live run's newest entry is reused
 def _loss_figure(run_path: str, offset: int, model_name: str, _log: Any):
     """The run's loss figure at metrics offset `offset`: built once, shared by every viewer of the run."""
     from genlib.models import model_class

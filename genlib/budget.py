@@ -3,7 +3,9 @@ dataset) and refuse sizes that cannot fit on the device before anything is alloc
 
 The parameter count is exact for every registered model: the model is built on PyTorch's "meta" device, which
 records shapes without allocating memory. Activations are estimated from the shapes of the weights (one feature map
-per layer output, kept for the backward pass), which errs on the generous side, never by orders of magnitude.
+per layer output, kept for the backward pass), which errs on the generous side, never by orders of magnitude. State a
+model allocates only on its first training step is added from its config: the EBM's replay buffer of `buffer_size`
+images (Du & Mordatch 2019), which at its largest outweighs the network's weights and Adam moments 500 times.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ SAFETY = 0.8  # refuse what needs more than this share of the free memory: the r
 MAX_PARAMETERS = 2**31  # beyond this no classroom device can hold the model, whatever it reports
 DATASET_IMAGES = {"mnist": 70_000, "fashion-mnist": 70_000, "digits": 1_797}  # uint8 images held on the device
 DEFAULT_IMAGE_SHAPE = (1, 28, 28)
+STATE_BYTES = 4  # a replay buffer holds fp32 images
+STATE_COPIES = 2  # the buffer, and the clone training_state() makes of it for every checkpoint
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,14 +39,16 @@ class Estimate:
     parameter_bytes: int  # weights, gradients and optimiser state
     activation_bytes: int
     data_bytes: int
+    state_bytes: int = 0  # tensors kept between steps besides the weights: the EBM's replay buffer (and its copy)
 
     @property
     def total(self) -> int:
-        return self.parameter_bytes + self.activation_bytes + self.data_bytes
+        return self.parameter_bytes + self.activation_bytes + self.data_bytes + self.state_bytes
 
     def describe(self) -> str:
+        state = f", replay buffer {_size(self.state_bytes)}" if self.state_bytes else ""
         return (f"about {_size(self.total)} ({self.parameters:,} parameters with gradients and optimiser state "
-                f"{_size(self.parameter_bytes)}, activations {_size(self.activation_bytes)}, "
+                f"{_size(self.parameter_bytes)}, activations {_size(self.activation_bytes)}{state}, "
                 f"dataset {_size(self.data_bytes)})")
 
 
@@ -89,7 +95,14 @@ def estimate(model_name: str, model_config: Any, *, batch_size: int, precision: 
     parameter_bytes = (n_params * (1 + GRAD_COPIES + OPTIMIZER_COPIES) + buffers) * PARAM_BYTES
     data_bytes = DATASET_IMAGES.get(dataset or "", 0) * pixels
     return Estimate(parameters=n_params, parameter_bytes=parameter_bytes, activation_bytes=activation_bytes,
-                    data_bytes=data_bytes)
+                    data_bytes=data_bytes, state_bytes=state_elements(model.config, shape) * STATE_BYTES * STATE_COPIES)
+
+
+def state_elements(config: Any, image_shape: tuple[int, ...]) -> int:
+    """Elements of the state a model makes on its first training step, which the meta model cannot show: a replay
+    buffer of `buffer_size` images (genlib/models/ebm.py: (buffer_size, *image_shape)); 0 for models without one."""
+    size = getattr(config, "buffer_size", 0)
+    return int(size) * math.prod(image_shape) if isinstance(size, int) and not isinstance(size, bool) else 0
 
 
 def free_bytes(device: torch.device | str = "cpu") -> int:
@@ -122,7 +135,8 @@ def check_fits(model_name: str, model_config: Any, *, batch_size: int, precision
                          "here can train: choose fewer hidden units or a smaller latent or image size.")
     free = free_bytes(device) if available is None else available
     if est.total > SAFETY * free:
+        buffer_hint = ", a smaller replay buffer (buffer_size)" if est.state_bytes else ""
         raise ValueError(f"This {model_name.upper()} at batch size {batch_size:,} needs {est.describe()}, but only "
                          f"{_size(free)} is free on {torch.device(device).type.upper()}: use a smaller batch size, "
-                         "fewer hidden units or a smaller model, or wait for other jobs to finish.")
+                         f"fewer hidden units or a smaller model{buffer_hint}, or wait for other jobs to finish.")
     return est

@@ -125,12 +125,22 @@ def _model_config(args: argparse.Namespace, model: str) -> dict[str, Any]:
     return out
 
 
+def _dataset_image_shape(dataset: str | None) -> tuple[int, int, int] | None:
+    """(C, H, W) of a dataset whose image size is set by its name's options (ising: 1 x L x L), else None."""
+    if dataset and dataset.partition(":")[0] == "ising":
+        from genlib.ising_data import parse
+
+        L = parse(dataset.partition(":")[2]).L
+        return (1, L, L)
+    return None
+
+
 def _train(args: argparse.Namespace) -> int:
     import dataclasses
 
     from genlib.data import DatasetUnavailable, dataset_available, load_dataset
     from genlib.devices import resolve_device
-    from genlib.models import make_config
+    from genlib.models import make_config, model_class
     from genlib.runs import RunStore, open_run
     from genlib.training import TrainConfig, default_train_config
     from genlib.worker import run_job
@@ -152,7 +162,12 @@ def _train(args: argparse.Namespace) -> int:
         if not args.model:
             raise ValueError("name a model (rbm, vae, gan or ebm) or give --resume RUN_DIR")
         model_name = args.model
-        model_cfg = dataclasses.asdict(make_config(model_name, _model_config(args, model_name)))
+        overrides = _model_config(args, model_name)
+        shape = _dataset_image_shape(args.dataset)
+        fields = {f.name for f in dataclasses.fields(model_class(model_name).config_class)}
+        if shape is not None and "image_shape" in fields:
+            overrides["image_shape"] = shape  # a parametric dataset's size is an option of its name (ising: L x L)
+        model_cfg = dataclasses.asdict(make_config(model_name, overrides))
         cfg = default_train_config(model_name, dataset=args.dataset, data_root=args.data_root, epochs=args.epochs,
                                    max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr,
                                    device=args.device, precision=args.precision, seed=args.seed,

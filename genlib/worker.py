@@ -20,7 +20,7 @@ from genlib.devices import resolve_device
 from genlib.images import grid, png_bytes
 from genlib.io import append_jsonl, atomic_write_bytes
 from genlib.models import build_model
-from genlib.quality import RunQuality
+from genlib.quality_runs import RunQuality
 from genlib.runs import Run
 from genlib.training import Callbacks, Diverged, Progress, TrainConfig, total_steps, train
 

@@ -3,7 +3,7 @@
 temperatures, one RBM trained per temperature through the dashboard's own job manager, and the table of the RBM
 samples' energy, |m|, specific heat and susceptibility beside the Monte Carlo values, with error bars.
 
-    nice -n 10 .venv/bin/python scripts/ising_study.py                       # L=8, T = 1.5..3.5 (9), ~10 min on 2 cores
+    nice -n 10 .venv/bin/python scripts/ising_study.py                       # L=8, T = 1.5..3.5 (9), ~40 min, 2 cores
     .venv/bin/python scripts/ising_study.py --quick                          # smoke run: 3 temperatures, few epochs
     .venv/bin/python scripts/ising_study.py --out artifacts/ising-results.md --runs-dir /tmp/ising-runs
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -33,17 +34,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--t-max", type=float, default=3.5)
     p.add_argument("--count", type=int, default=9, help="temperatures, evenly spaced from t-min to t-max")
     p.add_argument("--n", type=int, default=50_000, help="Monte Carlo configurations per temperature")
-    p.add_argument("--hidden", type=int, default=64)
+    p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--pcd", action="store_true")
-    p.add_argument("--lr", type=float, default=0.05)
-    p.add_argument("--momentum", type=float, default=0.5)
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--epochs", type=int, default=200)
+    p.add_argument("--init-std", type=float, default=0.1, help="std of the initial weights")
+    p.add_argument("--no-lr-decay", action="store_true", help="constant lr (default: linear decay to 0 over the run)")
     p.add_argument("--rbm-samples", type=int, default=4000, help="independent Gibbs chains sampled from each RBM")
     p.add_argument("--rbm-steps", type=int, default=1000, help="Gibbs steps of each chain")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1, help="torch threads (1: these matrices are small)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per run (1: these matrices are small)")
+    p.add_argument("--jobs", type=int, default=2, help="runs training at once (one per core)")
     p.add_argument("--data-root", default=None, help="Monte Carlo data cache (default $GENLIB_DATA_ROOT or ./data)")
     p.add_argument("--runs-dir", default=None, help="where the RBM runs go (default: a new temporary folder)")
     p.add_argument("--out", default=None, help="write the Markdown results here (e.g. artifacts/ising-results.md)")
@@ -68,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     temps = temperature_grid(args.t_min, args.t_max, args.count)
     plan = SweepPlan(sweep_id=f"study-{int(time.time())}", L=args.L, temperatures=temps, n=args.n, seed=args.seed,
                      n_hidden=args.hidden, k=args.k, persistent=args.pcd, momentum=args.momentum, lr=args.lr,
-                     batch_size=args.batch_size, epochs=args.epochs)
+                     batch_size=args.batch_size, epochs=args.epochs, lr_decay=not args.no_lr_decay,
+                     init_std=args.init_std)
     jobs = plan.jobs()
     t0 = time.perf_counter()
     # the Monte Carlo data first (cached per temperature), so the training time below is training alone
@@ -77,8 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     t_mc = time.perf_counter() - t0
     print(f"Monte Carlo data ready in {t_mc:.1f} s (cache {root / 'ising'})", file=sys.stderr)
 
-    # one RBM per temperature, one at a time, through the job manager the dashboard uses (thread backend)
-    manager = JobManager(RunStore(runs_dir), backend="thread", max_jobs=1)
+    # one RBM per temperature, --jobs at a time, through the job manager the dashboard uses (worker processes: the
+    # Gibbs chains are small matrices, so the runs are bound by Python overhead and one process per core scales)
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH"))))  # workers
+    manager = JobManager(RunStore(runs_dir), backend="process", max_jobs=args.jobs)
     t1 = time.perf_counter()
     ids = []
     for job in jobs:
@@ -114,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
         f"# Ising L={args.L}: RBM thermodynamics against Monte Carlo\n",
         f"Command: `scripts/ising_study.py {' '.join(argv if argv is not None else sys.argv[1:])}`\n",
         f"One RBM per temperature: {args.hidden} hidden units, CD-{args.k}{' (PCD)' if args.pcd else ''}, lr "
-        f"{args.lr}, momentum {args.momentum}, batch {args.batch_size}, {args.epochs} epochs on {args.n:,} Monte "
+        f"{args.lr}{' constant' if args.no_lr_decay else ' decaying linearly to 0 over the run'}, momentum "
+        f"{args.momentum}, initial weights std {args.init_std}, batch {args.batch_size}, {args.epochs} epochs "
+        f"({args.epochs * (args.n // args.batch_size):,} updates) on {args.n:,} Monte "
         f"Carlo configurations. Monte Carlo columns: all {n_mc:,} configurations of the temperature; RBM columns: "
         f"{args.rbm_samples:,} independent Gibbs chains of {args.rbm_steps} steps from random visibles, last "
         f"visibles drawn from p(v|h). Errors: one standard error (blocking for E and |m|, bootstrap for C and chi). "

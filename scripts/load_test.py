@@ -1,76 +1,159 @@
 """Classroom load test (a script, not a unit test): one `streamlit run app.py` server, two jobs training, and N
-browser sessions (Playwright contexts in Debian's Chromium) that watch the pages and move latent sliders for M
-minutes. Reports exceptions (must be none), the server's peak memory and its trend, the points in the loss charts
-(downsampled, so bounded however long the runs train), and the slider latency under load against the idle figure.
+student sessions that watch the pages and move latent sliders for M minutes. Most sessions are browserless
+websocket clients speaking Streamlit's own protocol (scripts/st_ws_client.py: the server does the same work for
+them as for a browser tab, reruns, fragment auto-reruns and image fetches included, while the client costs almost no
+CPU); a few are real Chromium tabs (Playwright) that also check the rendered page for exceptions and measure what
+the browser holds. On a 2-core machine twenty Chromium tabs would starve the server they are meant to load.
 
-    nice .venv/bin/python scripts/load_test.py --minutes 3 --sessions 20 --out artifacts/load-test.txt
+Reports: exceptions (must be none), sessions held, page visits and timeouts, the server's peak memory and its trend
+(first vs last third, slope over the second half), the points in the loss charts (downsampled, so bounded however
+long the runs train), and the slider latency (slider change -> new image fetched) idle vs under load, separately for
+the websocket clients and the browsers. The summary block is printed and written to --out; the server's samples
+(seconds, RSS MB, connections, threads) go beside it as <out>.server.csv.
+
+    nice .venv/bin/python scripts/load_test.py --minutes 3 --ws-sessions 17 --browser-sessions 3 \\
+        --out artifacts/load-test.txt
 
 Everything runs in a temporary runs folder with an empty data root (the offline `digits` dataset), never in runs/.
+Exit status 1 if any session saw an exception or broke.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+# scripts/ is on the path (this file's folder)
+from st_harness import free_port, launch_chromium, streamlit_command, wait_healthy  # noqa: E402
+from st_ws_client import Session  # noqa: E402
 
-CHROMIUM = "/usr/bin/chromium"
-try:
-    from playwright.async_api import TimeoutError as PlaywrightTimeout
-except ImportError:  # reported when the script starts the browser
-    PlaywrightTimeout = TimeoutError
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
-TIMEOUT_MS = 90_000
+TIMEOUT_S = 90.0  # a page or a slider's image not there within this: a timeout, and the student moves on
+WARMUP_TIMEOUT_S = 600.0  # the first page load imports torch and the models (minutes on a busy 2-core machine)
 SLIDER_TIMEOUT_MS = 30_000
 RSS_EVERY_S = 3.0
+THINK_S = (0.3, 1.0)  # a websocket student's pause between two slider moves (a browser's is its own latency)
+# the VAE's latent sliders decode in the browser by default (dashboard/browser_decoder.py), which costs the server
+# nothing per move; the load test measures the server-side sliders (the fallback, ?vae-server=true), the worst case
+SERVER_SLIDERS = "vae-server=true"
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def new_mode() -> dict:
+    return {"sessions": 0, "held": 0, "visits": 0, "timeouts": [], "exceptions": [], "session_errors": [],
+            "latency": [], "idle_latency": [], "page_load": [], "idle_page_load": [], "unchanged": 0,
+            "chart_points": 0, "images": 0, "images_gone": 0, "overtaken": 0}
 
 
-def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"streamlit exited with code {proc.returncode}")
+# ---- websocket students ----
+
+async def ws_slider_walk(s: Session, run_id: str, n: int, rng: random.Random, latencies: list[float],
+                         mode: dict, think: bool = True) -> None:
+    """n moves of the VAE's z sliders by one step (a bounded random walk), each timed until the new image is fetched."""
+    for _ in range(n):
+        key = f"vae-z{rng.randrange(2)}-{run_id}"
+        value, lo, hi, step = s.slider(key)
+        up = (rng.random() < 0.5 and value + step <= hi / 3) or value - step < lo / 3  # stay in the middle third
+        value = value + step if up else value - step
+        dt, _ = await s.move_slider(key, round(value, 6), f"vae-zimg-{run_id}")
+        if dt is None:
+            mode["unchanged"] += 1  # the same decoded image: not a latency sample
+        else:
+            latencies.append(dt)
+        if think:
+            await asyncio.sleep(rng.uniform(*THINK_S))
+
+
+def ws_chart_points(s: Session) -> int:
+    """The most points in any trace of any Plotly chart the server sent (what a browser would hold)."""
+    most = 0
+    for el in s.elements.values():
+        if el.kind == "plotly_chart" and el.proto.spec:
+            data = json.loads(el.proto.spec).get("data", [])
+            most = max([most] + [len(t.get("x") or []) for t in data])
+    return most
+
+
+async def ws_visit(url: str, page: str, query: str, runs: dict[str, str], rng: random.Random, mode: dict) -> None:
+    """One page visit (a fresh tab: a new session): open it, then move sliders or watch its live fragments."""
+    async with Session(url, timeout=TIMEOUT_S) as s:
         try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                if r.read().decode().strip() == "ok":
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError("the server did not become healthy")
+            run = await s.open(page, query)
+            mode["visits"] += 1
+            mode["page_load"].append(run.seconds)
+            if query.startswith(f"run={runs['explore']}&"):
+                await ws_slider_walk(s, runs["explore"], 6, rng, mode["latency"], mode)
+            elif page == "gan":
+                await asyncio.sleep(4)  # watch the live view refresh (auto-reruns of its fragments)
+                key = f"gan-means-{runs['gan']}"
+                if key in s.widget_keys():  # (not before the run's first snapshot)
+                    value, _, hi, step = s.slider(key)
+                    await s.move_slider(key, value + step if value + step <= hi else value - step,
+                                        f"gan-grid-{runs['gan']}")
+            else:
+                await asyncio.sleep(6)  # watch: the sidebar and the live chart refresh by themselves
+            if page in ("vae", "gan"):
+                mode["chart_points"] = max(mode["chart_points"], ws_chart_points(s))
+        finally:
+            mode["exceptions"] += [f"ws on /{page}?{query}: {e[:300]}" for e in s.exceptions]
+            mode["images"] += s.images_fetched
+            mode["images_gone"] += s.images_gone
+            mode["overtaken"] += s.overtaken
 
 
-# ---- browser helpers (Streamlit's own e2e patterns, async) ----
+async def ws_session(i: int, url: str, runs: dict[str, str], stop_at: float, mode: dict) -> None:
+    rng = random.Random(1000 + i)
+    pages = [("vae", f"run={runs['explore']}&{SERVER_SLIDERS}"), ("vae", f"run={runs['vae']}"),
+             ("gan", f"run={runs['gan']}"),
+             ("runs", ""), ("", "")]
+    k, errors = i % len(pages), 0
+    await asyncio.sleep(rng.uniform(0, 10))  # students arrive over ten seconds
+    while time.monotonic() < stop_at:
+        page, query = pages[k % len(pages)]
+        k += 1
+        try:
+            await ws_visit(url, page, query, runs, rng, mode)
+        except (asyncio.TimeoutError, TimeoutError) as e:
+            mode["timeouts"].append(f"ws {i} on /{page}?{query}: {type(e).__name__}: {str(e)[:300]}")
+        except Exception as e:  # noqa: BLE001 - a broken visit is a finding; the student reloads
+            errors += 1
+            mode["session_errors"].append(f"ws {i} on /{page}?{query}: {type(e).__name__}: {str(e)[:200]}")
+            await asyncio.sleep(2)
+    mode["held"] += errors == 0
+
+
+async def ws_idle(url: str, runs: dict[str, str], moves: int, mode: dict) -> None:
+    """The idle figure: one websocket session, no jobs training; a warm-up walk first (imports, caches)."""
+    for n, latencies in ((3, []), (moves, mode["idle_latency"])):
+        async with Session(url, timeout=WARMUP_TIMEOUT_S if n == 3 else TIMEOUT_S) as s:
+            run = await s.open("vae", f"run={runs['explore']}&{SERVER_SLIDERS}")
+            if latencies is mode["idle_latency"]:  # (the warm-up's load includes the imports)
+                mode["idle_page_load"].append(run.seconds)
+            await ws_slider_walk(s, runs["explore"], n, random.Random(7 + n), latencies, mode, think=False)
+    mode["unchanged"] = 0
+
+
+# ---- browser students (Streamlit's own e2e patterns, async) ----
 
 async def wait_app(page, idle: bool = False) -> None:
     """Connected and the page's title drawn. Under load the live fragments keep the script state 'running' most of
     the time, so only the idle measurement also waits for 'notRunning'."""
     await page.locator("[data-testid='stApp'][data-test-connection-state='CONNECTED']").wait_for(
-        state="attached", timeout=TIMEOUT_MS)
-    await page.get_by_test_id("stHeading").first.wait_for(state="visible", timeout=TIMEOUT_MS)
+        state="attached", timeout=TIMEOUT_S * 1000)
+    await page.get_by_test_id("stHeading").first.wait_for(state="visible", timeout=TIMEOUT_S * 1000)
     if idle:
         await page.locator("[data-testid='stApp'][data-test-script-state='notRunning']").wait_for(
-            state="attached", timeout=TIMEOUT_MS)
+            state="attached", timeout=TIMEOUT_S * 1000)
 
 
 async def exceptions_on(page) -> list[str]:
@@ -81,7 +164,7 @@ async def move_slider(page, slider_key: str, image_key: str, press: str) -> floa
     """Press a key on a slider; seconds until its image is replaced by a different, loaded one (None: unchanged)."""
     sel = f".st-key-{image_key}"
     await page.wait_for_function("(sel) => { const i = document.querySelector(sel + ' img');"
-                                 " return i && i.complete && i.naturalWidth > 0; }", arg=sel, timeout=TIMEOUT_MS)
+                                 " return i && i.complete && i.naturalWidth > 0; }", arg=sel, timeout=TIMEOUT_S * 1000)
     old = await page.locator(f"{sel} img").first.get_attribute("src")
     thumb = page.locator(f".st-key-{slider_key}").get_by_role("slider")
     await thumb.focus()
@@ -109,75 +192,98 @@ async def chart_points(page) -> int:
         ".flatMap(el => (el.data || []).map(t => (t.x || []).length)))")
 
 
-async def slider_walk(page, run_id: str, n: int, rng: random.Random, latencies: list[float],
-                      values: dict[int, int]) -> None:
+async def slider_walk(page, run_id: str, n: int, rng: random.Random, latencies: list[float], mode: dict) -> None:
     """n presses on the VAE's z sliders (a bounded random walk), each timed until the decoded image changes."""
+    values: dict[int, int] = {}
     for _ in range(n):
         d = rng.randrange(2)
         v = values.get(d, 0)
         press = "ArrowRight" if (v < 20 and rng.random() < 0.5) or v <= -20 else "ArrowLeft"
         dt = await move_slider(page, f"vae-z{d}-{run_id}", f"vae-zimg-{run_id}", press)
         values[d] = v + (1 if press == "ArrowRight" else -1)
-        if dt is not None:
+        if dt is None:
+            mode["unchanged"] += 1
+        else:
             latencies.append(dt)
 
 
-# ---- the sessions ----
-
-async def session(i: int, browser, url: str, runs: dict[str, str], stop_at: float, out: dict) -> None:
-    rng = random.Random(i)
-    ctx = await browser.new_context(viewport={"width": 1300, "height": 900})
-    page = await ctx.new_page()
-    page.on("pageerror", lambda e: out["page_errors"].append(f"session {i}: {e}"))
-    values: dict[int, int] = {}
-    pages = [f"{url}/vae?run={runs['explore']}", f"{url}/vae?run={runs['vae']}", f"{url}/gan?run={runs['gan']}",
-             f"{url}/runs", f"{url}/"]
-    k = i % len(pages)  # sessions start on different pages
-    try:
-        await asyncio.sleep(rng.uniform(0, 10))  # students arrive over ten seconds
-        while time.monotonic() < stop_at:
-            target = pages[k % len(pages)]
-            k += 1
-            try:
-                await visit(page, target, runs, rng, values, out)
-            except PlaywrightTimeout as e:  # a page too slow to draw within 90 s: counted, and the student moves on
-                out["timeouts"].append(f"session {i} on {target}: {str(e).splitlines()[0][:120]}")
-            found = await exceptions_on(page)
-            out["exceptions"] += [f"session {i} on {target}: {e[:300]}" for e in found]
-        out["heap_mb"].append(await page.evaluate("() => performance.memory ? performance.memory.usedJSHeapSize"
-                                                  " / 1048576 : 0"))
-    except Exception as e:  # noqa: BLE001 - a session that breaks is a finding, not a crash of the test
-        out["session_errors"].append(f"session {i}: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
-    finally:
-        await ctx.close()
-
-
-async def visit(page, target: str, runs: dict[str, str], rng: random.Random, values: dict[int, int],
-                out: dict) -> None:
-    """One page visit of a student: open it, then move sliders or watch the live views."""
-    await page.goto(target, wait_until="domcontentloaded", timeout=TIMEOUT_MS)
+async def browser_visit(page, target: str, runs: dict[str, str], rng: random.Random, mode: dict) -> None:
+    t0 = time.perf_counter()
+    await page.goto(target, wait_until="domcontentloaded", timeout=TIMEOUT_S * 1000)
     await wait_app(page)
-    out["visits"] += 1
-    if target.endswith(runs["explore"]):
-        values.clear()  # a fresh page starts the sliders at 0
-        await slider_walk(page, runs["explore"], 6, rng, out["latency"], values)
+    mode["visits"] += 1
+    mode["page_load"].append(time.perf_counter() - t0)
+    if target.endswith(f"run={runs['explore']}&{SERVER_SLIDERS}"):
+        await slider_walk(page, runs["explore"], 6, rng, mode["latency"], mode)
     elif "/gan?" in target:
         await asyncio.sleep(4)  # watch the live view refresh
         await move_slider(page, f"gan-means-{runs['gan']}", f"gan-grid-{runs['gan']}", "ArrowRight")
     else:
         await asyncio.sleep(6)  # watch: the sidebar and the live chart refresh by themselves
     if "/vae?" in target or "/gan?" in target:
-        out["chart_points"] = max(out["chart_points"], await chart_points(page))
+        mode["chart_points"] = max(mode["chart_points"], await chart_points(page))
 
 
-async def sample_rss(pid: int, stop: asyncio.Event, samples: list[tuple[float, float]]) -> None:
+async def browser_session(i: int, browser, url: str, runs: dict[str, str], stop_at: float, mode: dict,
+                          out: dict) -> None:
+    from playwright.async_api import TimeoutError as PlaywrightTimeout
+
+    rng = random.Random(i)
+    ctx = await browser.new_context(viewport={"width": 1300, "height": 900})
+    page = await ctx.new_page()
+    page.on("pageerror", lambda e: out["page_errors"].append(f"browser {i}: {e}"))
+    pages = [f"{url}/vae?run={runs['explore']}&{SERVER_SLIDERS}", f"{url}/vae?run={runs['vae']}",
+             f"{url}/gan?run={runs['gan']}",
+             f"{url}/runs", f"{url}/"]
+    k = i % len(pages)
+    try:
+        await asyncio.sleep(rng.uniform(0, 10))
+        while time.monotonic() < stop_at:
+            target = pages[k % len(pages)]
+            k += 1
+            try:
+                await browser_visit(page, target, runs, rng, mode)
+            except PlaywrightTimeout as e:
+                mode["timeouts"].append(f"browser {i} on {target}: {str(e).splitlines()[0][:120]}")
+            mode["exceptions"] += [f"browser {i} on {target}: {e[:300]}" for e in await exceptions_on(page)]
+        out["heap_mb"].append(await page.evaluate("() => performance.memory ? performance.memory.usedJSHeapSize"
+                                                  " / 1048576 : 0"))
+        mode["held"] += 1
+    except Exception as e:  # noqa: BLE001 - a session that breaks is a finding, not a crash of the test
+        mode["session_errors"].append(f"browser {i}: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
+    finally:
+        await ctx.close()
+
+
+async def browser_idle(browser, url: str, runs: dict[str, str], moves: int, mode: dict) -> None:
+    ctx = await browser.new_context(viewport={"width": 1300, "height": 900})
+    page = await ctx.new_page()
+    for n, latencies in ((3, []), (moves, mode["idle_latency"])):
+        t0 = time.perf_counter()
+        await page.goto(f"{url}/vae?run={runs['explore']}&{SERVER_SLIDERS}", wait_until="domcontentloaded",
+                        timeout=TIMEOUT_S * 1000)
+        await wait_app(page, idle=True)
+        if latencies is mode["idle_latency"]:
+            mode["idle_page_load"].append(time.perf_counter() - t0)
+        await slider_walk(page, runs["explore"], n, random.Random(7 + n), latencies, mode)
+    await ctx.close()
+    mode["unchanged"] = 0
+
+
+# ---- the run ----
+
+async def sample_server(pid: int, port: int, stop: asyncio.Event, out: dict) -> None:
+    """The server's RSS (MB), open websocket/HTTP connections and threads every RSS_EVERY_S seconds."""
     import psutil
 
     proc = psutil.Process(pid)
     t0 = time.monotonic()
     while not stop.is_set():
         try:
-            samples.append((time.monotonic() - t0, proc.memory_info().rss / 2**20))
+            out["rss"].append((time.monotonic() - t0, proc.memory_info().rss / 2**20))
+            out["connections"].append(sum(1 for c in proc.net_connections("tcp")
+                                          if c.status == "ESTABLISHED" and c.laddr and c.laddr.port == port))
+            out["threads"].append(proc.num_threads())
         except psutil.Error:
             return
         try:
@@ -186,33 +292,34 @@ async def sample_rss(pid: int, stop: asyncio.Event, samples: list[tuple[float, f
             pass
 
 
-async def drive(url: str, runs: dict[str, str], args, server_pid: int, start_jobs) -> dict:
-    from playwright.async_api import async_playwright
+async def drive(url: str, port: int, runs: dict[str, str], args, server_pid: int, start_jobs) -> dict:
+    out = {"ws": new_mode(), "browser": new_mode(), "page_errors": [], "heap_mb": [], "rss": [], "connections": [],
+           "threads": []}
+    out["ws"]["sessions"], out["browser"]["sessions"] = args.ws_sessions, args.browser_sessions
+    await ws_idle(url, runs, args.idle_moves, out["ws"])
+    playwright = browser = None
+    if args.browser_sessions:
+        from playwright.async_api import async_playwright
 
-    out = {"latency": [], "exceptions": [], "page_errors": [], "session_errors": [], "timeouts": [], "visits": 0,
-           "chart_points": 0,
-           "heap_mb": [], "idle_latency": [], "rss": []}
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        # idle: one session, no jobs training
-        ctx = await browser.new_context(viewport={"width": 1300, "height": 900})
-        page = await ctx.new_page()
-        await page.goto(f"{url}/vae?run={runs['explore']}", wait_until="domcontentloaded", timeout=TIMEOUT_MS)
-        await wait_app(page, idle=True)
-        await slider_walk(page, runs["explore"], 3, random.Random(99), [], {})  # warm-up: imports, caches
-        await page.goto(f"{url}/vae?run={runs['explore']}", wait_until="domcontentloaded", timeout=TIMEOUT_MS)
-        await wait_app(page, idle=True)
-        await slider_walk(page, runs["explore"], args.idle_moves, random.Random(7), out["idle_latency"], {})
-        await ctx.close()
-        # load: two jobs training, N sessions for M minutes, the server's memory sampled throughout
-        runs.update(start_jobs())
+        playwright = await async_playwright().start()
+        browser = await launch_chromium(playwright)
+        await browser_idle(browser, url, runs, args.idle_moves, out["browser"])
+    try:
+        runs.update(start_jobs())  # load: two jobs training, N sessions for M minutes, the server sampled throughout
+        if args.trace_memory:
+            os.kill(server_pid, signal.SIGUSR1)  # scripts/traced_server.py: start tracing now, after the imports
         stop = asyncio.Event()
-        sampler = asyncio.create_task(sample_rss(server_pid, stop, out["rss"]))
+        sampler = asyncio.create_task(sample_server(server_pid, port, stop, out))
         stop_at = time.monotonic() + args.minutes * 60
-        await asyncio.gather(*(session(i, browser, url, runs, stop_at, out) for i in range(args.sessions)))
+        await asyncio.gather(*(ws_session(i, url, runs, stop_at, out["ws"]) for i in range(args.ws_sessions)),
+                             *(browser_session(i, browser, url, runs, stop_at, out["browser"], out)
+                               for i in range(args.browser_sessions)))
         stop.set()
         await sampler
-        await browser.close()
+    finally:
+        if browser is not None:
+            await browser.close()
+            await playwright.stop()
     return out
 
 
@@ -221,55 +328,91 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
 
 
-def report(out: dict, args, jobs_info: str, log_tail: str) -> str:
-    rss = out["rss"]
+def ms(xs: list[float]) -> str:
+    if not xs:
+        return "n=0"
+    return (f"n={len(xs)}, median {statistics.median(xs) * 1000:.0f} ms, p95 {pct(xs, 0.95) * 1000:.0f} ms, "
+            f"max {max(xs) * 1000:.0f} ms")
+
+
+def memory_trend(rss: list[tuple[float, float]]) -> tuple[float, float, float]:
+    """(mean of the first third, mean of the last third, least-squares slope over the second half in MB/min)."""
     values = [m for _, m in rss]
     third = max(1, len(values) // 3)
-    first, last = statistics.mean(values[:third]), statistics.mean(values[-third:])
     half = rss[len(rss) // 2:]
     slope = 0.0
     if len(half) > 2:
-        ts, ms = [t for t, _ in half], [m for _, m in half]
-        tm, mm = statistics.mean(ts), statistics.mean(ms)
-        slope = sum((t - tm) * (m - mm) for t, m in half) / max(1e-9, sum((t - tm) ** 2 for t in ts)) * 60
-    lat, idle = out["latency"], out["idle_latency"]
+        tm, mm = statistics.mean(t for t, _ in half), statistics.mean(m for _, m in half)
+        slope = sum((t - tm) * (m - mm) for t, m in half) / max(1e-9, sum((t - tm) ** 2 for t, _ in half)) * 60
+    return statistics.mean(values[:third]), statistics.mean(values[-third:]), slope
+
+
+def report(out: dict, args, jobs_info: str, log_text: str) -> str:
+    values = [m for _, m in out["rss"]] or [0.0]
+    first, last, slope = memory_trend(out["rss"] or [(0.0, 0.0)])
+    conns = out["connections"] or [0]
+    n_exc = len(out["ws"]["exceptions"]) + len(out["browser"]["exceptions"])
     lines = [
-        f"load test: {args.sessions} browser sessions (Playwright contexts, Chromium) for {args.minutes} min, "
-        f"two jobs training; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPU cores",
+        "==== load test summary ====",
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPU cores; {args.minutes:g} min with "
+        f"{args.ws_sessions} websocket sessions (scripts/st_ws_client.py) + {args.browser_sessions} Chromium "
+        "sessions (Playwright), two jobs training",
         f"jobs: {jobs_info}",
-        f"page visits: {out['visits']}; visits that timed out (page not drawn, or slider image not replaced, "
-        f"within 90 s): {len(out['timeouts'])}; sessions that broke: {len(out['session_errors'])}",
-        f"exceptions shown in pages: {len(out['exceptions'])}; browser page errors: {len(out['page_errors'])}; "
-        f"tracebacks in the server log: {log_tail.count('Traceback')}",
-        f"server RSS: start {values[0]:.0f} MB, peak {max(values):.0f} MB, first third mean {first:.0f} MB, last third "
-        f"mean {last:.0f} MB, trend over the second half {slope:+.1f} MB/min ({len(values)} samples every "
-        f"{RSS_EVERY_S:.0f} s)",
-        f"loss charts: at most {out['chart_points']} points in one trace (the builders cap curves at 2,000)",
+        f"EXCEPTIONS: {n_exc} in pages (websocket {len(out['ws']['exceptions'])}, browser "
+        f"{len(out['browser']['exceptions'])}); browser page errors {len(out['page_errors'])}; tracebacks in the "
+        f"server log {log_text.count('Traceback')}",
+        f"server connections (TCP, established): peak {max(conns)}, median {statistics.median(conns):.0f}; server "
+        f"threads: peak {max(out['threads'] or [0])}, last {(out['threads'] or [0])[-1]}",
+        f"server RSS: start {values[0]:.0f} MB, peak {max(values):.0f} MB, first third mean {first:.0f} MB, last "
+        f"third mean {last:.0f} MB, slope over the second half {slope:+.1f} MB/min ({len(values)} samples every "
+        f"{RSS_EVERY_S:.0f} s; MALLOC_ARENA_MAX={os.environ.get('MALLOC_ARENA_MAX', 'unset')})",
         f"browser JS heap at the end: median {statistics.median(out['heap_mb'] or [0]):.0f} MB, "
         f"max {max(out['heap_mb'] or [0]):.0f} MB per page",
-        f"slider -> new image, idle (1 session, no jobs): n={len(idle)}, median {statistics.median(idle or [0]) * 1000:.0f} ms, "
-        f"p95 {pct(idle, 0.95) * 1000:.0f} ms",
-        f"slider -> new image, under load: n={len(lat)}, median {statistics.median(lat or [0]) * 1000:.0f} ms, "
-        f"p95 {pct(lat, 0.95) * 1000:.0f} ms, max {max(lat or [0]) * 1000:.0f} ms",
     ]
-    for name in ("exceptions", "page_errors", "session_errors", "timeouts"):
-        lines += [f"  {name}: {e}" for e in out[name][:20]]
+    for name, label in (("ws", "websocket"), ("browser", "browser")):
+        m = out[name]
+        if not m["sessions"]:
+            continue
+        lines += [
+            f"[{label}] sessions held to the end {m['held']}/{m['sessions']}; page visits {m['visits']}, timed out "
+            f"(not drawn, or no image, within {TIMEOUT_S:.0f} s) {len(m['timeouts'])}; broken visits/sessions "
+            f"{len(m['session_errors'])}; loss chart traces at most {m['chart_points']} points (cap 2,000)",
+            f"[{label}] slider -> new image, idle (1 session, no jobs): {ms(m['idle_latency'])}",
+            f"[{label}] slider -> new image, under load: {ms(m['latency'])}; moves giving the same image "
+            f"{m['unchanged']}",
+            f"[{label}] page load (open -> drawn), idle: {ms(m['idle_page_load'])}; under load: {ms(m['page_load'])}",
+        ]
+        if name == "ws":
+            lines.append(f"[{label}] images fetched {m['images']:,}; image URLs already replaced when fetched (404, "
+                         f"a newer run's image follows) {m['images_gone']:,}; slider moves overtaken by a full rerun "
+                         f"of the page (Streamlit drops a fragment rerun then) {m['overtaken']}")
+    for name in ("ws", "browser"):
+        for kind in ("exceptions", "session_errors", "timeouts"):
+            lines += [f"  {name} {kind}: {e}" for e in out[name][kind][:15]]
+    lines += [f"  page error: {e}" for e in out["page_errors"][:15]]
     return "\n".join(lines) + "\n"
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--minutes", type=float, default=3.0)
-    ap.add_argument("--sessions", type=int, default=20)
-    ap.add_argument("--idle-moves", type=int, default=12)
-    ap.add_argument("--out", default=str(ROOT / "artifacts" / "load-test.txt"))
+    ap.add_argument("--minutes", type=float, default=3.0, help="how long the sessions run under load")
+    ap.add_argument("--ws-sessions", type=int, default=17, help="browserless websocket sessions")
+    ap.add_argument("--browser-sessions", type=int, default=3, help="Chromium sessions (0: no browser needed)")
+    ap.add_argument("--idle-moves", type=int, default=12, help="slider moves timed for the idle figure")
+    ap.add_argument("--out", default=str(ROOT / "artifacts" / "load-test.txt"), help="where the summary is written")
+    ap.add_argument("--trace-memory", metavar="DIR", help="run the server under tracemalloc (scripts/traced_server.py),"
+                    " snapshots in DIR, and append what grew from a third of the way in to the end (slows the server:"
+                    " not for the latency or RSS figures)")
+    ap.add_argument("--trace-every", type=float, default=20.0, help="seconds between tracemalloc snapshots")
     args = ap.parse_args()
+    if args.ws_sessions < 0 or args.browser_sessions < 0 or args.ws_sessions + args.browser_sessions < 1:
+        ap.error("give at least one session: --ws-sessions N and/or --browser-sessions N, both >= 0")
 
     base = Path(tempfile.mkdtemp(prefix="genlib-load-"))
     (base / "runs").mkdir()
     (base / "data").mkdir()
     env = dict(os.environ, GENLIB_RUNS_DIR=str(base / "runs"), GENLIB_DATA_ROOT=str(base / "data"),
-               GENLIB_JOB_BACKEND="process", GENLIB_MAX_JOBS="2", PYTHONUNBUFFERED="1",
+               GENLIB_JOB_BACKEND="process", GENLIB_MAX_JOBS="2", PYTHONUNBUFFERED="1", GENLIB_PRETRAINED_DIR="none",
                PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
     env.pop("GENLIB_TEACHER_TOKEN", None)
     os.environ.update({k: env[k] for k in ("GENLIB_RUNS_DIR", "GENLIB_DATA_ROOT", "PYTHONPATH")})
@@ -293,15 +436,18 @@ def main() -> int:
     port = free_port()
     log_path = base / "streamlit.log"
     with open(log_path, "wb") as log:
-        server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-                                   "--server.port", str(port), "--server.address", "127.0.0.1",
-                                   "--browser.gatherUsageStats", "false"], cwd=ROOT, env=env, stdout=log,
-                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        cmd = streamlit_command(port)
+        if args.trace_memory:  # [python, -m, streamlit, run, app.py, options...] -> the traced launcher
+            cmd = [sys.executable, str(ROOT / "scripts" / "traced_server.py"), "serve", args.trace_memory,
+                   str(args.trace_every), *cmd[4:]]
+        server = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     runs = {"explore": explore}
+    jobs = "not started"
     try:
-        wait_healthy(url, server)
-        out = asyncio.run(drive(url, runs, args, server.pid, start_jobs))
+        wait_healthy(url, server, 120)
+        out = asyncio.run(drive(url, port, runs, args, server.pid, start_jobs))
         rows = {k: sum(1 for _ in open(mgr.store.get(runs[k]).metrics_path)) for k in ("explore", "vae", "gan")}
         jobs = ", ".join(f"{k} {runs[k]} at step {mgr.status(runs[k]).step:,} ({rows[k]:,} metric rows)"
                          for k in ("explore", "vae", "gan"))
@@ -312,11 +458,20 @@ def main() -> int:
             server.wait(30)
         except subprocess.TimeoutExpired:
             server.kill()
-    text = report(out, args, jobs, log_path.read_text(errors="replace"))
+    text = report(out, args, jobs, log_path.read_text(errors="replace")) + f"server log: {log_path}\n"
+    if args.trace_memory:
+        from traced_server import compare
+
+        snaps = sorted(Path(args.trace_memory).glob("*.snap"))
+        if len(snaps) >= 3:
+            text += "\n==== tracemalloc: what grew ====\n" + compare(snaps[len(snaps) // 3], snaps[-1]) + "\n"
     print(text)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)
-    bad = out["exceptions"] or out["page_errors"] or out["session_errors"]
+    series = Path(args.out).with_suffix(".server.csv")  # the samples behind the memory trend, for a plot
+    series.write_text("seconds,rss_mb,connections,threads\n" + "".join(
+        f"{t:.1f},{m:.1f},{c},{n}\n" for (t, m), c, n in zip(out["rss"], out["connections"], out["threads"])))
+    bad = any(out[m]["exceptions"] or out[m]["session_errors"] for m in ("ws", "browser")) or out["page_errors"]
     return 1 if bad else 0
 
 

@@ -5,7 +5,7 @@ while a latent slider is dragged, and how far its images are from genlib's VAE.d
     .venv/bin/python scripts/measure_drag.py --checkpoint runs/vae-.../checkpoints/last.safetensors
 
 Starts `streamlit run` on a tiny app that shows one VAE run's explorer (a temporary runs folder, the offline digits,
-a free local port), opens Debian's Chromium headless, and measures on the "Smooth dragging" tab:
+a free local port), opens Debian's Chromium headless, and measures on the "Latent sliders" tab (in-browser decoder):
 - input-event fps: one slider input event per animation frame for --seconds, images painted per second;
 - mouse-drag fps: Playwright drags the slider thumb across its track (--moves pointer moves), images per second;
 - max |browser - genlib|: the page's decoded means for --codes random codes against VAE.decode in this process.
@@ -111,13 +111,7 @@ def serve(base: Path, timeout: float = 120.0) -> Iterator[str]:
         helpers.wait_healthy(url, proc, timeout)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-        log.close()
+        helpers.stop_server(proc, log)
 
 
 # ---- the page ----
@@ -228,7 +222,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         with serve(base) as url, sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 900})
-            open_tab(page, url, run.id, "Smooth dragging")
+            open_tab(page, url, run.id, "Latent sliders")
             wait_decoder(page, uid)
             diff = decode_agreement(page, uid, model, args.codes)
             events = input_event_fps(page, uid, args.seconds)

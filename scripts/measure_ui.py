@@ -31,24 +31,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+if str(REPO / "scripts") not in sys.path:
+    sys.path.append(str(REPO / "scripts"))
+import st_harness  # noqa: E402  (the launch helpers the browser tests and the load test share)
+from st_pages import open_page, wait_for_app_run  # noqa: E402
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
 VAE_CONFIG = {"hidden": 512, "latent": 8, "batch_size": 128, "lr": 1e-3}  # the VAE form's defaults (the seed's)
 PRETRAIN_STEPS = 150  # the explored VAE: enough for digit-like decodes
 SLIDER_STEP = 0.05
@@ -62,20 +61,20 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def chromium_path() -> str:
-    for c in (os.environ.get("GENLIB_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium")):
-        if c and os.path.isfile(c) and os.access(c, os.X_OK):
-            return c
-    raise SystemExit("error: Chromium not found (/usr/bin/chromium or `chromium` on PATH)")
+def _chromium() -> str:
+    path = st_harness.chromium_path()
+    if path is None:
+        raise SystemExit("error: Chromium not found (/usr/bin/chromium or `chromium` on PATH)")
+    return path
 
 
 def niced_chromium(nice: int, work: Path) -> str:
     """Chromium's path, or for nice > 0 a wrapper script that starts it (and so all its child processes) at that
     niceness: the measurement of a remote browser on a machine that has only one."""
     if nice <= 0:
-        return chromium_path()
+        return _chromium()
     wrapper = work / "chromium-niced"
-    wrapper.write_text(f'#!/bin/sh\nexec nice -n {int(nice)} "{chromium_path()}" "$@"\n')
+    wrapper.write_text(f'#!/bin/sh\nexec nice -n {int(nice)} "{_chromium()}" "$@"\n')
     wrapper.chmod(0o755)
     return str(wrapper)
 
@@ -97,30 +96,17 @@ class Server:
 
     def __init__(self, env: dict[str, str], log_path: Path, script: str = "app.py",
                  options: list[str] | None = None) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port = st_harness.free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = open(log_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", script, "--server.headless", "true",
-             "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false",
-             "--server.port", str(self.port), "--server.address", "127.0.0.1"]
-            + [f"--{o}" if "=" in o else o for o in (options or [])],
+            st_harness.streamlit_command(self.port, script) + [f"--{o}" if "=" in o else o for o in (options or [])],
             cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"error: streamlit exited ({self.proc.returncode}); see {log_path}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=2) as r:
-                    if r.read().decode().strip() == "ok":
-                        return
-            except OSError:
-                pass
-            time.sleep(0.25)
-        self.close()
-        raise SystemExit(f"error: {self.url}/_stcore/health never said ok; see {log_path}")
+        try:
+            st_harness.wait_healthy(self.url, self.proc)
+        except (RuntimeError, TimeoutError) as e:
+            self.close()
+            raise SystemExit(f"error: {e}; see {log_path}") from e
 
     def close(self) -> None:
         self.proc.terminate()
@@ -133,18 +119,6 @@ class Server:
 
 
 # ---- the browser ----
-
-def wait_for_app_run(page, timeout: int = 90_000) -> None:
-    page.locator("[data-testid='stApp'][data-test-connection-state='CONNECTED']").wait_for(state="attached",
-                                                                                            timeout=timeout)
-    page.locator("[data-testid='stApp'][data-test-script-state='notRunning']").wait_for(state="attached",
-                                                                                         timeout=timeout)
-
-
-def open_page(page, url: str) -> None:
-    page.goto(url, wait_until="domcontentloaded")
-    wait_for_app_run(page)
-
 
 RECORDER_JS = """
 (imgSel) => {
@@ -398,7 +372,8 @@ def measure_backend(backend: str, args, browser, env: dict[str, str], store, exp
         explorer_ctx = browser.new_context(viewport={"width": 1400, "height": 900})
         trainer_ctx = browser.new_context(viewport={"width": 1400, "height": 900})
         explorer, trainer = explorer_ctx.new_page(), trainer_ctx.new_page()
-        open_page(explorer, f"{server.url}/vae?run={explored}")
+        # the server-side sliders: each move is a round trip (the in-browser decoder, the default, is measure_drag.py's)
+        open_page(explorer, f"{server.url}/vae?run={explored}&vae-server=true")
 
         log(f"[{backend}] (a) idle: {args.moves} slider moves")
         meter = CpuMeter(server.proc.pid).start()
@@ -501,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
         explored = cli_train(runs_dir, env, dataset, data_root, PRETRAIN_STEPS)["run_id"]
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=niced_chromium(args.browser_nice, work),
-                                         args=CHROMIUM_ARGS)
+                                         args=list(st_harness.CHROMIUM_ARGS))
             try:
                 if not args.no_floor:
                     log(f"(a) the floor: a bare Streamlit slider and image, {args.moves} moves")

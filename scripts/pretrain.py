@@ -46,9 +46,13 @@ def specs(model_names: Sequence[str]) -> list[PretrainSpec]:
     """The shipped models, in the order they are trained; the EBM is included when genlib has one."""
     out = [
         # PCD-1 (Tieleman 2008) rather than the seed's CD-1: after a few epochs a CD-1 RBM's long Gibbs chains from
-        # random pixels all settle on one grey blob, a PCD one's on digits
-        PretrainSpec(run_id="pretrained-rbm", model="rbm", title="Pretrained RBM (500 hidden units, PCD-1)",
-                     model_config={"persistent": True}, train={"epochs": 10}, budget_min=5),
+        # random pixels all settle on one grey blob, a PCD one's on digits. With the seed's lr 0.1 and 64 chains
+        # they all settle on 0s; 256 persistent chains (the batch), lr 0.02 with momentum 0.5 (Hinton's guide) and a
+        # little weight decay give chains that end on most of the ten digits (tried 2026-11: 64-256 chains, lr
+        # 0.01-0.05, momentum 0.5/0.9, CD-10; lower rates leave chains from noise grey, higher ones collapse them)
+        PretrainSpec(run_id="pretrained-rbm", model="rbm", title="Pretrained RBM (500 hidden units, PCD-1, 256 chains)",
+                     model_config={"persistent": True, "momentum": 0.5, "weight_decay": 1e-4},
+                     train={"epochs": 15, "lr": 0.02, "batch_size": 256}, budget_min=12),
         PretrainSpec(run_id="pretrained-vae-latent8", model="vae", title="Pretrained VAE (latent 8, the seed's)",
                      model_config={"latent": 8}, train={"epochs": 20}, budget_min=6),
         PretrainSpec(run_id="pretrained-vae-latent2", model="vae", title="Pretrained VAE (latent 2: a map you can see)",

@@ -220,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from genlib.data import load_dataset
-    from genlib.quality import QualityEvaluator, settings_for
+    from genlib.quality import QualityEvaluator
+    from genlib.quality_settings import settings_for
 
     if args.threads:
         torch.set_num_threads(args.threads)

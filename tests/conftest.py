@@ -37,6 +37,17 @@ def dashboard_env(tmp_path, monkeypatch):
 
 
 @pytest.fixture
+def explorer_runs_dir(tmp_path, monkeypatch):
+    """For AppTest runs of one explorer: an empty runs folder and a data root without datasets (the offline digits
+    are used), with Streamlit's caches cleared before and after."""
+    monkeypatch.setenv("GENLIB_RUNS_DIR", str(tmp_path))
+    monkeypatch.setenv("GENLIB_DATA_ROOT", str(tmp_path / "no-data"))
+    _clear_caches()
+    yield tmp_path
+    _clear_caches()
+
+
+@pytest.fixture
 def manager(dashboard_env):
     """The dashboard's own JobManager (the one the pages use), for polling jobs from a test."""
     from dashboard import state
@@ -45,7 +56,7 @@ def manager(dashboard_env):
 
 
 class _NoQuality:
-    """Stands in for genlib.quality.RunQuality in tests about something else (knobs, forks, pretrained runs, pages):
+    """Stands in for genlib.quality_runs.RunQuality in tests about something else (knobs, forks, pretrained runs, pages):
     the end-of-run evaluation trains a classifier the first time and would dominate their time."""
 
     def __init__(self, *args, **kwargs) -> None:

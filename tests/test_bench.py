@@ -91,7 +91,8 @@ def test_quick_run_prints_the_table_with_numbers():
     t = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, str(BENCH), "--quick", "--only", "vae/seed,vae/genlib-bernoulli-fp32", "--dataset", "digits",
-         "--seconds", "0.3", "--warmup", "1", "--peak-size", "256", "--peak-reps", "2", "--markdown"],
+         "--seconds", "0.3", "--warmup", "1", "--peak-size", "256", "--peak-reps", "2", "--markdown",
+         "--threads", "1"],  # one thread: on a busy machine two threads' small kernels wait for a descheduled peer
         capture_output=True, text=True, timeout=85, cwd=str(REPO))
     elapsed = time.perf_counter() - t
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -105,3 +106,47 @@ def test_quick_run_prints_the_table_with_numbers():
     assert "vae/genlib-bernoulli-fp32 vs vae/seed: target >= 4x" in out
     assert re.search(r"target >= 4x\s+\d+\.\d\dx: (met|gap)", out), out
     assert elapsed < 60, f"the smoke run took {elapsed:.0f} s"
+
+
+# ---- scripts/gan_precision.py: fp32 against bf16 from the same start ----
+
+def _load_gan_precision():
+    spec = importlib.util.spec_from_file_location("genlib_gan_precision_script", REPO / "scripts" / "gan_precision.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gan_precision_summary_sets_the_precision_gap_against_the_seed_spread():
+    gp = _load_gan_precision()
+    rows = [{"seed": s, "precision": p, "fd": fd} for s, p, fd in
+            [(0, "fp32", 10.0), (0, "bf16", 10.5), (1, "fp32", 12.0), (1, "bf16", 11.0)]]
+    lines = gp.summary(rows)
+    assert "- fp32: mean FD 11.00, median 11.00 over 2 seed(s); seed-to-seed SD 1.41, range 2.00" in lines
+    assert "- bf16: mean FD 10.75, median 10.75 over 2 seed(s); seed-to-seed SD 0.35, range 0.50" in lines
+    assert "- seed 0: bf16 - fp32 = +0.50" in lines and "- seed 1: bf16 - fp32 = -1.00" in lines
+    # gaps +0.5 and -1.0: mean -0.25, SD 1.06, standard error 1.06 / sqrt(2) = 0.75
+    assert "- paired gap bf16 - fp32: mean -0.25 ± 0.75 (standard error, 2 seeds), median -0.25" in lines
+    assert gp.summary(rows[:2])[-1] == "- seed 0: bf16 - fp32 = +0.50"  # one seed: no spread, no standard error
+
+
+@pytest.mark.parametrize("start", ["scratch", "pretrained"])
+def test_gan_precision_runs_start_from_the_same_weights_in_both_precisions(start):
+    gp = _load_gan_precision()
+    if start == "pretrained" and not (gp.PRETRAINED / "checkpoints" / "last.safetensors").exists():
+        pytest.skip("no pretrained GAN in this checkout")
+    plan = gp.Plan(start, "fast", 1, 2, (3,), ("fp32", "bf16"), 100)
+    (m32, batch32, lr32), (m16, batch16, lr16) = gp.build(plan, 3, "fp32"), gp.build(plan, 3, "bf16")
+    assert (m32.precision, m16.precision) == ("fp32", "bf16") and (batch32, lr32) == (batch16, lr16)
+    s32, s16 = m32.state_dict(), m16.state_dict()
+    assert s32.keys() == s16.keys() and all(torch.equal(s32[k], s16[k]) for k in s32)
+    if start == "pretrained":  # the shipped run's weights, lr and batch size, not a fresh model's
+        ckpt = gp._pretrained()
+        assert all(torch.equal(s32[k], v) for k, v in ckpt.model_state.items())
+        assert (batch32, lr32) == (ckpt.train_config["batch_size"], ckpt.train_config["lr"])
+        assert bool(m32.optG.state) == bool(ckpt.training_state)  # Adam's moments came with it, where it has them
+    else:
+        assert (batch32, lr32) == (256, 1e-4)
+        other = gp.build(gp.Plan(start, "fast", 1, 2, (4,), ("fp32",), 100), 4, "fp32")[0]
+        assert not torch.equal(next(iter(other.state_dict().values())), next(iter(s32.values())))

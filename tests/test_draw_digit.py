@@ -13,7 +13,6 @@ import re
 
 import numpy as np
 import pytest
-import streamlit as st
 import torch
 from streamlit.testing.v1 import AppTest
 
@@ -35,14 +34,8 @@ def _app(model_name, run_id):
 
 
 @pytest.fixture(autouse=True)
-def runs_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("GENLIB_RUNS_DIR", str(tmp_path))
-    monkeypatch.setenv("GENLIB_DATA_ROOT", str(tmp_path / "no-data"))
-    st.cache_resource.clear()
-    st.cache_data.clear()
-    yield tmp_path
-    st.cache_resource.clear()
-    st.cache_data.clear()
+def runs_dir(explorer_runs_dir):
+    return explorer_runs_dir
 
 
 def _seven() -> np.ndarray:
@@ -83,8 +76,10 @@ def _save_run(runs_dir, name, model):
     return run
 
 
-def _open(name, run):
-    at = AppTest.from_function(_app, args=(name, run.id), default_timeout=TIMEOUT).run()
+def _open(name, run, tab="Your digit"):
+    at = AppTest.from_function(_app, args=(name, run.id), default_timeout=TIMEOUT)
+    at.query_params[f"{name}-tab"] = tab  # only the open tab runs (dashboard.explore.tabbed_panels)
+    at.run()
     assert not at.exception, at.exception
     return at
 
@@ -179,7 +174,7 @@ def test_vae_decoder_payload_decodes_like_genlib_and_is_sent_once(runs_dir, deco
 
     model = _model("vae", decoder=decoder)
     run = _save_run(runs_dir, "vae", model)
-    at = _open("vae", run)
+    at = _open("vae", run, "Latent sliders")
     data = _decoder_data(at, f"vae-smooth-{run.id}")
     assert [s["label"] for s in data["sliders"]] == ["z0", "z1", "z2", "z3"] and data["base"] == [0.0] * 4
     z = torch.randn(5, 4, generator=torch.Generator().manual_seed(1))
@@ -195,7 +190,7 @@ def test_rbm_payload_is_p_v_given_h(runs_dir):
 
     model = _model("rbm")
     run = _save_run(runs_dir, "rbm", model)
-    at = _open("rbm", run)
+    at = _open("rbm", run, "Clamp hidden units")
     data = _decoder_data(at, f"rbm-smooth-{run.id}")
     assert [s["index"] for s in data["sliders"]] == list(range(8))
     h = torch.tensor(data["base"], dtype=torch.float32)
@@ -207,7 +202,7 @@ def test_rbm_payload_is_p_v_given_h(runs_dir):
 def test_the_page_asking_again_gets_the_weights_again(runs_dir):
     model = _model("vae")
     run = _save_run(runs_dir, "vae", model)
-    at = _open("vae", run)
+    at = _open("vae", run, "Latent sliders")
     uid = f"vae-smooth-{run.id}"
     at.run()
     assert _decoder_data(at, uid)["weights"] is None
@@ -239,7 +234,7 @@ def test_a_click_picks_a_test_code_or_a_point_of_the_plane():
 
 def test_latent_map_is_clickable(runs_dir):
     run = _save_run(runs_dir, "vae", _model("vae", latent=2))
-    at = _open("vae", run)
+    at = _open("vae", run, "Latent map")
     chart = at.get_by_key(f"vae-map-{run.id}")
     assert chart.proto.selection_mode, "on_select must be on"
     assert any("Click a dot or anywhere in the plane" in c.value for c in at.caption)

@@ -110,7 +110,9 @@ def test_chain_viewer_prints_each_images_energy_and_scrubs(runs_dir, media):
 def test_replay_tab_shows_the_workers_grid(runs_dir, media):
     model = _ebm()
     run = _save_run(runs_dir, "ebm", model)
-    at = AppTest.from_function(_app, args=(run.id,), default_timeout=TIMEOUT).run()
+    at = AppTest.from_function(_app, args=(run.id,), default_timeout=TIMEOUT)
+    at.query_params["ebm-tab"] = "Replay buffer"  # only the open tab runs (dashboard.explore.tabbed_panels)
+    at.run()
     assert "replay buffer's grid appears" in " ".join(i.value for i in at.info)
     (run.path / "replay.png").write_bytes(png_bytes(grid(torch.rand(16, 1, 28, 28))))
     at.run()
@@ -125,7 +127,9 @@ def test_rbm_tab_runs_langevin_and_gibbs_from_one_start(runs_dir, media):
     with torch.no_grad():
         rbm.W.mul_(100)
     rbm_run = _save_run(runs_dir, "rbm", rbm)
-    at = AppTest.from_function(_app, args=(run.id,), default_timeout=TIMEOUT).run()
+    at = AppTest.from_function(_app, args=(run.id,), default_timeout=TIMEOUT)
+    at.query_params["ebm-tab"] = "An RBM as an EBM"
+    at.run()
     assert not at.exception, at.exception
     at.selectbox(key=f"ebm-rbm-run-{run.id}").set_value(rbm_run.id).run()  # (a shipped RBM may be listed too)
     at.radio(key=f"ebm-rstart-{run.id}").set_value("test").run()

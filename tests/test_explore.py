@@ -17,15 +17,19 @@ from genlib.runs import RunStore
 
 TIMEOUT = 60  # the first run imports torch and plotly
 TINY = {"vae": {"hidden": 32, "latent": 4}, "gan": {"preset": "fast"}, "rbm": {"n_hidden": 32, "sample_steps": 20}}
-IMAGES = {  # container keys (without the run suffix) that must each hold one PNG
-    "vae": ["zimg", "manifold", "interp-ends", "interp-img", "interp-strip", "recon-orig", "recon-img"],
-    "gan": ["grid", "dir-img", "dir-strip", "slerp-img", "slerp-strip"],
-    "rbm": ["filters", "chain-img", "clamp-base", "clamp-filters", "clamp-img"],
-}
-SLIDERS = {
-    "vae": ["z0", "z1", "z2", "z3", "mn", "mspan", "it", "rn"],
-    "gan": ["means", "stds", "dir0", "dir1", "dir2", "dir3", "st"],
-    "rbm": ["gframe", "h0", "h1", "h2", "h3"],
+# per explorer tab (only the open tab runs): container keys (without the run suffix) that must each hold one PNG,
+# and the slider keys it must show
+PANELS = {
+    ("vae", "Latent sliders"): (["zimg"], ["z0", "z1", "z2", "z3"]),
+    ("vae", "Manifold"): ([], ["mn", "mspan"]),
+    ("vae", "Interpolation"): (["interp-ends", "interp-img", "interp-strip"], ["it"]),
+    ("vae", "Reconstructions"): (["recon-orig", "recon-img"], ["rn"]),
+    ("gan", "The seed's latent points"): (["grid"], ["means", "stds"]),
+    ("gan", "Directions"): (["dir-img", "dir-strip"], ["dir0", "dir1", "dir2", "dir3"]),
+    ("gan", "Interpolation"): (["slerp-img", "slerp-strip"], ["st"]),
+    ("rbm", "Filters"): (["filters"], []),
+    ("rbm", "Gibbs chain"): (["chain-img"], ["gframe"]),
+    ("rbm", "Clamp hidden units"): (["clamp-base", "clamp-filters", "clamp-img"], ["h0", "h1", "h2", "h3"]),
 }
 
 
@@ -63,7 +67,18 @@ def _save_run(runs_dir, name, model, step=0):
 
 
 def _open(name, run):
-    return AppTest.from_function(_app, args=(name, run.id if run else None), default_timeout=TIMEOUT).run()
+    at = AppTest.from_function(_app, args=(name, run.id if run else None), default_timeout=TIMEOUT)
+    # the server-side latent and clamp sliders (the in-browser ones, the default, are tests/test_latent_click_manifold's)
+    at.session_state["vae-server"] = at.session_state["rbm-server"] = True
+    return at.run()
+
+
+def _tab(at, name, label):
+    """Open the explorer tab `label` (the tabs are bound to the URL, so the query parameter picks it) and rerun."""
+    at.query_params[f"{name}-tab"] = label
+    at.run()
+    assert not at.exception, at.exception
+    return at
 
 
 def _png(at, media, container_key):
@@ -106,27 +121,57 @@ def test_explorer_renders_keyed_images_and_sliders(runs_dir, media, name):
     run = _save_run(runs_dir, name, _model(name), step=0)
     at = _open(name, run)
     assert not at.exception, at.exception
-    for k in IMAGES[name]:
-        img = read_png(_png(at, media, f"{name}-{k}-{run.id}"))
-        assert img.ndim == 2 and img.shape[1] >= 28
-    slider_keys = {s.key for s in at.slider}
-    assert {f"{name}-{k}-{run.id}" for k in SLIDERS[name]} <= slider_keys
     captions = " ".join(c.value for c in at.caption)
     assert "step 0" in captions and "follows newer snapshots" in captions  # a queued run counts as live
     assert at.toggle(key=f"{name}-follow-{run.id}").value is True
+    for (model_name, label), (images, sliders) in PANELS.items():
+        if model_name != name:
+            continue
+        _tab(at, name, label)
+        for k in images:
+            img = read_png(_png(at, media, f"{name}-{k}-{run.id}"))
+            assert img.ndim == 2 and img.shape[1] >= 28
+        slider_keys = {s.key for s in at.slider}
+        assert {f"{name}-{k}-{run.id}" for k in sliders} <= slider_keys, label
     if name == "vae":
+        _tab(at, name, "Latent map")
         assert at.get("plotly_chart"), "the latent map is a plotly chart"
+
+
+def test_only_the_open_tab_runs(runs_dir, media):
+    """Hidden tabs compute nothing (they would rerun every few seconds while a run trains): the Interpolation tab's
+    images exist only once that tab is open, and the sliders' image only while its tab is."""
+    run = _save_run(runs_dir, "vae", _model("vae"))
+    at = _open("vae", run)
+    keys = {f"vae-zimg-{run.id}", f"vae-interp-img-{run.id}"}
+
+    def shown():
+        found = set()
+        for k in keys:
+            try:
+                at.get_by_key(k)
+                found.add(k)
+            except KeyError:  # AppTest: no element with that key on the page
+                pass
+        return found
+
+    assert shown() == {f"vae-zimg-{run.id}"}
+    _tab(at, "vae", "Interpolation")
+    assert shown() == {f"vae-interp-img-{run.id}"}
 
 
 # ---- a slider move changes the image it drives (and not the others) ----
 
 def test_vae_latent_slider_changes_the_decoded_image_only(runs_dir, media):
     run = _save_run(runs_dir, "vae", _model("vae"))
-    at = _open("vae", run)
-    manifold = _png(at, media, f"vae-manifold-{run.id}")
+    untouched = _tab(_open("vae", run), "vae", "Manifold")
+    manifold = untouched.get_by_key(f"vae-manifold-{run.id}").get("plotly_chart")[0].proto.spec  # the image inside
+    at = _open("vae", run)  # the default tab: the latent sliders (AppTest cannot switch back to a default tab)
     before, after = _moved(at, media, f"vae-z0-{run.id}", 2.5, f"vae-zimg-{run.id}")
     assert before != after
-    assert _png(at, media, f"vae-manifold-{run.id}") == manifold
+    _tab(at, "vae", "Manifold")
+    assert at.get_by_key(f"vae-manifold-{run.id}").get("plotly_chart")[0].proto.spec == manifold
+    _tab(at, "vae", "Interpolation")
     before, after = _moved(at, media, f"vae-it-{run.id}", 0.0, f"vae-interp-img-{run.id}")
     assert before != after
 
@@ -163,15 +208,17 @@ def test_gan_seed_sliders_seed_and_new_noise_drive_the_grid(runs_dir, media):
     assert not at.exception
     assert at.number_input(key=f"gan-seed-{run.id}").value != 3
     assert _png(at, media, grid) != third
+    _tab(at, "gan", "Directions")
     before, after = _moved(at, media, f"gan-dir0-{run.id}", 4.0, f"gan-dir-img-{run.id}")
     assert before != after
+    _tab(at, "gan", "Interpolation")
     before, after = _moved(at, media, f"gan-st-{run.id}", 0.0, f"gan-slerp-img-{run.id}")
     assert before != after
 
 
 def test_rbm_chain_slider_picks_frames_and_clamps_change_p_v_given_h(runs_dir, media):
     run = _save_run(runs_dir, "rbm", _model("rbm"))
-    at = _open("rbm", run)
+    at = _tab(_open("rbm", run), "rbm", "Gibbs chain")
     assert at.slider(key=f"rbm-gframe-{run.id}").value == 200  # the chain's end
     before, after = _moved(at, media, f"rbm-gframe-{run.id}", 0, f"rbm-chain-img-{run.id}")
     assert before != after  # step 0 shows the random start
@@ -181,6 +228,7 @@ def test_rbm_chain_slider_picks_frames_and_clamps_change_p_v_given_h(runs_dir, m
     assert frame.max == 1000 and frame.step == 5  # 1000 steps, 200 recorded frames
     before, after = _moved(at, media, f"rbm-gframe-{run.id}", 500, f"rbm-chain-img-{run.id}")
     assert before != after
+    _tab(at, "rbm", "Clamp hidden units")
     base = _png(at, media, f"rbm-clamp-base-{run.id}")
     h0 = at.slider(key=f"rbm-h0-{run.id}")
     before, after = _moved(at, media, f"rbm-h0-{run.id}", 0.0 if h0.value > 0.5 else 1.0, f"rbm-clamp-img-{run.id}")

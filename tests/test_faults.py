@@ -6,9 +6,9 @@ runs directory."""
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import signal
-import time
 
 import pytest
 
@@ -16,6 +16,7 @@ from genlib.checkpoints import load_checkpoint, model_from_checkpoint
 from genlib.io import append_jsonl, atomic_write_json, read_json, read_jsonl
 from genlib.jobs import JobManager
 from genlib.runs import RunStore
+import waiting
 
 VAE = {"hidden": 16, "latent": 2}
 
@@ -25,13 +26,7 @@ def train_cfg(**kw):
             "lr": 1e-3, "checkpoint_every_s": 0.1, "threads": 1, **kw}
 
 
-def wait_for(predicate, timeout=90.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
+wait_for = functools.partial(waiting.wait_for, timeout=90.0)  # pages and jobs here can take a while on 2 cores
 
 
 def enospc(*args, **kwargs):

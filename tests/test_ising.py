@@ -295,3 +295,19 @@ def test_rbm_page_shows_an_ising_sweep_with_curves_table_and_lattices(dashboard_
     assert list(table["T"]) == [1.5, 3.0] and "E/N MC" in table.columns and "z E" in table.columns
     assert at.select_slider(key="ising-lattice-T-sweep-test").options == ["1.500", "3.000"]
     assert len(at.image) >= 2  # Monte Carlo and RBM lattices side by side
+    # G(r) of both at the slider's temperature (3.0, the middle one): r = 0..L/2, G(0) = 1 for +-1 spins
+    corr = [c for c in at.get("plotly_chart") if "spin-spin correlation G(r)" in c.proto.spec]
+    assert len(corr) == 1 and "T = 3.000" in corr[0].proto.spec
+    import json
+
+    traces = json.loads(corr[0].proto.spec)["data"]
+    assert [t["name"] for t in traces] == ["Monte Carlo", "RBM samples"]
+    for t in traces:
+        assert t["x"] == [0, 1, 2, 3, 4] and t["y"][0] == pytest.approx(1.0) and all(-1 <= y <= 1 for y in t["y"])
+    assert traces[0]["y"][1] > traces[0]["y"][4] > 0  # Monte Carlo at T = 3: correlations decay with distance
+    # the form's defaults are the sweep recipe that matches Monte Carlo (SweepPlan's), and the page says its cost
+    recipe = SweepPlan(sweep_id="x", L=8, temperatures=(2.0,))
+    for name, value in (("hidden", recipe.n_hidden), ("k", recipe.k), ("epochs", recipe.epochs), ("lr", recipe.lr),
+                        ("batch", recipe.batch_size), ("n", recipe.n)):
+        assert at.number_input(key=f"ising-form-{name}").value == value, name
+    assert any("min per temperature" in c.value for c in at.caption)

@@ -6,6 +6,7 @@ import pytest
 
 from genlib.jobs import JobManager
 from genlib.runs import RunStore
+from waiting import wait_for
 
 VAE = {"hidden": 32, "latent": 2}
 
@@ -13,15 +14,6 @@ VAE = {"hidden": 32, "latent": 2}
 def train_cfg(**kw):
     return {"dataset": "digits", "epochs": 1, "batch_size": 50, "log_every": 2, "device": "cpu", "n_samples": 16,
             "lr": 1e-3, **kw}
-
-
-def wait_for(predicate, timeout=60.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
 
 
 @pytest.fixture(params=["thread", "process"])

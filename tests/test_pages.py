@@ -7,6 +7,7 @@ deadline, never the page.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -14,6 +15,7 @@ import time
 import pytest
 
 from conftest import APP
+import waiting
 
 TIMEOUT = 60  # AppTest's per-run limit: the first run imports torch
 PAGES = {"app_pages/home.py": "Deep generative models", "app_pages/rbm.py": "Restricted Boltzmann machine",
@@ -31,13 +33,7 @@ def app(page: str | None = None):
     return at.run()
 
 
-def wait_for(predicate, timeout=120.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
+wait_for = functools.partial(waiting.wait_for, timeout=120.0)  # pages and jobs here can take a while on 2 cores
 
 
 def start_vae(at, **values):

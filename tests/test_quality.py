@@ -1,5 +1,5 @@
-"""Tests of genlib.quality: the cheap/final/full settings, the flat figures against exact answers (log Z by
-enumeration), the classifier policy (cheap evaluations never train it), the worker's quality records during and after
+"""Tests of genlib.quality and genlib.quality_runs: the cheap/final/full settings, the flat figures against exact
+answers (log Z by enumeration), the classifier policy (cheap evaluations never train it), the worker's quality records during and after
 a tiny run within its time budget, an evaluation failure that leaves the job finished, cancellation, and the
 background full evaluation of a saved run."""
 
@@ -12,12 +12,13 @@ import math
 import pytest
 import torch
 
-from genlib import quality
+from genlib import quality_runs
 from genlib.classifier import ClassifierTrainConfig, classifier_path, ensure_classifier
 from genlib.data import load_dataset
 from genlib.models import build_model
-from genlib.quality import (CHEAP, FINAL, FULL, QualityEvaluator, QualitySettings, evaluation_running,
-                            run_evaluation, settings_for)
+from genlib.quality import QualityEvaluator
+from genlib.quality_runs import evaluation_running, run_evaluation
+from genlib.quality_settings import CHEAP, FINAL, FULL, QualitySettings, settings_for
 from genlib.runs import RunStore
 
 TINY_CLASSIFIER = ClassifierTrainConfig(epochs=2, batch_size=16, max_shift=1)  # ~90% on digits in ~2 s: enough here
@@ -150,7 +151,7 @@ def test_the_worker_records_cheap_figures_within_budget_and_final_ones_at_the_en
 
     monkeypatch.setenv("GENLIB_CACHE", str(cache))
     monkeypatch.setattr(worker, "QUALITY_EVERY_S", 0.0)  # as often as the 10% budget allows
-    monkeypatch.setattr(quality, "FINAL", SMALL_FINAL)
+    monkeypatch.setattr(quality_runs, "FINAL", SMALL_FINAL)
     run = _tiny_run(tmp_path, epochs=6)
     summary = worker.run_job(run)
     assert summary["state"] == "finished" and run.state().get("message") is None
@@ -199,14 +200,14 @@ def test_full_evaluation_of_a_saved_run_in_the_background(tmp_path, monkeypatch,
     from genlib import worker
 
     monkeypatch.setenv("GENLIB_CACHE", str(cache))
-    monkeypatch.setattr(quality, "FINAL", SMALL_FINAL)
-    monkeypatch.setattr(quality, "FULL", dataclasses.replace(SMALL_FINAL, kind="full", iwae_k=30))
+    monkeypatch.setattr(quality_runs, "FINAL", SMALL_FINAL)
+    monkeypatch.setattr(quality_runs, "FULL", dataclasses.replace(SMALL_FINAL, kind="full", iwae_k=30))
     run = _tiny_run(tmp_path, model="rbm", model_config={"n_hidden": 16}, epochs=1, lr=0.1)
     assert worker.run_job(run)["state"] == "finished"
-    thread = quality.start_evaluation(run, "full", backend="thread")
+    thread = quality_runs.start_evaluation(run, "full", backend="thread")
     assert evaluation_running(run)
     with pytest.raises(ValueError, match="already running"):
-        quality.start_evaluation(run, "full", backend="thread")
+        quality_runs.start_evaluation(run, "full", backend="thread")
     thread.join(120)
     summary = run.quality_summary()
     assert summary["kind"] == "full" and summary["checkpoint"] == "last.safetensors"
@@ -215,12 +216,12 @@ def test_full_evaluation_of_a_saved_run_in_the_background(tmp_path, monkeypatch,
     assert "frechet_distance" in summary["figures"]  # the final and full evaluations score the RBM's samples
     assert [r["kind"] for r in run.quality_records()[0]] == ["final", "full"]
     # the same from the command line (what the dashboard's process backend runs), in-process here
-    assert quality.main([str(run.path), "--kind", "full", "--nice", "0"]) == 0
+    assert quality_runs.main([str(run.path), "--kind", "full", "--nice", "0"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["kind"] == "full" and out["error"] is None and len(run.quality_records()[0]) == 3
 
 
 def test_evaluating_a_run_without_a_checkpoint_records_the_error(tmp_path):
     run = _tiny_run(tmp_path)
-    record = quality.evaluate_saved_run(run, FULL)
+    record = quality_runs.evaluate_saved_run(run, FULL)
     assert "no checkpoint yet" in record["error"] and run.quality_status()["state"] == "failed"

@@ -29,12 +29,12 @@ def classifier_cache(tmp_path_factory):
 @pytest.fixture
 def quality_env(dashboard_env, classifier_cache, monkeypatch):
     """The dashboard environment, plus a cached classifier and cheap final/full evaluations (same code paths)."""
-    from genlib import quality, worker
+    from genlib import quality_runs, worker
 
     monkeypatch.setenv("GENLIB_CACHE", str(classifier_cache))
-    small = dataclasses.replace(quality.FINAL, ais_steps=200, ais_chains=16, iwae_k=20, n_samples=300)
-    monkeypatch.setattr(quality, "FINAL", small)
-    monkeypatch.setattr(quality, "FULL", dataclasses.replace(small, kind="full", iwae_k=30))
+    small = dataclasses.replace(quality_runs.FINAL, ais_steps=200, ais_chains=16, iwae_k=20, n_samples=300)
+    monkeypatch.setattr(quality_runs, "FINAL", small)
+    monkeypatch.setattr(quality_runs, "FULL", dataclasses.replace(small, kind="full", iwae_k=30))
     monkeypatch.setattr(worker, "QUALITY_EVERY_S", 0.0)
     return dashboard_env
 
@@ -92,7 +92,7 @@ def test_gan_page_shows_figures_histogram_trend_and_runs_the_full_evaluation(qua
 
 
 def test_a_failed_evaluation_is_a_message_never_a_traceback(quality_env):
-    from genlib.quality import make_record, save_record
+    from genlib.quality_runs import make_record, save_record
 
     run = finished_run(quality_env, "vae", {"hidden": 32, "latent": 2}, epochs=1)
     save_record(run, make_record("full", 30, error="OutOfMemoryError: out of memory"))

@@ -7,6 +7,8 @@
 // float32 weights (the same numbers genlib multiplies, summed more exactly), and the next animation frame paints
 // the result into a 28x28 canvas upscaled without smoothing.
 //
+// When a slider is let go, the component sends all inputs once (trigger "release"): the page's state for shared links.
+//
 // window.__genlibDecoders[uid] is a live handle for tests and measurements: `last` (the decoded means, Float64Array),
 // `values` (the inputs), `frames` (images painted so far), `decodeMs` / `decodeMsTotal` (time in the forward pass),
 // `sliders` (the range inputs), `decode(values)`.
@@ -158,6 +160,8 @@ export default function (component) {
       s.shown.textContent = Number(s.input.value).toFixed(2);
       schedule();
     };
+    // on release only (never while dragging): tell Python where the sliders stopped, so a shared link keeps them
+    s.input.onchange = () => setTriggerValue("release", Array.from(st.values));
   }
   const handle = (HANDLES[data.uid] = HANDLES[data.uid] || {});
   Object.assign(handle, {

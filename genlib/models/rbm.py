@@ -53,6 +53,9 @@ class RBMConfig:
     binarize: str = "stochastic"  # [0, 1] pixels -> {0, 1}: Bernoulli draws (the seed's data.bernoulli()) or > 0.5
     init_std: float = 0.01  # W ~ N(0, init_std^2), the seed's randn * 1e-2
     sample_steps: int = 500  # Gibbs steps of `sample`, from uniform random visibles
+    # 0: constant step size. N: the step size falls linearly from lr to 0 over the first N updates (set N to the run's
+    # total steps): the SGD noise of a constant lr leaves the model's statistics off the data's (Robbins-Monro)
+    lr_decay_steps: int = 0
 
     def __post_init__(self) -> None:
         shape = self.image_shape
@@ -68,6 +71,7 @@ class RBMConfig:
         check(isinstance(self.init_std, (int, float)) and not isinstance(self.init_std, bool)
               and 0.0 < self.init_std <= 1.0, f"init_std must be a number in (0, 1], got {self.init_std!r}")
         _int_in("sample_steps", self.sample_steps, 1, 100_000)
+        _int_in("lr_decay_steps", self.lr_decay_steps, 0, 10**9)
 
 
 class CDChain(NamedTuple):
@@ -143,6 +147,7 @@ class RBM(GenerativeModel, LatentModel):
         self.n_visible = math.prod(self.image_shape)
         self.latent_dim = config.n_hidden
         self.k = config.k  # mutable (set_k); the frozen config keeps the start value
+        self.updates = 0  # parameter updates so far (for lr_decay_steps); saved by training_state()
         # the seed's parameters; nn.Parameter for state_dict and .to(), but updated in closed form, never by autograd
         self.W = nn.Parameter(torch.randn(config.n_hidden, self.n_visible) * config.init_std)  # (n_h, n_v)
         self.v_bias = nn.Parameter(torch.zeros(self.n_visible))  # b (n_v)
@@ -158,6 +163,7 @@ class RBM(GenerativeModel, LatentModel):
         """No torch optimiser: reset the closed-form SGD's state (momentum buffers, persistent chain)."""
         self._grads, self._velocity = {}, {}
         self._scratch = None
+        self.updates = 0
         self.pcd_chain = None
 
     @classmethod
@@ -277,7 +283,12 @@ class RBM(GenerativeModel, LatentModel):
             self.pcd_chain.copy_(s.draw(ph_k, s.hidden))  # the particles' next hidden state
         return CDChain(a_0, ph_0, recon, v_k, a_k, ph_k, vis, logits, p_h)
 
-    def _sgd(self, name: str, param: torch.Tensor, grad: torch.Tensor) -> None:
+    def step_lr(self) -> float:
+        """The step size of the next update: lr, or lr (1 - updates / lr_decay_steps), at least 0, when decaying."""
+        n = self.config.lr_decay_steps
+        return self.lr if not n else self.lr * max(0.0, 1.0 - self.updates / n)
+
+    def _sgd(self, name: str, param: torch.Tensor, grad: torch.Tensor, lr: float) -> None:
         """torch.optim.SGD's update, in place: d = g + wd p; buf = d (first step) or m buf + d; p -= lr buf."""
         wd, momentum = self.config.weight_decay, self.config.momentum
         if wd:
@@ -291,7 +302,7 @@ class RBM(GenerativeModel, LatentModel):
                     buf = self._velocity[name] = buf.to(grad.device)
                 buf.mul_(momentum).add_(grad)
             grad = buf
-        param.add_(grad, alpha=-self.lr)
+        param.add_(grad, alpha=-lr)
 
     @torch.no_grad()
     def train_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -301,6 +312,8 @@ class RBM(GenerativeModel, LatentModel):
         v0 = self.visibles(x)  # (B, n_v) in {0, 1}
         chain = self.contrastive_chain(v0)
         n, dtype = v0.shape[0], self.W.dtype
+        lr = self.step_lr()
+        self.updates += 1
         vis, p_h = chain.visibles, chain.p_h  # [v0; vk] (2B, n_v), [p(h|v0); p(h|vk)] (2B, n_h)
         # metrics first: they use the parameters the chain ran with, as the seed's loss does. From the logits the
         # chain already has: mean F(v0) - mean F(vk) = -((sum v0 - sum vk).b + sum softplus(a0) - sum softplus(ak)) / B
@@ -325,7 +338,7 @@ class RBM(GenerativeModel, LatentModel):
                 s.stats = torch.empty_like(self.W, dtype=vis.dtype)
             stats = g["W"].copy_(torch.mm(p_h.t(), vis, out=s.stats))  # to fp32 in a buffer (no temporary)
         if plain:  # p -= lr g, fused into one pass per parameter
-            step = self.lr / n
+            step = lr / n
             if bf16:
                 self.W.add_(stats, alpha=step)
             else:
@@ -340,12 +353,14 @@ class RBM(GenerativeModel, LatentModel):
         torch.div(dv, -n, out=g["v_bias"])  # mean(vk - v0) (n_v)
         torch.div(dh, -n, out=g["h_bias"])  # mean(p(h|vk) - p(h|v0)) (n_h)
         for name in PARAMS:
-            self._sgd(name, getattr(self, name), g[name])
+            self._sgd(name, getattr(self, name), g[name], lr)
         return metrics
 
     def training_state(self) -> dict[str, Any]:
-        """Momentum buffers, the persistent chain and the current k, for resuming."""
+        """Momentum buffers, the persistent chain, the current k and (decaying lr) the update count, for resuming."""
         state: dict[str, Any] = {"k": self.k, "momentum": {n: b.detach().clone() for n, b in self._velocity.items()}}
+        if self.config.lr_decay_steps:
+            state["updates"] = self.updates
         if self.pcd_chain is not None:
             state["pcd_chain"] = self.pcd_chain.detach().clone()
         return state
@@ -354,6 +369,7 @@ class RBM(GenerativeModel, LatentModel):
         device, dtype = self.device, self.W.dtype
         if "k" in state:
             self.set_k(int(state["k"]))
+        self.updates = int(state.get("updates", 0))
         self._velocity = {n: b.to(device, dtype).clone() for n, b in state.get("momentum", {}).items() if n in PARAMS}
         chain = state.get("pcd_chain")
         self.pcd_chain = None if chain is None else chain.to(device, dtype).clone()

@@ -9,13 +9,10 @@ GENLIB_REQUIRE_BROWSER=1 (CI), where that is an error instead.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -23,21 +20,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 SCREENSHOTS = ROOT / "artifacts" / "screenshots"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
 SERVER_START_TIMEOUT_S = 90
 PRETRAIN_TIMEOUT_S = 150
 
-
-def chromium_path() -> str | None:
-    """Debian's Chromium: /usr/bin/chromium, else `chromium` on PATH; $GENLIB_CHROMIUM, when set, is the only
-    candidate (a path or a command name)."""
-    override = os.environ.get("GENLIB_CHROMIUM")
-    if override:
-        return override if os.path.isfile(override) and os.access(override, os.X_OK) else shutil.which(override)
-    if os.path.isfile("/usr/bin/chromium") and os.access("/usr/bin/chromium", os.X_OK):
-        return "/usr/bin/chromium"
-    return shutil.which("chromium")
+if str(ROOT / "scripts") not in sys.path:
+    sys.path.append(str(ROOT / "scripts"))  # appended, so a script's name never shadows a module
+from st_harness import (chromium_path, free_port, launch_chromium, stop_server,  # noqa: E402
+                        streamlit_command, wait_healthy)
 
 
 def _missing() -> str | None:
@@ -67,27 +56,6 @@ def pytest_collection_modifyitems(config, items):
 
 
 # ---- the server ----
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = SERVER_START_TIMEOUT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"streamlit exited with code {proc.returncode} before it was healthy")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                if r.read().decode().strip() == "ok":
-                    return
-        except OSError:
-            pass
-        time.sleep(0.25)
-    raise TimeoutError(f"{url}/_stcore/health did not answer 'ok' within {timeout:.0f} s")
-
 
 def stop_live_runs(runs_dir: Path, timeout: float = 30.0) -> None:
     """Ask every live run in the folder to stop and wait for its worker (process workers outlive the server: they
@@ -170,16 +138,14 @@ def app_url(browser_env, pretrain):
     """`streamlit run app.py` on a free port; its URL once /_stcore/health says ok. Stopped (with every training
     job it started) at the end of the session."""
     port = free_port()
-    cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-           "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false",
-           "--server.port", str(port), "--server.address", "127.0.0.1"]
+    cmd = streamlit_command(port)
     log_path = Path(browser_env["GENLIB_RUNS_DIR"]).parent / "streamlit.log"
     log = open(log_path, "wb")
     proc = subprocess.Popen(cmd, cwd=ROOT, env=browser_env, stdout=log, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_healthy(url, proc)
+        wait_healthy(url, proc, SERVER_START_TIMEOUT_S)
     except Exception:
         proc.kill()
         proc.wait(10)
@@ -189,13 +155,7 @@ def app_url(browser_env, pretrain):
     try:
         stop_live_runs(Path(browser_env["GENLIB_RUNS_DIR"]))
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-        log.close()
+        stop_server(proc, log)
 
 
 # ---- the browser ----
@@ -210,7 +170,7 @@ def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        b = launch_chromium(p)
         yield b
         b.close()
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from urllib.parse import urljoin
 
 import pytest
 
@@ -22,41 +21,12 @@ else:
     expect.set_options(timeout=30_000)
 
 APP_TIMEOUT_MS = 60_000
+from st_pages import (by_key, image_bytes, open_page, wait_for_app_run,  # noqa: E402 (scripts/ on sys.path)
+                      wait_image_loaded)
 ROOT = Path(__file__).resolve().parents[2]
 
 
 # ---- helpers (as in test_flows.py: Streamlit's own e2e patterns) ----
-
-def wait_for_app_run(page, timeout: int = APP_TIMEOUT_MS) -> None:
-    page.locator("[data-testid='stApp'][data-test-connection-state='CONNECTED']").wait_for(state="attached",
-                                                                                            timeout=timeout)
-    page.locator("[data-testid='stApp'][data-test-script-state='notRunning']").wait_for(state="attached",
-                                                                                         timeout=timeout)
-    expect(page.get_by_test_id("stSkeleton")).to_have_count(0, timeout=timeout)
-
-
-def open_page(page, url: str) -> None:
-    page.goto(url, wait_until="domcontentloaded")
-    wait_for_app_run(page)
-    expect(page.get_by_test_id("stException")).to_have_count(0)
-
-
-def by_key(page, key: str):
-    return page.locator(f".st-key-{key}")
-
-
-def wait_image_loaded(page, key: str, timeout: int = APP_TIMEOUT_MS) -> str:
-    page.wait_for_function(
-        "(sel) => { const i = document.querySelector(sel + ' img'); return i && i.complete && i.naturalWidth > 0; }",
-        arg=f".st-key-{key}", timeout=timeout)
-    return by_key(page, key).locator("img").first.get_attribute("src")
-
-
-def image_bytes(page, src: str) -> bytes:
-    r = page.request.get(urljoin(page.url, src))
-    assert r.ok, f"GET {src}: {r.status}"
-    return r.body()
-
 
 def press_on_slider(page, key: str, keys: str, expected_value: str) -> None:
     thumb = by_key(page, key).get_by_role("slider")

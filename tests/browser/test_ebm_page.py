@@ -21,22 +21,7 @@ else:
     expect.set_options(timeout=60_000)
 
 APP_TIMEOUT_MS = 90_000
-
-
-def wait_for_app_run(page, timeout: int = APP_TIMEOUT_MS) -> None:
-    page.locator("[data-testid='stApp'][data-test-connection-state='CONNECTED']").wait_for(state="attached",
-                                                                                            timeout=timeout)
-    page.locator("[data-testid='stApp'][data-test-script-state='notRunning']").wait_for(state="attached",
-                                                                                         timeout=timeout)
-    expect(page.get_by_test_id("stSkeleton")).to_have_count(0, timeout=timeout)
-
-
-def first_image_src(page, key: str, timeout: int = APP_TIMEOUT_MS) -> str:
-    """The src of the first image in the keyed container, once it has loaded."""
-    page.wait_for_function(
-        "(sel) => { const i = document.querySelector(sel + ' img'); return i && i.complete && i.naturalWidth > 0; }",
-        arg=f".st-key-{key}", timeout=timeout)
-    return page.locator(f".st-key-{key} img").first.get_attribute("src")
+from st_pages import wait_for_app_run, wait_image_loaded  # noqa: E402 (scripts/ is on sys.path)
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +72,7 @@ def test_ebm_page_chain_slider_replay_and_rbm(page, app_url, ebm_run, rbm_run, s
     expect(page.get_by_test_id("stException")).to_have_count(0)
     # the chain viewer: four chains from noise, each image with its energy printed under it
     chain = f"ebm-chain-img-{ebm_run}"
-    old_src = first_image_src(page, chain)
+    old_src = wait_image_loaded(page, chain)
     expect(page.locator(f".st-key-{chain} img")).to_have_count(4)
     captions = page.locator(f".st-key-{chain}").inner_text()
     assert len(re.findall(r"E = -?\d+\.\d{3}", captions)) == 4, captions
@@ -99,11 +84,11 @@ def test_ebm_page_chain_slider_replay_and_rbm(page, app_url, ebm_run, rbm_run, s
     page.keyboard.press("Home")
     expect(thumb).to_have_value("0")
     expect(page.locator(f".st-key-{chain} img").first).not_to_have_attribute("src", old_src, timeout=APP_TIMEOUT_MS)
-    new_src = first_image_src(page, chain)
+    new_src = wait_image_loaded(page, chain)
     assert page.request.get(urljoin(page.url, new_src)).body() != page.request.get(urljoin(page.url, old_src)).body()
     # the replay buffer's grid, as the worker saved it
     page.get_by_role("tab", name="Replay buffer").click()
-    first_image_src(page, f"ebm-replay-img-{ebm_run}")
+    wait_image_loaded(page, f"ebm-replay-img-{ebm_run}")
     # the RBM tab: Langevin on the free energy beside the Gibbs chain, F printed under every image
     page.get_by_role("tab", name="An RBM as an EBM").click()
     combo = page.locator(f".st-key-ebm-rbm-run-{ebm_run}").get_by_role("combobox")
@@ -114,6 +99,6 @@ def test_ebm_page_chain_slider_replay_and_rbm(page, app_url, ebm_run, rbm_run, s
         wait_for_app_run(page)
     for name in ("langevin", "gibbs"):
         key = f"ebm-rbm-{name}-{ebm_run}"
-        first_image_src(page, key)
+        wait_image_loaded(page, key)
         assert len(re.findall(r"F = -?\d+\.\d{3}", page.locator(f".st-key-{key}").inner_text())) == 4
     page.screenshot(path=str(screenshot_dir / "ebm-rbm.png"), full_page=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import time
 from pathlib import Path
-from urllib.parse import parse_qs, urljoin, urlparse
+from urllib.parse import parse_qs, urlparse
 
 import pytest
 
@@ -27,48 +27,15 @@ else:
 
 SHARED: dict[str, str] = {}  # run ids handed from one test to the next
 APP_TIMEOUT_MS = 60_000
+from st_pages import (by_key, image_bytes, open_page, wait_for_app_run,  # noqa: E402 (scripts/ on sys.path)
+                      wait_image_loaded)
 FIRST_POINT_TIMEOUT_MS = 120_000  # worker start (torch import) + data load + the first log window, on a busy CPU
 
 
 # ---- helpers (Streamlit's own e2e patterns: e2e_playwright/shared/app_utils.py) ----
 
-def wait_for_app_run(page, timeout: int = APP_TIMEOUT_MS) -> None:
-    """Connected, the script not running, no skeletons: the page is drawn. With `run_every` fragments the state
-    flips every tick, so assertions after this still auto-retry (expect)."""
-    page.locator("[data-testid='stApp'][data-test-connection-state='CONNECTED']").wait_for(state="attached",
-                                                                                            timeout=timeout)
-    page.locator("[data-testid='stApp'][data-test-script-state='notRunning']").wait_for(state="attached",
-                                                                                         timeout=timeout)
-    expect(page.get_by_test_id("stSkeleton")).to_have_count(0, timeout=timeout)
-
-
-def open_page(page, url: str) -> None:
-    page.goto(url, wait_until="domcontentloaded")
-    wait_for_app_run(page)
-    expect(page.get_by_test_id("stException")).to_have_count(0)
-
-
-def by_key(page, key: str):
-    """A keyed widget or container (Streamlit adds the class st-key-<key>)."""
-    return page.locator(f".st-key-{key}")
-
-
 def image_of(page, key: str):
     return by_key(page, key).locator("img").first
-
-
-def wait_image_loaded(page, key: str, timeout: int = APP_TIMEOUT_MS) -> str:
-    """Wait until the keyed container's image has loaded; returns its src."""
-    page.wait_for_function(
-        "(sel) => { const i = document.querySelector(sel + ' img'); return i && i.complete && i.naturalWidth > 0; }",
-        arg=f".st-key-{key}", timeout=timeout)
-    return image_of(page, key).get_attribute("src")
-
-
-def image_bytes(page, src: str) -> bytes:
-    r = page.request.get(urljoin(page.url, src))
-    assert r.ok, f"GET {src}: {r.status}"
-    return r.body()
 
 
 def change_and_wait(page, key: str, action, timeout: int = APP_TIMEOUT_MS) -> tuple[bytes, bytes]:
@@ -208,7 +175,7 @@ def test_vae_latent_slider_changes_image(page, app_url, screenshot_dir):
     run_id = SHARED.get("vae")
     if not run_id:
         pytest.skip("needs the VAE run started by test_vae_training_streams_and_survives_reload")
-    open_page(page, f"{app_url}/vae?run={run_id}")
+    open_page(page, f"{app_url}/vae?run={run_id}&vae-server=true")  # the server-side sliders (the fallback)
     img = f"vae-zimg-{run_id}"
     old, new = change_and_wait(page, img, lambda: press_on_slider(page, f"vae-z0-{run_id}", "ArrowRight", "0.05"))
     assert old != new, "the decoded image did not change when z0 moved"
@@ -232,7 +199,7 @@ def test_gan_explorer_controls_change_grid(page, app_url, screenshot_dir, pretra
 
 def test_rbm_explorer_controls_change_image(page, app_url, screenshot_dir, pretrain):
     run_id = pretrain()["rbm"]
-    open_page(page, f"{app_url}/rbm?run={run_id}")
+    open_page(page, f"{app_url}/rbm?run={run_id}&rbm-server=true")  # clamps by server-side sliders (the fallback)
     expect(page.get_by_role("heading", name="Restricted Boltzmann machine (RBM)")).to_be_visible()
     wait_image_loaded(page, f"rbm-filters-{run_id}")
     full_page_screenshot(page, screenshot_dir / "rbm.png")

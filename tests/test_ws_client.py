@@ -1,0 +1,121 @@
+"""The load test's browserless client (scripts/st_ws_client.py) against a real `streamlit run` server on a tiny app:
+it must load the page to script_finished, see the widgets by key and the images by container, move a slider inside a
+fragment and get a new (fetched) image from that fragment's rerun, follow a fragment's auto-rerun, and report an
+exception shown in the page. Skipped only if the server cannot start."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT / "scripts") not in sys.path:
+    sys.path.append(str(ROOT / "scripts"))
+from st_harness import free_port, streamlit_command, wait_healthy  # noqa: E402
+from st_ws_client import Session, user_key  # noqa: E402
+
+APP = '''
+import numpy as np
+import streamlit as st
+
+st.title("tiny")
+st.checkbox("boom", key="boom")
+if st.session_state.boom:
+    raise ValueError("boom was ticked")
+
+
+@st.fragment
+def explorer():
+    v = st.slider("v", 0.0, 1.0, 0.0, 0.25, key="v")
+    with st.container(key="img"):
+        st.image(np.full((8, 8), v, dtype=np.float32), output_format="PNG")
+
+
+@st.fragment(run_every=0.3)
+def ticker():
+    st.session_state.ticks = st.session_state.get("ticks", 0) + 1
+    st.write(f"tick {st.session_state.ticks}")
+
+
+explorer()
+ticker()
+'''
+
+
+@pytest.fixture(scope="module")
+def tiny_url(tmp_path_factory):
+    base = tmp_path_factory.mktemp("ws")
+    (base / "app.py").write_text(APP)
+    port = free_port()
+    log = open(base / "log.txt", "wb")
+    proc = subprocess.Popen(streamlit_command(port, "app.py"), cwd=base, stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, proc, 60)
+    except (RuntimeError, TimeoutError) as e:
+        proc.kill()
+        proc.wait(10)
+        log.close()
+        pytest.skip(f"the streamlit server did not start: {e}; log: {(base / 'log.txt').read_text()[-500:]}")
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+def test_user_key_is_read_from_element_ids():
+    assert user_key("$$ID-0123abcd-vae-z0-vae-2025-ab") == "vae-z0-vae-2025-ab"
+    assert user_key("$$ID-0123abcd-None") is None
+    assert user_key("plain") is None
+
+
+def test_a_session_loads_the_page_moves_a_slider_and_follows_auto_reruns(tiny_url):
+    async def scenario():
+        async with Session(tiny_url, timeout=30) as s:
+            run = await s.open()
+            assert run.status == "FINISHED_SUCCESSFULLY"
+            assert {"boom", "v"} <= s.widget_keys()
+            _, slider = s.widget("v")
+            assert slider.kind == "slider" and slider.fragment_id  # inside the explorer fragment
+            first = s.image_urls("img")
+            assert len(first) == 1 and first[0].startswith("/media/") and s.images_fetched >= 1
+            assert s.image_bytes > 60 and s.images_gone == 0  # an 8x8 PNG came back over HTTP
+            assert s.auto_reruns and min(s.auto_reruns.values()) == pytest.approx(0.3)
+
+            dt, moved = await s.move_slider("v", 0.5, "img")
+            # (relabelled FINISHED_EARLY_FOR_RERUN when the ticker's run starts before its messages went out)
+            assert moved.status in ("FINISHED_FRAGMENT_RUN_SUCCESSFULLY", "FINISHED_EARLY_FOR_RERUN")
+            assert moved.fragment_id == slider.fragment_id
+            assert dt is not None and 0 < dt <= moved.seconds
+            second = s.image_urls("img")
+            assert second and second != first
+            same, _ = await s.move_slider("v", 0.5, "img")  # the same value: the same image, so no latency sample
+            assert same is None
+
+            before = s.messages
+            await asyncio.sleep(1.5)  # the ticker fragment reruns every 0.3 s: the server keeps sending
+            assert s.messages > before + 2
+            assert s.exceptions == []
+            with pytest.raises(KeyError, match="no widget with key 'nope'"):
+                s.widget("nope")
+
+            run = await s.set_widget("boom", True)  # the script raises: an exception element in the page
+            assert run.status == "FINISHED_SUCCESSFULLY"
+            assert len(s.exceptions) == 1 and "boom was ticked" in s.exceptions[0]
+
+    asyncio.run(scenario())
+
+
+def test_the_load_test_script_documents_its_modes():
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "load_test.py"), "--help"], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "--ws-sessions" in out.stdout and "--browser-sessions" in out.stdout and "--out" in out.stdout
