@@ -6,6 +6,7 @@ exception shown in the page. Skipped only if the server cannot start."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import subprocess
 import sys
 from pathlib import Path
@@ -111,7 +112,9 @@ def test_a_session_loads_the_page_moves_a_slider_and_follows_auto_reruns(tiny_ur
             assert run.status == "FINISHED_SUCCESSFULLY"
             assert len(s.exceptions) == 1 and "boom was ticked" in s.exceptions[0]
 
-    asyncio.run(scenario())
+    # in its own thread: in a full test session Playwright's sync API keeps an event loop running in this one
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, scenario()).result()
 
 
 def test_the_load_test_script_documents_its_modes():

@@ -25,6 +25,18 @@ def check(condition: bool, message: str) -> None:
         raise ValueError(message)
 
 
+def check_int_in(name: str, value: Any, lo: int, hi: int) -> None:
+    """An int (not a bool: JSON's true would pass isinstance(True, int)) in [lo, hi], else ValueError."""
+    check(isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi,
+          f"{name} must be an int in [{lo}, {hi}], got {value!r}")
+
+
+def check_unit_interval(name: str, value: Any) -> None:
+    """A real number (not a bool) in [0, 1), else ValueError: slopes, dropout rates, momenta, Adam's beta1."""
+    check(isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value < 1.0,
+          f"{name} must be a number in [0, 1), got {value!r}")
+
+
 def device_generator(generator: torch.Generator | None, device: torch.device) -> torch.Generator | None:
     """A generator on `device` seeded from a CPU `generator`, so draws are reproducible and stay on the device."""
     if generator is None:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genlib.langevin import LangevinChain, langevin_chain
-from genlib.models.base import GenerativeModel, check, device_generator
+from genlib.models.base import GenerativeModel, check, check_int_in, device_generator
 
 IMAGE_SHAPE = (1, 28, 28)
 REPLAY_GRID = "replay"  # the worker writes the buffer's grid to <run folder>/replay.png
@@ -32,11 +32,6 @@ REPLAY_GRID = "replay"  # the worker writes the buffer's grid to <run folder>/re
 def _number(name: str, value: Any, lo: float, hi: float, *, lo_open: bool = False) -> None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (lo < value if lo_open else lo <= value)
     check(ok and value <= hi, f"{name} must be a number in {'(' if lo_open else '['}{lo:g}, {hi:g}], got {value!r}")
-
-
-def _int_in(name: str, value: Any, lo: int, hi: int) -> None:
-    check(isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi,
-          f"{name} must be an int in [{lo}, {hi}], got {value!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,19 +60,19 @@ class EBMConfig:
         check(isinstance(ch, tuple) and len(ch) == 4
               and all(isinstance(c, int) and not isinstance(c, bool) and 1 <= c <= 512 for c in ch),
               f"channels must be four ints in [1, 512], got {ch!r}")
-        _int_in("hidden", self.hidden, 1, 4096)
-        _int_in("langevin_steps", self.langevin_steps, 1, 1000)
+        check_int_in("hidden", self.hidden, 1, 4096)
+        check_int_in("langevin_steps", self.langevin_steps, 1, 1000)
         _number("step_size", self.step_size, 0.0, 1000.0, lo_open=True)
         _number("noise", self.noise, 0.0, 1.0)
         _number("grad_clip", self.grad_clip, 0.0, 10.0, lo_open=True)
-        _int_in("buffer_size", self.buffer_size, 1, 100_000)
+        check_int_in("buffer_size", self.buffer_size, 1, 100_000)
         _number("reinit", self.reinit, 0.0, 1.0)
         _number("reg_weight", self.reg_weight, 0.0, 100.0)
         _number("data_noise", self.data_noise, 0.0, 1.0)
         _number("param_clip", self.param_clip, 0.0, 1e6, lo_open=True)
         check(isinstance(self.adam_beta1, (int, float)) and 0.0 <= self.adam_beta1 < 1.0,
               f"adam_beta1 must be in [0, 1), got {self.adam_beta1!r}")
-        _int_in("sample_steps", self.sample_steps, 1, 100_000)
+        check_int_in("sample_steps", self.sample_steps, 1, 100_000)
 
 
 class EnergyNet(nn.Module):

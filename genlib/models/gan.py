@@ -22,7 +22,7 @@ from torch import nn
 
 from genlib.data import from_signed, to_signed
 from genlib.bernoulli import SCALE, uniform15_, words_for
-from genlib.models.base import GenerativeModel, LatentModel, check, keep_fused
+from genlib.models.base import GenerativeModel, LatentModel, check, check_int_in, check_unit_interval, keep_fused
 
 # preset -> (generator widths: dense channels, conv-T 1, conv-T 2; discriminator widths: conv 1, conv 2).
 # "seed" is the course's model (2.5M parameters, 62M multiply-adds per image); "fast" divides every width by 4
@@ -52,14 +52,10 @@ class GANConfig:
     def __post_init__(self) -> None:
         check(isinstance(self.preset, str) and self.preset in PRESETS,  # a list from JSON must not raise TypeError
               f"preset must be one of {tuple(PRESETS)}, got {self.preset!r}")
-        check(isinstance(self.noise_dim, int) and 1 <= self.noise_dim <= 1024,
-              f"noise_dim must be an int in [1, 1024], got {self.noise_dim!r}")
-        check(isinstance(self.leaky_slope, (int, float)) and 0.0 <= self.leaky_slope < 1.0,
-              f"leaky_slope must be in [0, 1), got {self.leaky_slope!r}")
-        check(isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0,
-              f"dropout must be in [0, 1), got {self.dropout!r}")
-        check(isinstance(self.adam_beta1, (int, float)) and 0.0 <= self.adam_beta1 < 1.0,
-              f"adam_beta1 must be in [0, 1), got {self.adam_beta1!r}")
+        check_int_in("noise_dim", self.noise_dim, 1, 1024)
+        check_unit_interval("leaky_slope", self.leaky_slope)
+        check_unit_interval("dropout", self.dropout)
+        check_unit_interval("adam_beta1", self.adam_beta1)
         check(isinstance(self.channels_last, bool), f"channels_last must be a bool, got {self.channels_last!r}")
 
 

@@ -23,21 +23,12 @@ from torch import nn
 
 from genlib.data import binarize
 from genlib.bernoulli import draw_, words_for
-from genlib.models.base import GenerativeModel, LatentModel, check, device_generator
+from genlib.models.base import (GenerativeModel, LatentModel, check, check_int_in, check_unit_interval,
+                                device_generator)
 from genlib.samplers import gibbs_chain
 
 BINARIZE_MODES = ("stochastic", "threshold")
 PARAMS = ("W", "v_bias", "h_bias")
-
-
-def _int_in(name: str, value: Any, lo: int, hi: int) -> None:
-    check(isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi,
-          f"{name} must be an int in [{lo}, {hi}], got {value!r}")
-
-
-def _unit_interval(name: str, value: Any) -> None:
-    check(isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value < 1.0,
-          f"{name} must be a number in [0, 1), got {value!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,16 +53,16 @@ class RBMConfig:
         check(isinstance(shape, tuple) and len(shape) == 3
               and all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in shape),
               f"image_shape must be three positive ints (C, H, W), got {shape!r}")
-        _int_in("n_hidden", self.n_hidden, 1, 10_000)
-        _int_in("k", self.k, 1, 1000)
+        check_int_in("n_hidden", self.n_hidden, 1, 10_000)
+        check_int_in("k", self.k, 1, 1000)
         check(isinstance(self.persistent, bool), f"persistent must be a bool, got {self.persistent!r}")
-        _unit_interval("momentum", self.momentum)
-        _unit_interval("weight_decay", self.weight_decay)
+        check_unit_interval("momentum", self.momentum)
+        check_unit_interval("weight_decay", self.weight_decay)
         check(self.binarize in BINARIZE_MODES, f"binarize must be one of {BINARIZE_MODES}, got {self.binarize!r}")
         check(isinstance(self.init_std, (int, float)) and not isinstance(self.init_std, bool)
               and 0.0 < self.init_std <= 1.0, f"init_std must be a number in (0, 1], got {self.init_std!r}")
-        _int_in("sample_steps", self.sample_steps, 1, 100_000)
-        _int_in("lr_decay_steps", self.lr_decay_steps, 0, 10**9)
+        check_int_in("sample_steps", self.sample_steps, 1, 100_000)
+        check_int_in("lr_decay_steps", self.lr_decay_steps, 0, 10**9)
 
 
 class CDChain(NamedTuple):
@@ -170,11 +161,11 @@ class RBM(GenerativeModel, LatentModel):
     def check_knob(cls, name: str, value: Any) -> None:
         super().check_knob(name, value)
         if name == "k":
-            _int_in("k", value, 1, 1000)
+            check_int_in("k", value, 1, 1000)
 
     def set_k(self, k: int) -> None:
         """Change the number of Gibbs steps of the negative phase during training."""
-        _int_in("k", k, 1, 1000)
+        check_int_in("k", k, 1, 1000)
         self.k = k
 
     # ---- energies and conditionals ----
