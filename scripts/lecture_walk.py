@@ -207,9 +207,17 @@ def step_train_and_knob(w: Walk) -> str:
         box = flows.by_key(page, f"vae-form-{name}").locator("input")
         box.fill(value)
         box.press("Tab")
-    dataset = flows.by_key(page, "vae-form-dataset")
-    dataset.get_by_role("combobox").click()
-    page.get_by_role("option", name=re.compile("Digits")).first.click()  # small: an epoch is seconds
+    dataset = flows.by_key(page, "vae-form-dataset").get_by_role("combobox")
+    option = page.get_by_role("option", name=re.compile("Digits")).first  # small: an epoch is seconds
+    for attempt in range(3):  # a fragment's refresh can close the list just opened: open it again
+        dataset.click()
+        try:
+            option.click(timeout=10_000)
+            break
+        except Exception:  # noqa: BLE001 - playwright's TimeoutError; the last attempt re-raises below
+            if attempt == 2:
+                raise
+            page.keyboard.press("Escape")
     flows.by_key(page, "vae-form-submit").get_by_role("button").click()
     page.wait_for_url(re.compile(r"[?&]run=vae-"), timeout=TIMEOUT_MS)
     run_id = run_param(page)
