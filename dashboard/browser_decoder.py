@@ -161,6 +161,38 @@ def smooth_vae_sliders(snap: Any, run: Any, code: list[float],
     return released
 
 
+def _unit_param(run: Any, unit: int) -> str:
+    """The URL parameter of hidden unit `unit`'s in-browser clamp slider (rbm-sh<u>-<run>)."""
+    from dashboard import explore
+
+    return explore.key("rbm", f"sh{unit}", run)
+
+
+def _linked_units(run: Any, units: list[int]) -> dict[int, float]:
+    """{unit: probability} of the slider units whose position the URL holds (clipped to [0, 1]; a malformed value
+    is ignored, the slider then starts at its unit's p(h|v))."""
+    out = {}
+    for u in units:
+        raw = st.query_params.get(_unit_param(run, u))
+        try:
+            out[u] = min(max(float(raw), 0.0), 1.0) if raw is not None else None
+        except ValueError:
+            out[u] = None
+    return {u: p for u, p in out.items() if p is not None}
+
+
+def _link_units(run: Any, units: tuple[int, ...], base: tuple[float, ...], released: list[float]) -> None:
+    """A clamp slider was let go: the slider units that differ from their p(h|v) go into the link, the others out."""
+    for u in units:
+        if u >= len(released):
+            continue
+        name = _unit_param(run, u)
+        if abs(released[u] - base[u]) < SLIDER_STEP / 2:
+            st.query_params.pop(name, None)
+        else:
+            st.query_params[name] = f"{round(released[u], 2):g}"
+
+
 def smooth_rbm_panel(model: Any, run: Any, step: int) -> None:
     """The RBM's clamp sliders, p(v|h) decoded in the page on every input event."""
     from dashboard import explore
@@ -178,11 +210,14 @@ def smooth_rbm_panel(model: Any, run: Any, step: int) -> None:
     units = c3.multiselect("Units with sliders", list(range(n_hidden)), default=list(range(min(8, n_hidden))),
                            max_selections=2 * MAX_CLAMPED, key=explore.key("rbm", "sunits", run), bind=BIND)
     h = hidden_base(snap.version, data.name, base_kind, digit, snap.model, data)
-    sliders = [{"index": u, "label": f"h{u}", "min": 0.0, "max": 1.0, "step": SLIDER_STEP, "value": round(h[u], 2)}
-               for u in units]
+    moved = _linked_units(run, units)  # sliders a shared link (or this page's last release) set
+    start = [moved.get(i, p) for i, p in enumerate(h)]
+    sliders = [{"index": u, "label": f"h{u}", "min": 0.0, "max": 1.0, "step": SLIDER_STEP,
+                "value": round(start[u], 2)} for u in units]
     shape = tuple(getattr(snap.model, "image_shape", (1, 28, 28)))[1:]
     browser_decoder(key=explore.key("rbm", "smooth", run), version=snap.version, kind="rbm", model=snap.model,
-                    sliders=sliders, base=h, image_shape=shape)
+                    sliders=sliders, base=start, image_shape=shape,
+                    on_release=functools.partial(_link_units, run, tuple(units), tuple(h)))
     st.caption("p(v|h) = sigmoid(W^T h + b), computed in this browser as you drag: each slider sets one hidden "
                "unit's probability, and its filter fades in or out of the image continuously. If no image appears, "
                "turn on 'Server-side sliders'.")

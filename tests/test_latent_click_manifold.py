@@ -197,3 +197,43 @@ def test_rbm_clamp_sliders_decode_in_the_browser_by_default(runs_dir):
     assert not at.exception, at.exception
     assert f"rbm-h0-{run.id}" in {s.key for s in at.slider}
     assert f"rbm-smooth-{run.id}" not in decoders()
+
+
+def test_rbm_in_browser_clamp_sliders_start_from_the_link(runs_dir):
+    torch.manual_seed(0)
+    model = build_model("rbm", {"n_hidden": 32})
+    run = RunStore(runs_dir).create({"model": "rbm", "model_config": model.config_dict(), "dataset": "digits",
+                                     "train_config": {"dataset": "digits"}})
+    save_checkpoint(run.checkpoint_path, model, train_config={"dataset": "digits"}, progress={"step": 7})
+    run.write_state(state="finished")
+    at = _open(run, "rbm", **{"rbm-tab": "Clamp hidden units", f"rbm-sh1-{run.id}": "0.9",
+                              f"rbm-sh2-{run.id}": "oops"})  # a malformed value: that slider starts at p(h|v)
+    found = [json.loads(e.proto.json or "{}") for e in at.get("bidi_component")]
+    data = next(d for d in found if d.get("uid") == f"rbm-smooth-{run.id}")
+    by_unit = {s["index"]: s["value"] for s in data["sliders"]}
+    assert by_unit[1] == 0.9 and data["base"][1] == 0.9  # the page starts there, and decodes from there
+    assert 0.0 <= by_unit[2] <= 1.0 and by_unit[2] != 0.9
+
+
+def _release_app(run_id):
+    import streamlit as st
+
+    from dashboard.browser_decoder import _link_units, _linked_units
+    from genlib.runs import RunStore
+
+    run = RunStore().get(run_id)
+    if st.button("release", key="release"):
+        # unit 0 left where p(h|v) had it, unit 1 moved to 0.75, unit 2 back to its base from 0.4
+        _link_units(run, (0, 1, 2), (0.2, 0.3, 0.5), [0.2, 0.75, 0.5])
+    st.write(_linked_units(run, [0, 1, 2]))
+
+
+def test_a_released_rbm_clamp_slider_goes_into_the_link(runs_dir):
+    run = RunStore(runs_dir).create({"model": "rbm", "dataset": "digits"})
+    at = AppTest.from_function(_release_app, args=(run.id,), default_timeout=TIMEOUT)
+    at.query_params[f"rbm-sh2-{run.id}"] = "0.4"
+    at.run()
+    at.button(key="release").click().run()
+    assert not at.exception, at.exception
+    assert at.query_params.get(f"rbm-sh1-{run.id}") in ("0.75", ["0.75"])
+    assert f"rbm-sh0-{run.id}" not in at.query_params and f"rbm-sh2-{run.id}" not in at.query_params
