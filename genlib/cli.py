@@ -13,7 +13,7 @@ from typing import Any, Sequence
 # Model options: CLI flag -> (model, config field). --hidden means n_hidden for the RBM, hidden for the VAE.
 MODEL_FLAGS: dict[str, dict[str, str]] = {
     "rbm": {"hidden": "n_hidden", "k": "k", "pcd": "persistent", "momentum": "momentum",
-            "weight_decay": "weight_decay", "binarize": "binarize"},
+            "weight_decay": "weight_decay", "binarize": "binarize", "centering": "centering"},
     "vae": {"hidden": "hidden", "latent": "latent", "decoder": "decoder", "beta": "beta"},
     "gan": {"preset": "preset", "noise_dim": "noise_dim", "channels_last": "channels_last"},
     "ebm": {"langevin_steps": "langevin_steps", "step_size": "step_size", "langevin_noise": "noise",
@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--momentum", type=float)
     g.add_argument("--weight-decay", type=float)
     g.add_argument("--binarize", choices=["stochastic", "threshold"])
+    g.add_argument("--centering", action="store_const", const=True,
+                   help="centred gradient steps (Melchior et al. 2016): offsets at the data's and hiddens' means")
     g = t.add_argument_group("VAE")
     g.add_argument("--latent", type=int, help="latent dimensions (2 to 64)")
     g.add_argument("--decoder", choices=["bernoulli", "gaussian"])

@@ -86,13 +86,14 @@ class SweepPlan:
     temperatures: tuple[float, ...]
     n: int = 50_000  # Monte Carlo configurations per temperature (Torlai & Melko: 10^5)
     seed: int = 0
-    # the best recipe found at L = 8 (artifacts/ising-results.md: |m| within error bars, E/N 0.2-2.7 % high): twice as
-    # many hidden units as spins (one per bond represents the Ising Boltzmann weight exactly), CD-10, weights started at
-    # std 0.1 (the seed's 0.01 starts the couplings at the W = 0 saddle; not tested alone), 20,000 updates of 500
-    # configurations with momentum 0.9 and a step size decaying linearly to 0 (no SGD noise left at the end)
-    n_hidden: int = 128
+    # the recipe of artifacts/ising-results.md (L = 8): four hidden units per spin (two per nearest-neighbour bond;
+    # one per bond represents the Ising Boltzmann weight exactly, but 2N = 128 units left E/N 0.005-0.018 too high),
+    # centred gradient steps, CD-10, weights started at std 0.1 (the seed's 0.01 starts the couplings at the W = 0
+    # saddle), 20,000 updates of 500 configurations with momentum 0.9 and a step size decaying linearly to 0
+    n_hidden: int = 256
     k: int = 10
     persistent: bool = False
+    centering: bool = True  # centred gradient steps (RBMConfig.centering)
     momentum: float = 0.9
     lr: float = 0.1
     batch_size: int = 500
@@ -108,7 +109,8 @@ class SweepPlan:
         for T in self.temperatures:
             name = IsingDataOptions(L=self.L, temperatures=(T,), n=self.n, seed=self.seed).name
             model = {"image_shape": (1, self.L, self.L), "n_hidden": self.n_hidden, "k": self.k,
-                     "persistent": self.persistent, "momentum": self.momentum, "binarize": "threshold",
+                     "persistent": self.persistent, "centering": self.centering, "momentum": self.momentum,
+                     "binarize": "threshold",
                      "init_std": self.init_std,
                      "sample_steps": 200,  # the live sample grids: 200 Gibbs steps suffice for these lattices
                      # the run's total steps (the loop drops the last partial batch of each epoch)

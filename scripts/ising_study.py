@@ -34,9 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--t-max", type=float, default=3.5)
     p.add_argument("--count", type=int, default=9, help="temperatures, evenly spaced from t-min to t-max")
     p.add_argument("--n", type=int, default=50_000, help="Monte Carlo configurations per temperature")
-    p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--pcd", action="store_true")
+    p.add_argument("--no-centering", action="store_true", help="plain gradient steps (default: centred, Melchior 2016)")
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--batch-size", type=int, default=500)
@@ -71,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     runs_dir = Path(args.runs_dir) if args.runs_dir else Path(tempfile.mkdtemp(prefix="ising-runs-"))
     temps = temperature_grid(args.t_min, args.t_max, args.count)
     plan = SweepPlan(sweep_id=f"study-{int(time.time())}", L=args.L, temperatures=temps, n=args.n, seed=args.seed,
-                     n_hidden=args.hidden, k=args.k, persistent=args.pcd, momentum=args.momentum, lr=args.lr,
+                     n_hidden=args.hidden, k=args.k, persistent=args.pcd, centering=not args.no_centering,
+                     momentum=args.momentum, lr=args.lr,
                      batch_size=args.batch_size, epochs=args.epochs, lr_decay=not args.no_lr_decay,
                      init_std=args.init_std)
     jobs = plan.jobs()
@@ -120,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     text = [
         f"# Ising L={args.L}: RBM thermodynamics against Monte Carlo\n",
         f"Command: `scripts/ising_study.py {' '.join(argv if argv is not None else sys.argv[1:])}`\n",
-        f"One RBM per temperature: {args.hidden} hidden units, CD-{args.k}{' (PCD)' if args.pcd else ''}, lr "
+        f"One RBM per temperature: {args.hidden} hidden units, CD-{args.k}{' (PCD)' if args.pcd else ''}"
+        f"{', plain gradient' if args.no_centering else ', centred gradient'}, lr "
         f"{args.lr}{' constant' if args.no_lr_decay else ' decaying linearly to 0 over the run'}, momentum "
         f"{args.momentum}, initial weights std {args.init_std}, batch {args.batch_size}, {args.epochs} epochs "
         f"({args.epochs * (args.n // args.batch_size):,} updates) on {args.n:,} Monte "

@@ -54,3 +54,14 @@ def test_bad_values_are_refused_with_a_message(tmp_path):
         p = cli("train", "vae", "--dataset", "digits", "--runs-dir", str(tmp_path), *args)
         assert p.returncode == 2, args
         assert "Traceback" not in p.stderr and p.stderr.startswith("error:"), (args, p.stderr)
+
+
+
+def test_rbm_options_reach_the_model_config():
+    from genlib.cli import _model_config, build_parser
+    from genlib.models import make_config
+
+    args = build_parser().parse_args(["train", "rbm", "--centering", "--momentum", "0.5", "--k", "2", "--pcd"])
+    config = make_config("rbm", _model_config(args, "rbm"))
+    assert (config.centering, config.momentum, config.k, config.persistent) == (True, 0.5, 2, True)
+    assert make_config("rbm", _model_config(build_parser().parse_args(["train", "rbm"]), "rbm")).centering is False

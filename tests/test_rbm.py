@@ -90,6 +90,79 @@ def test_closed_form_update_equals_sgd_on_autograd_of_seed_loss(momentum, weight
     assert not any(p.grad is not None for p in rbm.parameters()), "training must not use autograd"
 
 
+def _centred_free_energy(W, b_c, c_c, mu, lam, v):
+    """F~(v) = -(v-mu).b~ + sum_j [lam_j a_j - softplus(a_j)], a = c~ + W (v-mu): the centred energy
+    E = -(v-mu).b~ - (h-lam).c~ - (h-lam)^T W (v-mu) summed over binary h (Melchior et al. 2016, eq. 8)."""
+    a = torch.nn.functional.linear(v - mu, W, c_c)
+    return -((v - mu) @ b_c) + (a * lam).sum(-1) - torch.nn.functional.softplus(a).sum(-1)
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_centred_update_equals_sgd_on_autograd_of_the_centred_free_energy(momentum):
+    torch.manual_seed(0)
+    rbm = RBM(RBMConfig(image_shape=(1, 4, 5), n_hidden=7, momentum=momentum, init_std=0.5, centering=True)).double()
+    with torch.no_grad():
+        rbm.v_bias.normal_()
+        rbm.h_bias.normal_()
+    rbm.configure_training(lr=0.1)
+    seen = _spy_chain(rbm)
+    velocity = {}
+    for step in range(3):
+        W, b, c = (t.detach().clone() for t in (rbm.W, rbm.v_bias, rbm.h_bias))
+        rbm.train_step(_images(16, seed=step, shape=(1, 4, 5)))
+        v0, vk = seen[-1]
+        mu, lam = rbm._offsets["mu"], rbm._offsets["lam"]  # as this step used them
+        if step == 0:  # the first batch sets the offsets to its own means
+            torch.testing.assert_close(mu, v0.mean(0))
+            torch.testing.assert_close(lam, torch.sigmoid(torch.nn.functional.linear(v0, W, c)).mean(0))
+        # the reference: autograd of the centred loss in centred coordinates, torch.optim.SGD's momentum rule
+        params = {"W": W.requires_grad_(), "b": (b + lam @ W).detach().requires_grad_(),
+                  "c": (c + W @ mu).detach().requires_grad_()}
+        loss = (_centred_free_energy(params["W"], params["b"], params["c"], mu, lam, v0).mean()
+                - _centred_free_energy(params["W"], params["b"], params["c"], mu, lam, vk).mean())
+        loss.backward()
+        with torch.no_grad():
+            for name, t in params.items():
+                buf = velocity[name] = (t.grad.clone() if name not in velocity
+                                        else velocity[name].mul_(momentum).add_(t.grad))
+                t -= 0.1 * buf
+            W_ref = params["W"]
+            b_ref, c_ref = params["b"] - lam @ W_ref, params["c"] - W_ref @ mu  # back to the plain biases
+        for got, want in ((rbm.W, W_ref), (rbm.v_bias, b_ref), (rbm.h_bias, c_ref)):
+            torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    # the energy function is the plain RBM's: centring changed the step, not the model's form (F = F~ + const)
+    v = _all_binary(20)[:64]
+    with torch.no_grad():
+        centred = _centred_free_energy(rbm.W, rbm.v_bias + lam @ rbm.W, rbm.h_bias + rbm.W @ mu, mu, lam, v)
+        gap = rbm.free_energy(v) - centred
+    torch.testing.assert_close(gap, gap[:1].expand_as(gap), rtol=1e-10, atol=1e-10)
+
+
+def test_centring_offsets_follow_the_data_and_resume_from_a_checkpoint():
+    torch.manual_seed(0)
+    rbm = RBM(RBMConfig(image_shape=(1, 4, 4), n_hidden=6, centering=True, momentum=0.5))
+    rbm.configure_training(lr=0.1)
+    first = (_images(8, seed=0, shape=(1, 4, 4)) > 0.5).float()
+    rbm.train_step(first)
+    mu0 = rbm._offsets["mu"].clone()
+    torch.testing.assert_close(mu0, first.reshape(8, -1).mean(0))
+    second = torch.ones(8, 1, 4, 4)
+    rbm.train_step(second)  # the running mean moves 1% of the way to the new batch's mean
+    torch.testing.assert_close(rbm._offsets["mu"], mu0 + 0.01 * (1 - mu0))
+    ckpt = read_checkpoint(checkpoint_bytes(rbm, train_config={}, progress={"step": 2}))
+    assert set(ckpt.training_state["offsets"]) == {"mu", "lam"}
+    again = RBM(rbm.config)
+    again.load_state_dict(ckpt.model_state)
+    again.configure_training(lr=0.1)
+    again.load_training_state(ckpt.training_state)
+    torch.manual_seed(3)
+    rbm.train_step(first)
+    torch.manual_seed(3)
+    again.train_step(first)
+    for a, b in zip(rbm.parameters(), again.parameters()):
+        assert torch.equal(a, b)
+
+
 def test_fp32_update_matches_sgd_and_metrics_are_detached_scalars():
     torch.manual_seed(1)
     rbm = RBM(RBMConfig(n_hidden=32, momentum=0.5))
