@@ -90,6 +90,24 @@ def test_closed_form_update_equals_sgd_on_autograd_of_seed_loss(momentum, weight
     assert not any(p.grad is not None for p in rbm.parameters()), "training must not use autograd"
 
 
+def _resumed(rbm: RBM):
+    """(its checkpoint, a new RBM) from rbm's checkpoint bytes, with weights and training state loaded."""
+    ckpt = read_checkpoint(checkpoint_bytes(rbm, train_config={}, progress={"step": 2}))
+    again = RBM(rbm.config)
+    again.load_state_dict(ckpt.model_state)
+    again.configure_training(lr=0.1)
+    again.load_training_state(ckpt.training_state)
+    return ckpt, again
+
+
+def _assert_same_next_step(rbm: RBM, again: RBM, x: torch.Tensor, seed: int) -> None:
+    for model in (rbm, again):
+        torch.manual_seed(seed)
+        model.train_step(x)
+    for a, b in zip(rbm.parameters(), again.parameters()):
+        assert torch.equal(a, b)
+
+
 def _centred_free_energy(W, b_c, c_c, mu, lam, v):
     """F~(v) = -(v-mu).b~ + sum_j [lam_j a_j - softplus(a_j)], a = c~ + W (v-mu): the centred energy
     E = -(v-mu).b~ - (h-lam).c~ - (h-lam)^T W (v-mu) summed over binary h (Melchior et al. 2016, eq. 8)."""
@@ -149,18 +167,9 @@ def test_centring_offsets_follow_the_data_and_resume_from_a_checkpoint():
     second = torch.ones(8, 1, 4, 4)
     rbm.train_step(second)  # the running mean moves 1% of the way to the new batch's mean
     torch.testing.assert_close(rbm._offsets["mu"], mu0 + 0.01 * (1 - mu0))
-    ckpt = read_checkpoint(checkpoint_bytes(rbm, train_config={}, progress={"step": 2}))
+    ckpt, again = _resumed(rbm)
     assert set(ckpt.training_state["offsets"]) == {"mu", "lam"}
-    again = RBM(rbm.config)
-    again.load_state_dict(ckpt.model_state)
-    again.configure_training(lr=0.1)
-    again.load_training_state(ckpt.training_state)
-    torch.manual_seed(3)
-    rbm.train_step(first)
-    torch.manual_seed(3)
-    again.train_step(first)
-    for a, b in zip(rbm.parameters(), again.parameters()):
-        assert torch.equal(a, b)
+    _assert_same_next_step(rbm, again, first, seed=3)
 
 
 def test_fp32_update_matches_sgd_and_metrics_are_detached_scalars():
@@ -222,20 +231,10 @@ def test_training_state_round_trips_through_a_checkpoint():
     for step in range(2):
         rbm.train_step(_images(8, seed=step))
     rbm.set_k(3)
-    ckpt = read_checkpoint(checkpoint_bytes(rbm, train_config={}, progress={"step": 2}))
+    ckpt, again = _resumed(rbm)
     assert set(ckpt.training_state) == {"k", "momentum", "pcd_chain"}
-    again = RBM(rbm.config)
-    again.load_state_dict(ckpt.model_state)
-    again.configure_training(lr=0.1)
-    again.load_training_state(ckpt.training_state)
     assert again.k == 3 and torch.equal(again.pcd_chain, rbm.pcd_chain)
-    x = _images(8, seed=5)
-    torch.manual_seed(9)
-    rbm.train_step(x)
-    torch.manual_seed(9)
-    again.train_step(x)
-    for a, b in zip(rbm.parameters(), again.parameters()):
-        assert torch.equal(a, b)
+    _assert_same_next_step(rbm, again, _images(8, seed=5), seed=9)
     again.load_training_state({})  # missing entries are fine
     assert again.pcd_chain is None
 
