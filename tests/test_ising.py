@@ -255,12 +255,15 @@ def test_sweep_plan_makes_valid_runs_one_per_temperature():
     jobs = plan.jobs()
     assert [j["parent"]["T"] for j in jobs] == [1.5, 2.5]
     for j in jobs:
-        assert make_config("rbm", j["model_config"]).image_shape == (1, 8, 8)
+        config = make_config("rbm", j["model_config"])
+        assert config.image_shape == (1, 8, 8) and config.centering and config.n_hidden == 256
         TrainConfig(**j["train_config"])
         assert sweep_of({"model": "rbm", "dataset": j["train_config"]["dataset"], "parent": j["parent"]})[0] == "s1"
     assert sweep_of({"model": "rbm", "dataset": "ising:L=8,T=2", "id": "r1"}) == ("r1", 2.0)
     assert sweep_of({"model": "rbm", "dataset": "ising:L=8,T=2/3", "id": "r1"}) is None
     assert sweep_of({"model": "rbm", "dataset": "digits", "id": "r1"}) is None
+    plain = SweepPlan(sweep_id="s2", L=8, temperatures=(2.0,), centering=False).jobs()[0]["model_config"]
+    assert make_config("rbm", plain).centering is False
 
 
 # ---- the page ----
@@ -310,4 +313,5 @@ def test_rbm_page_shows_an_ising_sweep_with_curves_table_and_lattices(dashboard_
     for name, value in (("hidden", recipe.n_hidden), ("k", recipe.k), ("epochs", recipe.epochs), ("lr", recipe.lr),
                         ("batch", recipe.batch_size), ("n", recipe.n)):
         assert at.number_input(key=f"ising-form-{name}").value == value, name
+    assert at.toggle(key="ising-form-centering").value is recipe.centering is True
     assert any("min per temperature" in c.value for c in at.caption)

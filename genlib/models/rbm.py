@@ -1,4 +1,5 @@
-"""The Bernoulli-Bernoulli restricted Boltzmann machine of the course notes, trained with CD-k (Hinton 2002) or PCD-k (Tieleman 2008).
+"""The Bernoulli-Bernoulli restricted Boltzmann machine of the course notes, trained with CD-k (Hinton 2002) or PCD-k
+(Tieleman 2008), optionally with centred gradient steps (Melchior, Fischer & Wiskott 2016).
 
 Energy E(v, h) = -v.b - h.c - h^T W v with binary visibles v (n_visible) and hiddens h (n_hidden), W of shape
 (n_hidden, n_visible) as in the seed. The seed trains by autograd of the free-energy gap F(v0).mean() - F(vk).mean()
@@ -133,11 +134,9 @@ class RBM(GenerativeModel, LatentModel):
     live_knobs: ClassVar[tuple[str, ...]] = ("lr", "k")
     metric_labels: ClassVar[dict[str, str]] = {
         "loss": "Free-energy gap F(data) − F(model samples): the seed's training loss, whose gradient is the CD "
-                "update; it is not a likelihood and can go up or down while the model improves. Estimated on up to "
-                "32 images of each batch.",
+                "update; it is not a likelihood and can go up or down while the model improves.",
         "recon_error": "Reconstruction error: mean squared difference between the binarised images and p(v|h) after "
-                       "one up-down pass v -> h -> v; it falls as the hidden units learn to describe the data. "
-                       "Estimated on up to 32 images of each batch.",
+                       "one up-down pass v -> h -> v; it falls as the hidden units learn to describe the data.",
     }
 
     def __init__(self, config: RBMConfig) -> None:
@@ -283,24 +282,6 @@ class RBM(GenerativeModel, LatentModel):
             self.pcd_chain.copy_(s.draw(ph_k, s.hidden))  # the particles' next hidden state
         return CDChain(a_0, ph_0, recon, v_k, a_k, ph_k, vis, logits, p_h)
 
-    def _metrics(self, chain: CDChain, v0: torch.Tensor, vis: torch.Tensor, dv: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The seed's loss and the reconstruction error, estimated on the batch's first METRIC_ROWS images.
-
-        They use the parameters the chain ran with, as the seed's loss does, and the logits the chain already has:
-        mean F(v0) - mean F(vk) = -((sum v0 - sum vk).b + sum softplus(a0) - sum softplus(ak)) / m. The softplus of
-        (2B, n_h) logits was a tenth of a 64-image MNIST step on a CPU, for a diagnostic the training never reads;
-        the window mean the loop logs still averages METRIC_ROWS x log_every images.
-        """
-        n, dtype = v0.shape[0], self.W.dtype
-        m = min(n, self.METRIC_ROWS)
-        if m < n:  # the same sums over the first m rows of v0 and of vk
-            v_sums = vis.view(2, n, -1)[:, :m].sum(1, dtype=None if m <= 256 else dtype).to(dtype)  # (2, n_v)
-            dv = v_sums[0] - v_sums[1]
-        logits = chain.h_logits.view(2, n, -1)[:, :m]  # [a0; ak] (2, m, n_h)
-        sp = F.softplus(logits.to(dtype)).sum((1, 2))  # (2,)
-        loss = (torch.dot(dv, self.v_bias) + (sp[0] - sp[1])).div_(-m)
-        return {"loss": loss, "recon_error": F.mse_loss(chain.recon[:m].to(dtype), v0[:m])}
-
     def step_lr(self) -> float:
         """The step size of the next update: lr, or lr (1 - updates / lr_decay_steps), at least 0, when decaying."""
         n = self.config.lr_decay_steps
@@ -333,12 +314,13 @@ class RBM(GenerativeModel, LatentModel):
         lr = self.step_lr()
         self.updates += 1
         vis, p_h = chain.visibles, chain.p_h  # [v0; vk] (2B, n_v), [p(h|v0); p(h|vk)] (2B, n_h)
-        # counts of ones per visible unit in v0 and vk (2, n_v); a bf16 sum of at most 256 zeros and ones is exact
-        # (integers to 256 are), and skips converting the (2B, n_v) states to fp32 first
-        exact = vis.dtype == dtype or n <= 256
-        v_sums = vis.view(2, n, -1).sum(1, dtype=None if exact else dtype).to(dtype)  # (2, n_v)
+        # metrics first: they use the parameters the chain ran with, as the seed's loss does. From the logits the
+        # chain already has: mean F(v0) - mean F(vk) = -((sum v0 - sum vk).b + sum softplus(a0) - sum softplus(ak)) / B
+        v_sums = vis.view(2, n, -1).sum(1, dtype=dtype)  # (2, n_v)
         dv = v_sums[0] - v_sums[1]  # sum_b (v0 - vk) (n_v): also -B times the v_bias gradient
-        metrics = self._metrics(chain, v0, vis, dv)
+        sp = F.softplus(chain.h_logits.to(dtype)).view(2, -1).sum(1)  # (2,)
+        loss = (torch.dot(dv, self.v_bias) + (sp[0] - sp[1])).div_(-n)
+        metrics = {"loss": loss, "recon_error": F.mse_loss(chain.recon.to(dtype), v0)}
 
         # gradients of the seed's loss F(v0).mean() - F(vk).mean() with vk fixed (dF/dW = -p(h|v) v^T), one matmul:
         # [p(h|v0); -p(h|vk)]^T [v0; vk] = p(h|v0)^T v0 - p(h|vk)^T vk = -B dL/dW (n_h, n_v)
@@ -378,8 +360,6 @@ class RBM(GenerativeModel, LatentModel):
             self._sgd(name, getattr(self, name), g[name], lr)
         return metrics
 
-    # images of each batch the metrics are estimated on (all of a batch up to this size)
-    METRIC_ROWS: ClassVar[int] = 32
     # offsets' running-mean rate: Melchior et al.'s sliding factor 0.01 (an average over ~100 batches)
     OFFSET_RATE: ClassVar[float] = 0.01
 
@@ -410,8 +390,8 @@ class RBM(GenerativeModel, LatentModel):
         self.h_bias.copy_(c_c.addmv_(W, mu, alpha=-1))
 
     def training_state(self) -> dict[str, Any]:
-        """Momentum buffers, the persistent chain, the current k, centering's offsets and (decaying lr) the update count,
-        for resuming."""
+        """Momentum buffers, the persistent chain, the current k, centring's offsets and (decaying lr) the update
+        count, for resuming."""
         state: dict[str, Any] = {"k": self.k, "momentum": {n: b.detach().clone() for n, b in self._velocity.items()}}
         if self.config.lr_decay_steps:
             state["updates"] = self.updates
