@@ -133,9 +133,10 @@ def _filters(model: Any, run: Run | None, step: int) -> None:
     count = min(count, n_hidden - start)
     show_image(filters_png(snap.version, start, count, snap.model), key("rbm", "filters", run),
                caption=f"hidden units {start} to {start + count - 1} of {n_hidden}")
-    st.caption("Each square is one hidden unit's weights W[j] to the 784 pixels, drawn as an image (lighter means "
-               "a larger weight; each square scaled on its own). Trained units look like pen strokes and blobs: "
-               "the features whose presence the unit reports.")
+    c, h, w = snap.model.image_shape
+    st.caption(f"Each square is one hidden unit's weights W[j] to the {c * h * w} visible units ({h} x {w}), drawn as "
+               "an image (lighter means a larger weight; each square scaled on its own). Trained on digits, units "
+               "look like pen strokes and blobs: the features whose presence the unit reports.")
     step_caption(snap, run)
 
 

@@ -86,7 +86,7 @@ class SweepPlan:
     temperatures: tuple[float, ...]
     n: int = 50_000  # Monte Carlo configurations per temperature (Torlai & Melko: 10^5)
     seed: int = 0
-    # the recipe of artifacts/ising-results.md (L = 8): four hidden units per spin (two per nearest-neighbour bond;
+    # the recipe of the README's Ising results (L = 8): four hidden units per spin (two per nearest-neighbour bond;
     # one per bond represents the Ising Boltzmann weight exactly, but 2N = 128 units left E/N 0.005-0.018 too high),
     # centred gradient steps, CD-10, weights started at std 0.1 (the seed's 0.01 starts the couplings at the W = 0
     # saddle), 20,000 updates of 500 configurations with momentum 0.9 and a step size decaying linearly to 0
