@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import functools
 import json
+import math
 from pathlib import Path
 from typing import Any, Callable
 
@@ -173,12 +174,13 @@ def _linked_units(run: Any, units: list[int]) -> dict[int, float]:
     is ignored, the slider then starts at its unit's p(h|v))."""
     out = {}
     for u in units:
-        raw = st.query_params.get(_unit_param(run, u))
         try:
-            out[u] = min(max(float(raw), 0.0), 1.0) if raw is not None else None
+            value = float(st.query_params.get(_unit_param(run, u), "nan"))
         except ValueError:
-            out[u] = None
-    return {u: p for u, p in out.items() if p is not None}
+            continue
+        if math.isfinite(value):
+            out[u] = min(max(value, 0.0), 1.0)
+    return out
 
 
 def _link_units(run: Any, units: tuple[int, ...], base: tuple[float, ...], released: list[float]) -> None:
