@@ -180,13 +180,19 @@ def test_latent_sliders_decode_in_the_browser_by_default_and_on_the_server_as_a_
     assert f"vae-z0-{run.id}" not in at.query_params
 
 
-def test_rbm_clamp_sliders_decode_in_the_browser_by_default(runs_dir):
+def _finished_rbm_run(runs_dir):
+    """A finished 32-hidden-unit RBM run on digits (untrained weights, seed 0) in the runs folder."""
     torch.manual_seed(0)
     model = build_model("rbm", {"n_hidden": 32})
     run = RunStore(runs_dir).create({"model": "rbm", "model_config": model.config_dict(), "dataset": "digits",
                                      "train_config": {"dataset": "digits"}})
     save_checkpoint(run.checkpoint_path, model, train_config={"dataset": "digits"}, progress={"step": 7})
     run.write_state(state="finished")
+    return run
+
+
+def test_rbm_clamp_sliders_decode_in_the_browser_by_default(runs_dir):
+    run = _finished_rbm_run(runs_dir)
     at = _open(run, "rbm", **{"rbm-tab": "Clamp hidden units"})
     def decoders():
         return [json.loads(e.proto.json or "{}").get("uid") for e in at.get("bidi_component")]
@@ -200,12 +206,7 @@ def test_rbm_clamp_sliders_decode_in_the_browser_by_default(runs_dir):
 
 
 def test_rbm_in_browser_clamp_sliders_start_from_the_link(runs_dir):
-    torch.manual_seed(0)
-    model = build_model("rbm", {"n_hidden": 32})
-    run = RunStore(runs_dir).create({"model": "rbm", "model_config": model.config_dict(), "dataset": "digits",
-                                     "train_config": {"dataset": "digits"}})
-    save_checkpoint(run.checkpoint_path, model, train_config={"dataset": "digits"}, progress={"step": 7})
-    run.write_state(state="finished")
+    run = _finished_rbm_run(runs_dir)
     at = _open(run, "rbm", **{"rbm-tab": "Clamp hidden units", f"rbm-sh1-{run.id}": "0.9",
                               f"rbm-sh2-{run.id}": "oops", f"rbm-sh3-{run.id}": "nan"})  # malformed: p(h|v)
     found = [json.loads(e.proto.json or "{}") for e in at.get("bidi_component")]
