@@ -3,7 +3,7 @@
 temperatures, one RBM trained per temperature through the dashboard's own job manager, and the table of the RBM
 samples' energy, |m|, specific heat and susceptibility beside the Monte Carlo values, with error bars.
 
-    nice -n 10 .venv/bin/python scripts/ising_study.py                       # L=8, T = 1.5..3.5 (9), ~40 min, 2 cores
+    nice -n 10 .venv/bin/python scripts/ising_study.py                       # L=8, T = 1.5..3.5 (9), ~30 min, 2 cores
     .venv/bin/python scripts/ising_study.py --quick                          # smoke run: 3 temperatures, few epochs
     .venv/bin/python scripts/ising_study.py --out artifacts/ising-results.md --runs-dir /tmp/ising-runs
 
