@@ -110,8 +110,7 @@ class SweepPlan:
             name = IsingDataOptions(L=self.L, temperatures=(T,), n=self.n, seed=self.seed).name
             model = {"image_shape": (1, self.L, self.L), "n_hidden": self.n_hidden, "k": self.k,
                      "persistent": self.persistent, "centering": self.centering, "momentum": self.momentum,
-                     "binarize": "threshold",
-                     "init_std": self.init_std,
+                     "binarize": "threshold", "init_std": self.init_std,
                      "sample_steps": 200,  # the live sample grids: 200 Gibbs steps suffice for these lattices
                      # the run's total steps (the loop drops the last partial batch of each epoch)
                      "lr_decay_steps": self.epochs * (self.n // self.batch_size) if self.lr_decay else 0}

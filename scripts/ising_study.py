@@ -73,9 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     temps = temperature_grid(args.t_min, args.t_max, args.count)
     plan = SweepPlan(sweep_id=f"study-{int(time.time())}", L=args.L, temperatures=temps, n=args.n, seed=args.seed,
                      n_hidden=args.hidden, k=args.k, persistent=args.pcd, centering=not args.no_centering,
-                     momentum=args.momentum, lr=args.lr,
-                     batch_size=args.batch_size, epochs=args.epochs, lr_decay=not args.no_lr_decay,
-                     init_std=args.init_std)
+                     momentum=args.momentum, lr=args.lr, batch_size=args.batch_size, epochs=args.epochs,
+                     lr_decay=not args.no_lr_decay, init_std=args.init_std)
     jobs = plan.jobs()
     t0 = time.perf_counter()
     # the Monte Carlo data first (cached per temperature), so the training time below is training alone
