@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import torch
 
-from genlib.data import DATASETS, ImageData, to_unit
+from genlib.data import DATASETS, ImageData
 from genlib.devices import flush_denormals
 from genlib.models.base import PRECISIONS, GenerativeModel, check
 
@@ -201,7 +201,7 @@ def _train(model: GenerativeModel, data: ImageData, cfg: TrainConfig, *, progres
         for i, xb in enumerate(data.batches(cfg.batch_size, generator=epoch_generator(cfg.seed, epoch))):
             if i < skip:
                 continue
-            window.append(model.train_step(to_unit(xb)))  # xb: (B, 1, 28, 28) uint8 -> [0, 1] float
+            window.append(model.train_step_uint8(xb))  # xb: (B, 1, 28, 28) uint8, x / 255 inside
             progress.step += 1
             progress.images += cfg.batch_size
             steps_in_window += 1

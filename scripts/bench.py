@@ -110,13 +110,16 @@ class Bench:
     config: dict[str, Any] = field(default_factory=dict)  # genlib model config
     lr: float = 0.0
     warmup: int = 5  # default warm-up steps (not timed)
+    env: tuple[tuple[str, str], ...] = ()  # environment of the worker process (e.g. the RBM's eager step)
 
 
 BENCHES: list[Bench] = [
     Bench("rbm/seed", "rbm", "seed loop (DataLoader+ToTensor, autograd of free energy)", "seed", 64, warmup=20),
     Bench("rbm/sklearn", "rbm", "scikit-learn BernoulliRBM.fit (PCD-1, float32)", "peer", 64, warmup=20),
-    Bench("rbm/genlib-fp32", "rbm", "genlib RBM CD-1, fp32", "genlib", 64, "fp32",
+    Bench("rbm/genlib-fp32", "rbm", "genlib RBM CD-1, fp32 (fused CPU passes where compiled)", "genlib", 64, "fp32",
           {"n_hidden": 500, "k": 1}, 0.1, warmup=20),
+    Bench("rbm/genlib-eager-fp32", "rbm", "genlib RBM CD-1, fp32, eager PyTorch only", "genlib", 64, "fp32",
+          {"n_hidden": 500, "k": 1}, 0.1, warmup=20, env=(("GENLIB_FUSED_CD", "0"),)),
     Bench("rbm/genlib-bf16", "rbm", "genlib RBM CD-1, bf16 autocast", "genlib", 64, "bf16",
           {"n_hidden": 500, "k": 1}, 0.1, warmup=20),
     Bench("vae/seed", "vae", "seed loop (DataLoader+ToTensor+Normalize, torch.distributions)", "seed", 128, warmup=10),
@@ -343,14 +346,27 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+PEAK_REP_BUDGET_S = 1.0  # a peak repetition longer than this shrinks the matrix (bf16 without bf16 units: ~0.3 GFLOP/s)
+
+
 def measure_peak(size: int, reps: int) -> dict[str, Any]:
-    """Best-of-`reps` GFLOP/s of a square torch.mm in fp32 and bf16 (2 n^3 FLOPs each)."""
+    """Best-of-`reps` GFLOP/s of a square torch.mm in fp32 and bf16 (2 n^3 FLOPs each); a precision this CPU runs
+    slowly (bf16 without bf16 matrix units) is measured at a smaller size, halved until one product takes at most
+    PEAK_REP_BUDGET_S by a 256-square probe, and the size is reported."""
     import torch
 
     out: dict[str, Any] = {}
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-        c = torch.empty(size, size, dtype=dtype)
+        probe = torch.randn(256, 256, dtype=dtype)
+        torch.mm(probe, probe)
+        t = time.perf_counter()
+        torch.mm(probe, probe)
+        probe_s = max(time.perf_counter() - t, 1e-9)
+        n = size
+        while n > 256 and probe_s * (n / 256) ** 3 > PEAK_REP_BUDGET_S:
+            n //= 2
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        c = torch.empty(n, n, dtype=dtype)
         for _ in range(2):
             torch.mm(a, b, out=c)
         times = []
@@ -358,9 +374,10 @@ def measure_peak(size: int, reps: int) -> dict[str, Any]:
             t = time.perf_counter()
             torch.mm(a, b, out=c)
             times.append(time.perf_counter() - t)
-        flops = 2.0 * size ** 3
+        flops = 2.0 * n ** 3
         out[name] = flops / min(times) / 1e9
         out[name + "_median"] = flops / sorted(times)[len(times) // 2] / 1e9
+        out[name + "_size"] = n
     out["threads"] = torch.get_num_threads()
     return out
 
@@ -379,6 +396,7 @@ def spawn(worker_id: str, args: argparse.Namespace, timeout: float) -> dict[str,
     if args.quick:
         cmd.append("--quick")
     env = dict(os.environ)
+    env.update(BY_ID[worker_id].env if worker_id in BY_ID else {})
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     t = time.perf_counter()
     try:
@@ -392,6 +410,15 @@ def spawn(worker_id: str, args: argparse.Namespace, timeout: float) -> dict[str,
             return result
     tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
     return {"error": f"exit {proc.returncode}: " + " | ".join(tail)}
+
+
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median speed (the lower middle one of an even count), with every round's speed attached as
+    "round_ips"; the first error when no round succeeded."""
+    good = sorted((r for r in runs if "error" not in r), key=lambda r: r["images_per_second"])
+    if not good:
+        return runs[0]
+    return {**good[(len(good) - 1) // 2], "round_ips": [r["images_per_second"] for r in good]}
 
 
 def fmt(x: float | None, spec: str = ",.0f") -> str:
@@ -422,7 +449,7 @@ def build_rows(benches: list[Bench], results: dict[str, dict[str, Any]], peak: d
             "precision": b.precision, "ips": ips, "steps": r.get("steps"),
             "ratio": (ips / base) if (ips and base and b.kind != "seed") else (1.0 if b.kind == "seed" and ips else None),
             "gflops": gflops, "pct_peak": 100.0 * gflops / peak_g if (gflops and peak_g) else None,
-            "rss": r.get("maxrss_mib"), "error": r.get("error"),
+            "rss": r.get("maxrss_mib"), "error": r.get("error"), "round_ips": r.get("round_ips"),
             "rss_growth": (r["maxrss_mib"] - r["rss_start_mib"]) if ("maxrss_mib" in r and "rss_start_mib" in r) else None,
             "noisy": bool(ips and r.get("median_step_images_per_second")
                           and r["median_step_images_per_second"] > NOISE_FACTOR * ips),
@@ -460,7 +487,9 @@ def cell(row: dict[str, Any], key: str) -> str:
         return "FAILED"
     v = row.get(key)
     if key == "ips":
-        return fmt(v, ",.0f") + ("*" if row.get("noisy") else "")
+        spread = row.get("round_ips") or []
+        rounds = f" ({min(spread) / 1e3:.1f}-{max(spread) / 1e3:.1f}k)" if len(spread) > 1 else ""
+        return fmt(v, ",.0f") + ("*" if row.get("noisy") else "") + rounds
     if key == "ratio":
         return "-" if v is None else f"{v:.2f}x"
     if key == "gflops":
@@ -522,10 +551,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--markdown", action="store_true", help="also print the table as markdown (for the README)")
     ap.add_argument("--json", default=None, help="also write the raw results to this file")
     ap.add_argument("--list", action="store_true", help="list the benchmark ids and exit")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run every benchmark this many times, round-robin, and report each row's median run "
+                         "(with the range of the rounds); ratios then compare medians")
+    ap.add_argument("--all-precisions", action="store_true",
+                    help="also run the bf16 rows on a CPU without bf16 matrix units (there they take minutes each)")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.seconds is None:
         args.seconds = QUICK_SECONDS if args.quick else DEFAULT_SECONDS
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
 
     if args.list:
         for b in BENCHES:
@@ -544,10 +580,22 @@ def main(argv: list[str] | None = None) -> int:
 
     from genlib.devices import cpu_has_fast_bf16
 
+    skipped = [] if cpu_has_fast_bf16() or args.all_precisions else [b.id for b in benches if b.precision == "bf16"]
+    benches = [b for b in benches if b.id not in skipped]
+
     print(f"genlib benchmark: {cpu_name()}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, "
           f"threads {args.threads or torch.get_num_threads()}, fast bf16 (AMX/AVX512-BF16): "
           f"{'yes' if cpu_has_fast_bf16() else 'no'}", flush=True)
     print(f"data: {choice.name} from {choice.root}" + (f"\nNOTE: {choice.note}" if choice.note else ""), flush=True)
+    if any(b.id == "rbm/genlib-fp32" for b in benches):
+        from genlib.kernels import cd
+
+        state = cd.status()  # builds the library now, so that no timed worker compiles it
+        print(f"RBM fused CPU passes: {'compiled, ' + state.detail if state.ok else 'not in use: ' + state.detail}",
+              flush=True)
+    if skipped:
+        print(f"skipped: {', '.join(skipped)} (this CPU has no bf16 matrix units, so bf16 runs hundreds of times slower "
+              "than fp32 and genlib's forms default to fp32 here; --all-precisions runs them)", flush=True)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"timing: {args.seconds:g} s per benchmark after warm-up, each in its own subprocess"
           + (" (quick smoke run)" if args.quick else "") + f"; load average at start {load:.2f}"
@@ -558,20 +606,23 @@ def main(argv: list[str] | None = None) -> int:
     if "error" in peak:
         print(f"matmul peak: FAILED ({peak['error']})", flush=True)
     else:
-        print(f"matmul peak ({args.peak_size}x{args.peak_size} torch.mm, best of {args.peak_reps}): "
-              f"fp32 {peak['fp32']:,.0f} GFLOP/s, bf16 {peak['bf16']:,.0f} GFLOP/s "
-              f"(medians {peak['fp32_median']:,.0f} / {peak['bf16_median']:,.0f})", flush=True)
+        print(f"matmul peak (square torch.mm, best of {args.peak_reps}): "
+              f"fp32 {peak['fp32']:,.1f} GFLOP/s at {peak['fp32_size']}, bf16 {peak['bf16']:,.1f} GFLOP/s at "
+              f"{peak['bf16_size']} (medians {peak['fp32_median']:,.1f} / {peak['bf16_median']:,.1f})", flush=True)
     for m in dict.fromkeys(b.model for b in benches):
         print(f"FLOPs per training image, {m.upper()}: {FLOPS[m] / 1e6:,.2f} MFLOP = {FLOP_NOTES[m]}", flush=True)
     print(flush=True)
 
-    results: dict[str, dict[str, Any]] = {}
-    for b in benches:
-        print(f"  running {b.id} ...", end="", file=sys.stderr, flush=True)
-        results[b.id] = spawn(b.id, args, timeout)
-        r = results[b.id]
-        print(" " + (f"{r['images_per_second']:,.0f} img/s" if "error" not in r else r["error"]),
-              file=sys.stderr, flush=True)
+    runs: dict[str, list[dict[str, Any]]] = {b.id: [] for b in benches}
+    for round_ in range(args.rounds):  # round-robin: a slow spell of a shared machine hits every row alike
+        for b in benches:
+            tag = f" (round {round_ + 1} of {args.rounds})" if args.rounds > 1 else ""
+            print(f"  running {b.id}{tag} ...", end="", file=sys.stderr, flush=True)
+            r = spawn(b.id, args, timeout)
+            runs[b.id].append(r)
+            print(" " + (f"{r['images_per_second']:,.0f} img/s" if "error" not in r else r["error"]),
+                  file=sys.stderr, flush=True)
+    results = {k: median_run(v) for k, v in runs.items()}
 
     rows = build_rows(benches, results, peak)
     print(plain_table(rows))

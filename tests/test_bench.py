@@ -86,6 +86,22 @@ def test_targets_say_met_or_gap(bench):
     assert "gap" in verdicts["vae/genlib-bernoulli-bf16 vs vae/seed: target >= 4x"]
 
 
+def test_rounds_report_the_median_run_and_the_range(bench):
+    runs = [{"images_per_second": 300.0, "steps": 3}, {"error": "timed out"}, {"images_per_second": 100.0, "steps": 1},
+            {"images_per_second": 200.0, "steps": 2}]
+    median = bench.median_run(runs)
+    assert median["steps"] == 2 and median["round_ips"] == [100.0, 200.0, 300.0]  # errors dropped, median kept whole
+    assert bench.median_run([{"error": "boom"}]) == {"error": "boom"}
+    row = {"ips": 200.0, "round_ips": median["round_ips"]}
+    assert bench.cell(row, "ips") == "200 (0.1-0.3k)"
+    assert bench.cell({"ips": 200.0, "round_ips": [200.0]}, "ips") == "200"
+
+
+def test_the_eager_rbm_row_turns_the_fused_passes_off(bench):
+    assert dict(bench.BY_ID["rbm/genlib-eager-fp32"].env) == {"GENLIB_FUSED_CD": "0"}
+    assert bench.BY_ID["rbm/genlib-fp32"].env == ()
+
+
 @pytest.mark.timeout(90)
 def test_quick_run_prints_the_table_with_numbers():
     t = time.perf_counter()

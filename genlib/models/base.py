@@ -16,6 +16,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from genlib.data import to_unit
+
 PRECISIONS = ("fp32", "bf16")
 
 
@@ -79,6 +81,11 @@ class GenerativeModel(nn.Module, ABC):
     @abstractmethod
     def train_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Update on one batch x (B, C, H, W) in [0, 1]; return detached 0-dim metric tensors."""
+
+    def train_step_uint8(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One update on uint8 images x (B, C, H, W) in [0, 255], as the training loop holds them: `train_step` of
+        x / 255, unless a model uses the bytes directly (the RBM binarises them in one fused pass)."""
+        return self.train_step(to_unit(x))
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """The model's torch optimisers by name (empty for closed-form updates)."""

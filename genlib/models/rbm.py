@@ -9,14 +9,16 @@ without autograd, so one step costs four matmuls for k = 1 and no graph: v0 -> h
 statistics (five matmuls' worth of multiply-adds). The states live in preallocated (2B, n) buffers reused by every
 step of the same batch size; Bernoulli draws compare one uniform draw per unit with its probability (u < p), which is
 3x cheaper on a CPU than torch.bernoulli, and with precision "bf16" the weights are cast once per step and the chain
-runs in bfloat16 ({0, 1} states are exact in it), the parameters and their update staying in fp32.
+runs in bfloat16 ({0, 1} states are exact in it), the parameters and their update staying in fp32. On a CPU in
+float32, the passes between the matmuls (binarising, sigmoids, draws, the statistics and the loss) run as compiled C
+where a C compiler is present (genlib.kernels.cd: the same maths, a few passes instead of ~40 PyTorch calls).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, Callable, ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +26,7 @@ from torch import nn
 
 from genlib.data import binarize
 from genlib.bernoulli import draw_, words_for
+from genlib.kernels.cd import CDKernels, load as load_cd_kernels, new_stream
 from genlib.models.base import (GenerativeModel, LatentModel, check, check_int_in, check_unit_interval,
                                 device_generator)
 from genlib.samplers import gibbs_chain
@@ -116,6 +119,14 @@ class _Scratch:
         # the halves [:n] (data) and [n:] (chain's end) of the stacked buffers, made once
         self.halves = tuple(t[i] for t in (self.visibles, self.h_logits, self.p_h)
                             for i in (slice(None, n), slice(n, None)))
+        self.sums: tuple[torch.Tensor, ...] | None = None  # the fused passes' dv, v0 sum (n_v), dh, p(h|v0) sum (n_h)
+
+    def fused_sums(self) -> tuple[torch.Tensor, ...]:
+        if self.sums is None:
+            n_v, n_h = self.visibles.shape[1], self.p_h.shape[1]
+            kw = {"device": self.visibles.device, "dtype": self.visibles.dtype}
+            self.sums = (torch.empty(n_v, **kw), torch.empty(n_v, **kw), torch.empty(n_h, **kw), torch.empty(n_h, **kw))
+        return self.sums
 
     def draw(self, p: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """Bernoulli(p) into `out` (same shape), from the default generator of p's device."""
@@ -156,6 +167,9 @@ class RBM(GenerativeModel, LatentModel):
         self._velocity: dict[str, torch.Tensor] = {}  # SGD momentum buffers, created on the first step as SGD does
         self._offsets: dict[str, torch.Tensor] = {}  # centering's mu (n_v) and lam (n_h), set by the first batch
         self._scratch: _Scratch | None = None  # the chain's buffers for the last batch size, device and dtype
+        # use the compiled CPU passes (genlib.kernels.cd) where they apply; False forces the eager PyTorch step (the
+        # same maths, with PyTorch's own random stream)
+        self.fused_cpu = True
 
     # ---- training setup ----
     def _make_optimizers(self, lr: float) -> None:
@@ -225,6 +239,15 @@ class RBM(GenerativeModel, LatentModel):
             raise ValueError(f"images of shape {tuple(x.shape[1:])} do not fit this RBM's {self.image_shape}")
         return binarize(v, self.config.binarize)
 
+    def _fused_visibles(self, x: torch.Tensor, kernels: CDKernels) -> torch.Tensor:
+        """`visibles(x)` binarised by the fused pass straight into the chain's v0 buffer (B, n_v)."""
+        v = x.reshape(x.shape[0], -1)
+        if self.config.binarize != "stochastic" or v.shape[1] != self.n_visible or v.dtype != torch.float32 \
+                or v.device.type != "cpu":
+            return self.visibles(x)  # thresholds, conversions and the shape error stay with the eager code
+        v_0 = self._scratch_for(v.shape[0], torch.float32).halves[0]
+        return kernels.bernoulli_(v.contiguous(), v_0, new_stream())
+
     def _scratch_for(self, n: int, dtype: torch.dtype) -> _Scratch:
         key = (n, self.W.device, dtype, self.W.dtype)
         if self._scratch is None or self._scratch.key != key:
@@ -233,6 +256,19 @@ class RBM(GenerativeModel, LatentModel):
 
     def _compute_dtype(self) -> torch.dtype:
         return torch.bfloat16 if self.precision == "bf16" else self.W.dtype
+
+    def _fused(self) -> CDKernels | None:
+        """The compiled CD passes (genlib.kernels.cd) when this step can use them: a float32 chain on a CPU."""
+        if not self.fused_cpu or self.W.device.type != "cpu" or self._compute_dtype() != torch.float32:
+            return None
+        return load_cd_kernels()  # compiled once per machine, loaded once per process
+
+    def _chain_ops(self, s: _Scratch, kernels: CDKernels | None) -> tuple[Callable, Callable]:
+        """(sigmoid(a, out), draw(p, out)) of the chain: the fused passes', or PyTorch's with genlib.bernoulli."""
+        if kernels is None:
+            return (lambda a, out: torch.sigmoid(a, out=out)), s.draw
+        stream = new_stream()
+        return kernels.sigmoid_, (lambda p, out: kernels.bernoulli_(p, out, stream))
 
     @torch.no_grad()
     def contrastive_chain(self, v0: torch.Tensor) -> CDChain:
@@ -243,6 +279,7 @@ class RBM(GenerativeModel, LatentModel):
         """
         n = v0.shape[0]
         s = self._scratch_for(n, self._compute_dtype())
+        sigmoid, draw = self._chain_ops(s, self._fused())
         W, b, c = self.W, self.v_bias, self.h_bias
         if s.visibles.dtype != W.dtype:  # bf16: one cast of W per step, the biases follow (as autocast would)
             if s.weight is None:
@@ -253,12 +290,13 @@ class RBM(GenerativeModel, LatentModel):
         v_0, v_k, a_0, a_k, ph_0, ph_k = s.halves
 
         def p_v(h: torch.Tensor, out: torch.Tensor) -> torch.Tensor:  # p(v|h) = sigmoid(h W + b) (n, n_v)
-            return torch.addmm(b, h, W, out=out).sigmoid_()
+            return sigmoid(torch.addmm(b, h, W, out=out), out)
 
-        v_0.copy_(v0)
+        if v0 is not v_0:  # train_step's fused path binarises straight into the buffer
+            v_0.copy_(v0)
         torch.addmm(c, v_0, W.t(), out=a_0)  # W v0 + c (n, n_h)
-        torch.sigmoid(a_0, out=ph_0)
-        h = s.draw(ph_0, s.hidden)  # h0 (n, n_h)
+        sigmoid(a_0, ph_0)
+        h = draw(ph_0, s.hidden)  # h0 (n, n_h)
         recon = pv = p_v(h, s.recon)  # p(v|h0) (n, n_v): the reconstruction and CD's first visible probabilities
         if self.config.persistent or self.k > 1:
             if s.p_v is None:
@@ -273,13 +311,13 @@ class RBM(GenerativeModel, LatentModel):
         for step in range(self.k):
             if step:
                 pv = p_v(h, s.p_v)
-            s.draw(pv, v_k)  # (n, n_v)
+            draw(pv, v_k)  # (n, n_v)
             torch.addmm(c, v_k, W.t(), out=a_k)  # W vk + c (n, n_h)
-            torch.sigmoid(a_k, out=ph_k)
+            sigmoid(a_k, ph_k)
             if step < self.k - 1:  # CD never uses the last hidden draw (the gradient takes p(h|vk))
-                h = s.draw(ph_k, s.hidden)
+                h = draw(ph_k, s.hidden)
         if self.config.persistent:
-            self.pcd_chain.copy_(s.draw(ph_k, s.hidden))  # the particles' next hidden state
+            self.pcd_chain.copy_(draw(ph_k, s.hidden))  # the particles' next hidden state
         return CDChain(a_0, ph_0, recon, v_k, a_k, ph_k, vis, logits, p_h)
 
     def step_lr(self) -> float:
@@ -308,7 +346,26 @@ class RBM(GenerativeModel, LatentModel):
         """One CD-k (or PCD-k) SGD step on images x (B, C, H, W) in [0, 1]; detached metrics, no host sync."""
         if self.lr is None:
             raise RuntimeError("call configure_training(lr=...) before train_step")
-        v0 = self.visibles(x)  # (B, n_v) in {0, 1}
+        kernels = self._fused()
+        v0 = self.visibles(x) if kernels is None else self._fused_visibles(x, kernels)  # (B, n_v) in {0, 1}
+        return self._cd_step(v0, kernels)
+
+    @torch.no_grad()
+    def train_step_uint8(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """`train_step` on uint8 images (B, C, H, W): the fused path draws v = Bernoulli(x / 255) from the bytes in
+        one pass, straight into the chain's buffer (no float copy of the batch)."""
+        kernels = self._fused()
+        n = x.shape[0]
+        if kernels is None or self.config.binarize != "stochastic" or x.dtype != torch.uint8 \
+                or x.device.type != "cpu" or math.prod(x.shape[1:]) != self.n_visible:
+            return super().train_step_uint8(x)
+        if self.lr is None:
+            raise RuntimeError("call configure_training(lr=...) before train_step")
+        v_0 = self._scratch_for(n, torch.float32).halves[0]
+        return self._cd_step(kernels.bernoulli_u8_(x.reshape(n, -1).contiguous(), v_0, new_stream()), kernels)
+
+    def _cd_step(self, v0: torch.Tensor, kernels: CDKernels | None) -> dict[str, torch.Tensor]:
+        """The CD-k/PCD-k update from binary visibles v0 (B, n_v); `kernels` when the fused passes run it."""
         chain = self.contrastive_chain(v0)
         n, dtype, cfg = v0.shape[0], self.W.dtype, self.config
         lr = self.step_lr()
@@ -316,18 +373,26 @@ class RBM(GenerativeModel, LatentModel):
         vis, p_h = chain.visibles, chain.p_h  # [v0; vk] (2B, n_v), [p(h|v0); p(h|vk)] (2B, n_h)
         # metrics first: they use the parameters the chain ran with, as the seed's loss does. From the logits the
         # chain already has: mean F(v0) - mean F(vk) = -((sum v0 - sum vk).b + sum softplus(a0) - sum softplus(ak)) / B
-        v_sums = vis.view(2, n, -1).sum(1, dtype=dtype)  # (2, n_v)
-        dv = v_sums[0] - v_sums[1]  # sum_b (v0 - vk) (n_v): also -B times the v_bias gradient
-        sp = F.softplus(chain.h_logits.to(dtype)).view(2, -1).sum(1)  # (2,)
-        loss = (torch.dot(dv, self.v_bias) + (sp[0] - sp[1])).div_(-n)
-        metrics = {"loss": loss, "recon_error": F.mse_loss(chain.recon.to(dtype), v0)}
-
-        # gradients of the seed's loss F(v0).mean() - F(vk).mean() with vk fixed (dF/dW = -p(h|v) v^T), one matmul:
-        # [p(h|v0); -p(h|vk)]^T [v0; vk] = p(h|v0)^T v0 - p(h|vk)^T vk = -B dL/dW (n_h, n_v)
-        p_h[n:].neg_()
+        # Then the gradients of the seed's loss F(v0).mean() - F(vk).mean() with vk fixed (dF/dW = -p(h|v) v^T), one
+        # matmul: [p(h|v0); -p(h|vk)]^T [v0; vk] = p(h|v0)^T v0 - p(h|vk)^T vk = -B dL/dW (n_h, n_v)
+        if kernels is None:
+            v_sums = vis.view(2, n, -1).sum(1, dtype=dtype)  # (2, n_v)
+            dv = v_sums[0] - v_sums[1]  # sum_b (v0 - vk) (n_v): also -B times the v_bias gradient
+            sp = F.softplus(chain.h_logits.to(dtype)).view(2, -1).sum(1)  # (2,)
+            loss = (torch.dot(dv, self.v_bias) + (sp[0] - sp[1])).div_(-n)
+            metrics = {"loss": loss, "recon_error": F.mse_loss(chain.recon.to(dtype), v0)}
+            p_h[n:].neg_()
+            dh = p_h.sum(0, dtype=dtype)  # sum_b p(h|v0) - p(h|vk) = -B dL/dc (n_h)
+            v0_sum, h0_sum = v_sums[0], (p_h[:n].sum(0, dtype=dtype) if cfg.centering else None)
+        else:  # the same sums in two fused passes (p_h negated in the second)
+            dv, v0_sum, dh, h0_sum = self._scratch.fused_sums()
+            out = torch.empty(3, dtype=torch.float64)  # sum (recon - v0)^2, dv . b, sum softplus(a0) - softplus(ak)
+            kernels.visible_stats(chain.recon, v0, chain.vk, self.v_bias, dv, v0_sum, out)
+            kernels.hidden_stats(chain.h_logits, p_h, dh, h0_sum, out)
+            sq, dvb, sp = out.tolist()
+            metrics = {"loss": torch.tensor(-(dvb + sp) / n), "recon_error": torch.tensor(sq / v0.numel())}
         if cfg.centering:  # this batch moves the offsets first: mean v0 (n_v) and mean p(h|v0) (n_h)
-            self._move_offsets(v_sums[0] / n, p_h[:n].mean(0, dtype=dtype))
-        dh = p_h.sum(0, dtype=dtype)  # sum_b p(h|v0) - p(h|vk) = -B dL/dc (n_h)
+            self._move_offsets(v0_sum / n, h0_sum / n)
         bf16 = vis.dtype != dtype
         plain = not (cfg.momentum or cfg.weight_decay or cfg.centering)  # plain SGD needs no fp32 gradient buffers
         g = self._grads
