@@ -25,6 +25,7 @@ def get_manager():
     backend = os.environ.get("GENLIB_JOB_BACKEND", "process")
     if backend == "process":
         _limit_server_threads()
+        _leave_a_core()
     store = RunStore(default_runs_dir())
     _install_pretrained(store)
     # Workers run at a lower CPU priority than the server (niceness +WORKER_NICE), so a slider move or a chart
@@ -43,6 +44,18 @@ def _install_pretrained(store: RunStore) -> None:
         install(store)
     except OSError:
         pass
+
+
+def _leave_a_core() -> None:
+    """On a CPU of at most two cores, dashboard jobs train with one torch thread ($GENLIB_WORKER_THREADS, inherited by
+    the worker processes; a value already set is kept, 0 keeps PyTorch's default).
+
+    Why: there the server and a browser on the same machine take part of a core while a page streams, and a
+    two-thread job whose threads meet at every matmul then waits for whichever one was descheduled: measured with
+    scripts/measure_ui.py on a 2-core AMD EPYC, the streamed VAE job trained at a third of its CLI speed.
+    """
+    if (os.cpu_count() or 1) <= 2:
+        os.environ.setdefault("GENLIB_WORKER_THREADS", "1")
 
 
 def _limit_server_threads() -> None:

@@ -43,6 +43,19 @@ class _Cadence:
         self.next = time.monotonic() + max(self.every, cost / self.budget)
 
 
+WORKER_THREADS_ENV = "GENLIB_WORKER_THREADS"  # torch threads of a run whose config leaves them unset (the dashboard's)
+
+
+def worker_threads_from_env() -> int | None:
+    """$GENLIB_WORKER_THREADS as a positive int, or None when unset or 0; anything else is refused with a message."""
+    raw = os.environ.get(WORKER_THREADS_ENV, "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or int(raw) > 256:
+        raise ValueError(f"${WORKER_THREADS_ENV} must be a whole number of threads from 0 to 256, got {raw!r}")
+    return int(raw) or None
+
+
 def fixed_noise_grid(model: Any, cfg: TrainConfig) -> bytes:
     """The seed's `generate_and_save_images`: samples from the same fixed noise every time, as a PNG grid."""
     images = model.sample(cfg.n_samples, generator=torch.Generator().manual_seed(cfg.sample_seed))
@@ -72,8 +85,9 @@ def run_job(run: Run, *, on_log: Callable[[dict[str, Any]], None] | None = None)
     try:
         cfg = TrainConfig(**info["train_config"])
         device = resolve_device(cfg.device)
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
+        threads = cfg.threads or worker_threads_from_env()
+        if threads:
+            torch.set_num_threads(threads)
         torch.manual_seed(cfg.seed)
         # sizes that cannot fit are refused here, before the data or the model takes any memory
         check_fits(info["model"], info["model_config"], batch_size=cfg.batch_size, precision=cfg.precision,

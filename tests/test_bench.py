@@ -6,6 +6,7 @@ The smoke run uses the offline digits dataset and tiny budgets: it proves the ta
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import subprocess
 import sys
@@ -166,3 +167,15 @@ def test_gan_precision_runs_start_from_the_same_weights_in_both_precisions(start
         assert (batch32, lr32) == (256, 1e-4)
         other = gp.build(gp.Plan(start, "fast", 1, 2, (4,), ("fp32",), 100), 4, "fp32")[0]
         assert not torch.equal(next(iter(other.state_dict().values())), next(iter(s32.values())))
+
+
+@pytest.mark.timeout(120)
+def test_rbm_step_ab_prints_three_timings():
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "rbm_step_ab.py"), "--dataset", "digits",
+                           "--batches", "3", "--repeats", "2"], capture_output=True, text=True, timeout=110,
+                          cwd=str(REPO))
+    if "not available here" in proc.stdout and os.environ.get("GENLIB_REQUIRE_KERNELS") != "1":
+        pytest.skip(proc.stdout.strip())
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for name in ("fused", "eager", "products only"):
+        assert re.search(rf"^  {name}\s+median \d+\.\d+  min \d+\.\d+", proc.stdout, re.M), proc.stdout
