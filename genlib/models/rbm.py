@@ -344,8 +344,6 @@ class RBM(GenerativeModel, LatentModel):
     @torch.no_grad()
     def train_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """One CD-k (or PCD-k) SGD step on images x (B, C, H, W) in [0, 1]; detached metrics, no host sync."""
-        if self.lr is None:
-            raise RuntimeError("call configure_training(lr=...) before train_step")
         kernels = self._fused()
         v0 = self.visibles(x) if kernels is None else self._fused_visibles(x, kernels)  # (B, n_v) in {0, 1}
         return self._cd_step(v0, kernels)
@@ -359,13 +357,13 @@ class RBM(GenerativeModel, LatentModel):
         if kernels is None or self.config.binarize != "stochastic" or x.dtype != torch.uint8 \
                 or x.device.type != "cpu" or math.prod(x.shape[1:]) != self.n_visible:
             return super().train_step_uint8(x)
-        if self.lr is None:
-            raise RuntimeError("call configure_training(lr=...) before train_step")
         v_0 = self._scratch_for(n, torch.float32).halves[0]
         return self._cd_step(kernels.bernoulli_u8_(x.reshape(n, -1).contiguous(), v_0, new_stream()), kernels)
 
     def _cd_step(self, v0: torch.Tensor, kernels: CDKernels | None) -> dict[str, torch.Tensor]:
         """The CD-k/PCD-k update from binary visibles v0 (B, n_v); `kernels` when the fused passes run it."""
+        if self.lr is None:
+            raise RuntimeError("call configure_training(lr=...) before train_step")
         chain = self.contrastive_chain(v0)
         n, dtype, cfg = v0.shape[0], self.W.dtype, self.config
         lr = self.step_lr()
