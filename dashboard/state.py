@@ -54,8 +54,10 @@ def _leave_a_core() -> None:
     two-thread job whose threads meet at every matmul then waits for whichever one was descheduled: measured with
     scripts/measure_ui.py on a 2-core AMD EPYC, the streamed VAE job trained at a third of its CLI speed.
     """
+    from genlib.worker import WORKER_THREADS_ENV
+
     if (os.cpu_count() or 1) <= 2:
-        os.environ.setdefault("GENLIB_WORKER_THREADS", "1")
+        os.environ.setdefault(WORKER_THREADS_ENV, "1")
 
 
 def _limit_server_threads() -> None:
