@@ -54,10 +54,11 @@ def _leave_a_core() -> None:
     two-thread job whose threads meet at every matmul then waits for whichever one was descheduled: measured with
     scripts/measure_ui.py on a 2-core AMD EPYC, the streamed VAE job trained at a third of its CLI speed.
     """
-    from genlib.worker import WORKER_THREADS_ENV
+    from genlib.worker import WORKER_THREADS_ENV, dashboard_job_threads
 
-    if (os.cpu_count() or 1) <= 2:
-        os.environ.setdefault(WORKER_THREADS_ENV, "1")
+    threads = dashboard_job_threads()
+    if threads:
+        os.environ.setdefault(WORKER_THREADS_ENV, str(threads))
 
 
 def _limit_server_threads() -> None:

@@ -56,6 +56,14 @@ def worker_threads_from_env() -> int | None:
     return int(raw) or None
 
 
+def dashboard_job_threads(cpus: int | None = None) -> int | None:
+    """The torch threads the dashboard gives its jobs when $GENLIB_WORKER_THREADS is unset: 1 on a CPU of at most
+    two cores (where the server and a browser on the same machine take part of a core, and a two-thread job waits at
+    every matmul for whichever of its threads was descheduled), else None (PyTorch's default)."""
+    cpus = os.cpu_count() if cpus is None else cpus
+    return 1 if (cpus or 1) <= 2 else None
+
+
 def fixed_noise_grid(model: Any, cfg: TrainConfig) -> bytes:
     """The seed's `generate_and_save_images`: samples from the same fixed noise every time, as a PNG grid."""
     images = model.sample(cfg.n_samples, generator=torch.Generator().manual_seed(cfg.sample_seed))

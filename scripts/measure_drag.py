@@ -8,6 +8,7 @@ Starts `streamlit run` on a tiny app that shows one VAE run's explorer (a tempor
 a free local port), opens Debian's Chromium headless, and measures on the "Latent sliders" tab (in-browser decoder):
 - input-event fps: one slider input event per animation frame for --seconds, images painted per second;
 - mouse-drag fps: Playwright drags the slider thumb across its track (--moves pointer moves), images per second;
+- key-to-image latency: ArrowRight on a focused slider -> the first frame after the new image was painted;
 - max |browser - genlib|: the page's decoded means for --codes random codes against VAE.decode in this process.
 Prints one line per figure, then one JSON object as the last line. tests/browser/test_browser_decoder.py uses the
 same functions.
@@ -206,12 +207,52 @@ def mouse_drag_fps(page: Any, uid: str, moves: int = 200) -> dict[str, float]:
     return {"fps": frames / dt, "moves_per_s": moves / dt, "frames": frames}
 
 
+KEY_RECORDER_JS = """(uid) => {
+    // key press -> the first animation frame after the decoder painted: the image is on screen by then (the frame
+    // that painted it has been composited). The keydown listener's frame loop runs only until that frame.
+    const h = window.__genlibDecoders[uid];
+    if (window.__keyLatency) { window.__keyLatency.ms = []; return; }  // installed already: a new series
+    const R = window.__keyLatency = {ms: []};
+    document.addEventListener('keydown', () => {
+        const t0 = performance.now(), before = h.frames;
+        const tick = () => {
+            if (h.frames !== before) R.ms.push(performance.now() - t0); else requestAnimationFrame(tick);
+        };
+        requestAnimationFrame(tick);
+    }, true);
+}"""
+
+
+def key_latencies(page: Any, uid: str, slider_indices: list[int], moves: int, step_steps: int = 60,
+                  timeout_ms: int = 10_000) -> dict[str, Any]:
+    """Press ArrowRight `moves` times on the decoder's sliders (each slider `step_steps` presses from where it is,
+    then the next), each time waiting until the page has painted the new image; returns the latencies in ms, key
+    press to the first frame after the paint, both timed in the page, and the presses that painted nothing."""
+    page.evaluate(KEY_RECORDER_JS, uid)
+    out, missed = [], 0
+    for i in range(moves):
+        index = slider_indices[(i // step_steps) % len(slider_indices)]
+        slider = page.evaluate_handle("([uid, i]) => window.__genlibDecoders[uid].sliders.find("
+                                      "(s) => Number(s.dataset.index) === i)", [uid, index]).as_element()
+        slider.focus()  # a no-op when it has the focus already
+        n = page.evaluate("() => window.__keyLatency.ms.length")
+        page.keyboard.press("ArrowRight")
+        try:
+            page.wait_for_function("(n) => window.__keyLatency.ms.length > n", arg=n, timeout=timeout_ms)
+        except Exception:  # noqa: BLE001 - the slider was at its maximum: no input event, no paint
+            missed += 1
+            continue
+        out.append(page.evaluate("() => window.__keyLatency.ms[window.__keyLatency.ms.length - 1]"))
+    return {"ms": out, "missed": missed}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", type=Path, help="a VAE checkpoint (.safetensors); default: random weights")
     p.add_argument("--seconds", type=float, default=3.0, help="length of the input-event measurement")
     p.add_argument("--moves", type=int, default=200, help="pointer moves of the mouse drag")
     p.add_argument("--codes", type=int, default=16, help="random codes compared with genlib's decode")
+    p.add_argument("--key-moves", type=int, default=30, help="ArrowRight presses of the key-to-image latency")
     args = p.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
@@ -230,15 +271,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             diff = decode_agreement(page, uid, model, args.codes)
             events = input_event_fps(page, uid, args.seconds)
             drag = mouse_drag_fps(page, uid, args.moves)
+            keys = key_latencies(page, uid, list(range(model.latent_dim)), args.key_moves)
             browser.close()
     result = {"decoder": f"{model.latent_dim}-{model.config.hidden}-784 ({model.config.decoder})",
               "max_abs_diff": diff, "input_event_fps": round(events["fps"], 1),
               "input_events_per_s": round(events["events_per_s"], 1), "decode_ms": round(events["decode_ms"], 3),
-              "mouse_drag_fps": round(drag["fps"], 1), "mouse_moves_per_s": round(drag["moves_per_s"], 1)}
+              "mouse_drag_fps": round(drag["fps"], 1), "mouse_moves_per_s": round(drag["moves_per_s"], 1),
+              "key_to_image_ms": sorted(round(x, 1) for x in keys["ms"]), "key_presses_missed": keys["missed"]}
     print(f"decoder {result['decoder']}: max |browser - genlib| = {diff:.2e} over {args.codes} codes")
     print(f"input events: {result['input_event_fps']} images/s ({result['input_events_per_s']} events/s, "
           f"{result['decode_ms']} ms per decode on average)")
     print(f"mouse drag: {result['mouse_drag_fps']} images/s ({result['mouse_moves_per_s']} pointer moves/s)")
+    ms = result["key_to_image_ms"]
+    if ms:
+        print(f"key press -> new image on screen: median {ms[len(ms) // 2]:.0f} ms, max {ms[-1]:.0f} ms over "
+              f"{len(ms)} presses ({keys['missed']} painted nothing)")
     print(json.dumps(result))
     return result
 

@@ -1,23 +1,26 @@
 #!/usr/bin/env python3
 """How the dashboard feels in a real browser, in numbers (a measurement, not a test):
 
-  (a) slider-to-image latency of the VAE's latent slider in Chromium: from the key press (ArrowRight on the focused
-      slider, time taken in the page by a keydown listener) to the moment the new image has loaded in the DOM (a
-      MutationObserver sees the new <img src>, then its `load` event; both performance.now() in the page). Median
-      and 95th percentile over --moves moves, idle and while a training job runs on the same CPU;
+  (a) slider-to-image latency of the VAE's latent sliders in Chromium, from the key press (ArrowRight on the focused
+      slider, time taken in the page by a keydown listener), both ways the page offers them: the default sliders
+      (the in-browser decoder, dashboard/browser_decoder.py) to the first animation frame after the new image was
+      painted; the server-side sliders (?vae-server=true, a round trip per move) to the moment the new image has
+      loaded in the DOM (a MutationObserver sees the new <img src>, then its `load` event). All performance.now()
+      in the page; median and 95th percentile over --moves moves, idle and while a training job runs on the same CPU;
   (b) the time from clicking "Start training" to the first point on that run's loss chart (read from the Plotly
       chart's own data in the DOM), with the server-side part split out (run created -> worker started -> first
       metrics row);
   (c) the dashboard's cost to training: images/s of that job while its page is open in a browser tab streaming
       its charts (and another tab exploring), against the same configuration run from the CLI with nothing else
-      running (`python -m genlib train ... --max-steps N`, its last-line JSON images_per_second);
+      running (`python -m genlib train ... --max-steps N`, its last-line JSON images_per_second), and, where the
+      dashboard gives its jobs fewer threads than PyTorch's default (1 on a 2-core CPU), the CLI at that count too;
   (d) (a)-while-training and (c) under both job backends, GENLIB_JOB_BACKEND=process (worker processes, the
       default) and =thread (training threads inside the Streamlit server), each with its own server.
 
 A floor comes first: the same latency for a bare Streamlit app (one slider in a fragment, one 280 px PNG made with
 numpy), so the table shows what the dashboard and genlib add to Streamlit's own round trip.
 
-    .venv/bin/python scripts/measure_ui.py --data-root ../shared/data               # ~3 min on 2 CPU cores
+    .venv/bin/python scripts/measure_ui.py --data-root ../shared/data               # ~7 min on 2 CPU cores
     .venv/bin/python scripts/measure_ui.py --moves 50 --backends process --json
 
 The training job is the VAE page's default (the seed's VAE: 784-512-512-8, batch 128) on MNIST when --data-root
@@ -47,6 +50,7 @@ if str(REPO / "scripts") not in sys.path:
     sys.path.append(str(REPO / "scripts"))
 import st_harness  # noqa: E402  (the launch helpers the browser tests and the load test share)
 from st_pages import open_page, wait_for_app_run  # noqa: E402
+from measure_drag import key_latencies, wait_decoder  # noqa: E402  (the in-browser decoder's figures)
 
 VAE_CONFIG = {"hidden": 512, "latent": 8, "batch_size": 128, "lr": 1e-3}  # the VAE form's defaults (the seed's)
 PRETRAIN_STEPS = 150  # the explored VAE: enough for digit-like decodes
@@ -348,15 +352,28 @@ def stop_run(store, run_id: str, timeout: float = 60) -> None:
         time.sleep(0.2)
 
 
-def cli_train(runs_dir: Path, env: dict[str, str], dataset: str, data_root: str, steps: int) -> dict:
+def cli_train(runs_dir: Path, env: dict[str, str], dataset: str, data_root: str, steps: int,
+              threads: int | None = None) -> dict:
     cmd = [sys.executable, "-m", "genlib", "train", "vae", "--dataset", dataset, "--data-root", data_root,
            "--hidden", str(VAE_CONFIG["hidden"]), "--latent", str(VAE_CONFIG["latent"]),
            "--batch-size", str(VAE_CONFIG["batch_size"]), "--lr", str(VAE_CONFIG["lr"]),
            "--max-steps", str(steps), "--runs-dir", str(runs_dir), "--quiet"]
+    cmd += ["--threads", str(threads)] if threads else []
     out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise SystemExit(f"error: {' '.join(cmd)} failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def browser_slider_figures(page, url: str, run_id: str, dims: list[int], moves: int, server_pid: int,
+                           worker_pid: int | None = None) -> dict[str, Any]:
+    """The default sliders (the in-browser decoder): key press -> new image on screen, as `summary` gives it."""
+    open_page(page, f"{url}/vae?run={run_id}")
+    uid = f"vae-smooth-{run_id}"
+    wait_decoder(page, uid)
+    meter = CpuMeter(server_pid, worker_pid).start()
+    res = key_latencies(page, uid, dims, moves)
+    return summary(res["ms"]) | {"missed": res["missed"], "cores": meter.stop()}
 
 
 # ---- one backend ----
@@ -379,6 +396,9 @@ def measure_backend(backend: str, args, browser, env: dict[str, str], store, exp
         meter = CpuMeter(server.proc.pid).start()
         idle = vae_slider_latencies(explorer, explored, [0, 1, 2, 3], args.moves)
         result["idle"] = summary(idle["ms"]) | {"missed": idle["missed"], "cores": meter.stop()}
+        log(f"[{backend}] (a) idle: {args.moves} key presses on the default (in-browser) sliders")
+        result["idle_browser"] = browser_slider_figures(explorer, server.url, explored, [0, 1, 2, 3], args.moves,
+                                                        server.proc.pid)
 
         log(f"[{backend}] (b) Start training (VAE on {dataset}) from the form in a second browser")
         open_page(trainer, f"{server.url}/vae")
@@ -394,8 +414,12 @@ def measure_backend(backend: str, args, browser, env: dict[str, str], store, exp
             "created_to_worker_start": round(state.get("started", float("nan")) - info["created"], 2),
             "created_to_first_metrics_row": round(first_row_t - info["created"], 2) if first_row_t else None}
 
-        log(f"[{backend}] (a) while {job} trains: {args.moves} slider moves")
+        log(f"[{backend}] (a) while {job} trains: {args.moves} key presses on the default (in-browser) sliders")
         worker_pid = run.state().get("pid") if backend == "process" else None
+        result["training_browser"] = browser_slider_figures(explorer, server.url, explored, [4, 5, 6, 7],
+                                                            args.moves, server.proc.pid, worker_pid)
+        log(f"[{backend}] (a) while {job} trains: {args.moves} server-side slider moves")
+        open_page(explorer, f"{server.url}/vae?run={explored}&vae-server=true")
         meter = CpuMeter(server.proc.pid, worker_pid).start()
         busy = vae_slider_latencies(explorer, explored, [4, 5, 6, 7], args.moves)
         result["training"] = summary(busy["ms"]) | {"missed": busy["missed"], "cores": meter.stop()}
@@ -498,6 +522,16 @@ def main(argv: list[str] | None = None) -> int:
         rows, _ = RunStore(cli_runs).get(summary_line["run_id"]).metrics(0)
         report["cli"] = {"steps": steps, "images_per_second": summary_line["images_per_second"],
                          "windowed": rate_between(rows, skip=2)}
+        from genlib.worker import dashboard_job_threads, worker_threads_from_env
+
+        job_threads = worker_threads_from_env() or dashboard_job_threads()  # as dashboard/state.py decides them
+        if job_threads:  # the dashboard's jobs ran with fewer threads than the CLI's default: that figure too
+            log(f"(c) the same job from the CLI with the dashboard jobs' {job_threads} thread(s)")
+            line = cli_train(work / "cli-runs-threads", env, dataset, data_root, steps, threads=job_threads)
+            rows, _ = RunStore(work / "cli-runs-threads").get(line["run_id"]).metrics(0)
+            report["cli_job_threads"] = {"threads": job_threads, "steps": steps,
+                                         "images_per_second": line["images_per_second"],
+                                         "windowed": rate_between(rows, skip=2)}
         finished = not any("error" in r for r in report["backends"].values())
     finally:
         report["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
@@ -516,19 +550,23 @@ def print_table(r: dict[str, Any]) -> None:
           f"{r['cpus']} CPUs, load average {r['loadavg_before'][0]:.2f} before / {r['loadavg_after'][0]:.2f} after"
           + (f", streamlit options {' '.join(r['streamlit_options'])}" if r.get("streamlit_options") else "")
           + (f", Chromium at nice {r['browser_nice']} (a remote browser)" if r.get("browser_nice") else ""))
-    print("\n(a, d) slider-to-image latency, key press -> new image loaded (ms)")
+    print("\n(a, d) slider-to-image latency (ms): 'default' = the in-browser decoder (key press -> first frame after "
+          "the new image is painted), 'server' = server-side sliders (?vae-server=true: key press -> new image "
+          "loaded)")
     print(f"  {'backend':<8} {'phase':<15} {'n':>3} {'median':>8} {'p95':>8} {'max':>8} {'missed':>6}  "
           "cores busy: server/worker/chromium/others")
     if r.get("floor"):
         s = r["floor"]
         print(f"  {'(floor)':<8} {'bare streamlit':<15} {s['n']:>3} {s['median_ms']:>8.0f} {s['p95_ms']:>8.0f} "
               f"{s['max_ms']:>8.0f} {s['missed']:>6}")
+    phases = {"idle_browser": "idle, default", "training_browser": "training, deflt",
+              "idle": "idle, server", "training": "training, srv"}
     for b, res in r["backends"].items():
-        for phase in ("idle", "training"):
+        for phase, label in phases.items():
             s = res.get(phase)
             if s:
                 c = s.get("cores", {})
-                print(f"  {b:<8} {phase:<15} {s['n']:>3} {s['median_ms']:>8.0f} {s['p95_ms']:>8.0f} "
+                print(f"  {b:<8} {label:<15} {s['n']:>3} {s['median_ms']:>8.0f} {s['p95_ms']:>8.0f} "
                       f"{s['max_ms']:>8.0f} {s['missed']:>6}  {c.get('server', 0):.2f}/{c.get('worker', 0):.2f}/"
                       f"{c.get('chromium', 0):.2f}/{c.get('others', 0):.2f}")
     for b, res in r["backends"].items():
@@ -561,6 +599,12 @@ def print_table(r: dict[str, Any]) -> None:
               f"{w.get('wall_img_s', float('nan')):>11,.0f} {w.get('images', 0):>8,}  first 2 windows skipped")
         print(f"  {'CLI (last-line JSON)':<26} {cli['images_per_second']:>12,.0f} {'':>11} "
               f"{cli['steps'] * VAE_CONFIG['batch_size']:>8,}  images_per_second of the whole run")
+    cli_t = r.get("cli_job_threads")
+    if cli_t:
+        w = cli_t.get("windowed") or {}
+        print(f"  {'CLI, ' + str(cli_t['threads']) + ' thread(s) as the jobs':<26} "
+              f"{w.get('train_img_s', float('nan')):>12,.0f} {w.get('wall_img_s', float('nan')):>11,.0f} "
+              f"{w.get('images', 0):>8,}  windowed; last-line JSON {cli_t['images_per_second']:,.0f}")
 
 
 if __name__ == "__main__":

@@ -33,3 +33,10 @@ def test_the_dashboard_leaves_a_core_on_small_machines(monkeypatch, cores, alrea
         monkeypatch.setenv(WORKER_THREADS_ENV, already)
     state._leave_a_core()
     assert state.os.environ.get(WORKER_THREADS_ENV) == expected
+
+
+@pytest.mark.parametrize("cores,expected", [(0, 1), (1, 1), (2, 1), (3, None), (64, None)])
+def test_the_dashboard_thread_rule_by_core_count(cores, expected):
+    from genlib.worker import dashboard_job_threads
+
+    assert dashboard_job_threads(cores) == expected  # 0 (a count os.cpu_count could not tell) counts as small

@@ -62,13 +62,19 @@ def drag_app(tmp_path_factory, browser):
         yield url, runs
 
 
-def test_browser_decoder_paints_genlibs_images(drag_app, page):
+def _open_decoder(drag_app, page, name: str, tab: str):
+    """(measure_drag, run, model, uid) with run `name`'s explorer open on `tab` and its decoder painting."""
     m = _measure()
     url, runs = drag_app
-    run, model = runs["wide"]
-    uid = f"vae-smooth-{run.id}"
-    m.open_tab(page, url, run.id, "Latent sliders")
+    run, model = runs[name]
+    uid = f"{'rbm' if name == 'rbm' else 'vae'}-smooth-{run.id}"
+    m.open_tab(page, url, run.id, tab)
     m.wait_decoder(page, uid)
+    return m, run, model, uid
+
+
+def test_browser_decoder_paints_genlibs_images(drag_app, page):
+    m, run, model, uid = _open_decoder(drag_app, page, "wide", "Latent sliders")
     assert m.decode_agreement(page, uid, model, n_codes=6) < 1e-5
     # and the codes matter: two different codes give clearly different images
     _, a = m.browser_decode(page, uid, [0.0] * 8)
@@ -77,12 +83,7 @@ def test_browser_decoder_paints_genlibs_images(drag_app, page):
 
 
 def test_a_page_that_lost_the_weights_asks_for_them_again(drag_app, page):
-    url, runs = drag_app
-    run, model = runs["rbm"]
-    uid = f"rbm-smooth-{run.id}"
-    m = _measure()
-    m.open_tab(page, url, run.id, "Clamp hidden units")
-    m.wait_decoder(page, uid)
+    m, run, model, uid = _open_decoder(drag_app, page, "rbm", "Clamp hidden units")
     # the page forgets the weights; the server sent them this session, so the next run (other units at 0.5 each)
     # sends none, and the page's "need" trigger must ask for them again
     page.evaluate("(uid) => { window.__genlibWeights.clear(); window.__genlibDecoders[uid].ready = false; }", uid)
@@ -130,13 +131,24 @@ def test_dragging_paints_many_images_per_second(drag_app, page, screenshot_dir):
     page.screenshot(path=str(screenshot_dir / "vae-smooth-dragging.png"), full_page=True)
 
 
+def test_arrow_keys_move_a_slider_and_paint_every_step(drag_app, page):
+    """The keyboard path (a focused slider and ArrowRight, as measure_ui.py times it): one step and one new image,
+    genlib's, per press."""
+    m, run, model, uid = _open_decoder(drag_app, page, "wide", "Latent sliders")
+    start = page.evaluate("(uid) => Array.from(window.__genlibDecoders[uid].values)", uid)
+    step = page.evaluate("(uid) => Number(window.__genlibDecoders[uid].sliders[1].step)", uid)
+    res = m.key_latencies(page, uid, [1], 5)
+    assert res["missed"] == 0 and len(res["ms"]) == 5 and all(ms > 0 for ms in res["ms"]), res
+    used, pixels = page.evaluate("(uid) => { const h = window.__genlibDecoders[uid];"
+                                 " return [Array.from(h.values), Array.from(h.last)]; }", uid)
+    assert used[1] == pytest.approx(start[1] + 5 * step) and used[0] == start[0]
+    with torch.inference_mode():
+        ref = model.decode(torch.tensor([used], dtype=torch.float32))[0].flatten().double()
+    assert float((torch.tensor(pixels, dtype=torch.float64) - ref).abs().max()) < 1e-5
+
+
 def test_rbm_clamp_sliders_paint_p_v_given_h(drag_app, page):
-    m = _measure()
-    url, runs = drag_app
-    run, model = runs["rbm"]
-    uid = f"rbm-smooth-{run.id}"
-    m.open_tab(page, url, run.id, "Clamp hidden units")
-    m.wait_decoder(page, uid)
+    m, run, model, uid = _open_decoder(drag_app, page, "rbm", "Clamp hidden units")
     g = torch.Generator().manual_seed(3)
     for _ in range(4):
         h = torch.rand(64, generator=g).mul(100).round().div(100).tolist()
