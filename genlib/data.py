@@ -7,15 +7,15 @@ indexing a shuffled permutation, with no per-item transforms (the seed's `ToTens
 
 from __future__ import annotations
 
-import gzip
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-import numpy as np
 import torch
 import torch.nn.functional as F
+
+from genlib.idx import find_split_files, read_splits
 
 DATA_ROOT_ENV = "GENLIB_DATA_ROOT"
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -126,9 +126,13 @@ MNIST_CLASSES = tuple(str(i) for i in range(10))
 FASHION_CLASSES = ("T-shirt", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Boot")
 
 
-def _torchvision_dataset(cls_name: str, name: str, classes: tuple[str, ...]) -> Callable[[Path, bool], ImageData]:
+def _idx_dataset(cls_name: str, name: str, classes: tuple[str, ...]) -> Callable[[Path, bool], ImageData]:
     def load(root: Path, download: bool) -> ImageData:
-        import torchvision  # imported here: only these two datasets need it
+        files = find_split_files(root / cls_name / "raw")
+        if files is not None:  # torchvision's layout on disk: read directly (0.1 s, against 2 s to import torchvision)
+            return ImageData(name=name, source=f"{cls_name} IDX files in {root}", classes=classes,
+                             **read_splits(files))
+        import torchvision  # only to download the files
 
         cls = getattr(torchvision.datasets, cls_name)
         try:
@@ -146,25 +150,12 @@ def _torchvision_dataset(cls_name: str, name: str, classes: tuple[str, ...]) -> 
     return load
 
 
-def _read_idx_gz(path: Path) -> torch.Tensor:
-    """Read a gzipped IDX file (the MNIST family's format) into a uint8 tensor."""
-    with gzip.open(path, "rb") as f:
-        raw = f.read()
-    ndim = raw[3]
-    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-    return torch.from_numpy(np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims).copy())
-
-
 def _load_fashion(root: Path, download: bool) -> ImageData:
-    debian = DEBIAN_FASHION_MNIST
-    if (debian / "train-images-idx3-ubyte.gz").exists():  # Debian's dataset-fashion-mnist package
-        return ImageData(name="fashion-mnist", source=f"Debian dataset-fashion-mnist in {debian}",
-                         classes=FASHION_CLASSES,
-                         x_train=_read_idx_gz(debian / "train-images-idx3-ubyte.gz").unsqueeze(1),
-                         y_train=_read_idx_gz(debian / "train-labels-idx1-ubyte.gz").long(),
-                         x_test=_read_idx_gz(debian / "t10k-images-idx3-ubyte.gz").unsqueeze(1),
-                         y_test=_read_idx_gz(debian / "t10k-labels-idx1-ubyte.gz").long())
-    return _torchvision_dataset("FashionMNIST", "fashion-mnist", FASHION_CLASSES)(root, download)
+    files = find_split_files(DEBIAN_FASHION_MNIST)
+    if files is not None:  # Debian's dataset-fashion-mnist package
+        return ImageData(name="fashion-mnist", source=f"Debian dataset-fashion-mnist in {DEBIAN_FASHION_MNIST}",
+                         classes=FASHION_CLASSES, **read_splits(files))
+    return _idx_dataset("FashionMNIST", "fashion-mnist", FASHION_CLASSES)(root, download)
 
 
 def _load_digits(root: Path, download: bool) -> ImageData:
@@ -193,7 +184,7 @@ def _load_ising(root: Path, download: bool, options: str = "", device: torch.dev
 DATASETS: dict[str, DatasetSpec] = {
     "mnist": DatasetSpec(name="mnist", title="MNIST", offline=False,
                          description="70,000 handwritten digits, 28x28 grey (LeCun et al.)",
-                         loader=_torchvision_dataset("MNIST", "mnist", MNIST_CLASSES)),
+                         loader=_idx_dataset("MNIST", "mnist", MNIST_CLASSES)),
     "fashion-mnist": DatasetSpec(name="fashion-mnist", title="Fashion-MNIST", offline=False,
                                  description="70,000 Zalando clothing images, 28x28 grey (Xiao et al.)",
                                  loader=_load_fashion),
@@ -238,10 +229,7 @@ def dataset_available(name: str, root: Path | str | None = None) -> bool:
     if spec.offline:
         return True
     root = Path(root) if root is not None else default_data_root()
-    if name == "fashion-mnist" and (DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").exists():
+    if name == "fashion-mnist" and find_split_files(DEBIAN_FASHION_MNIST) is not None:
         return True
     folder = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}[name]
-    raw = root / folder / "raw"
-    return all((raw / f).exists() or (raw / (f + ".gz")).exists()
-               for f in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-                         "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"))
+    return find_split_files(root / folder / "raw") is not None
