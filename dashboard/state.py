@@ -32,7 +32,10 @@ def get_manager():
     # refresh is served at once and training takes every cycle left over: with it the p95 slider-to-image latency
     # while a job trains fell from 383 to 273 ms on a 2-core CPU (scripts/measure_ui.py; figures in the README).
     nice = int(os.environ.get("GENLIB_WORKER_NICE", str(WORKER_NICE)))
-    return JobManager(store, backend=backend, worker_nice=nice)
+    # a worker started ahead of time takes the next job: Start training -> first chart point without the worker's
+    # imports (genlib.standby); $GENLIB_STANDBY_WORKER=0 saves its memory (a waiting Python with torch loaded)
+    standby = os.environ.get("GENLIB_STANDBY_WORKER", "1").strip() != "0"
+    return JobManager(store, backend=backend, worker_nice=nice, standby=standby)
 
 
 def _install_pretrained(store: RunStore) -> None:

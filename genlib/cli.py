@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("run_dir")
     w.add_argument("--nice", type=int, default=0, help="lower this worker's CPU priority by this much (os.nice)")
 
+    sb = sub.add_parser("standby", help=argparse.SUPPRESS)  # a worker started ahead of time (genlib.standby)
+    sb.add_argument("--nice", type=int, default=0, help="lower this worker's CPU priority by this much (os.nice)")
+
     r = sub.add_parser("runs", help="list runs")
     r.add_argument("--runs-dir")
     return p
@@ -106,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         flush_denormals_in_process()  # before torch's thread pool starts, so every intra-op thread inherits it
     try:
         return {"train": _train, "sample": _sample, "evaluate": _evaluate, "worker": _worker,
-                "runs": _runs}[args.command](args)
+                "standby": _standby, "runs": _runs}[args.command](args)
     except (ValueError, FileNotFoundError, OSError) as e:
         # Bad input or missing files: a message that says what to do, never a traceback.
         print(f"error: {e}", file=sys.stderr)
@@ -277,6 +280,12 @@ def _worker(args: argparse.Namespace) -> int:
     summary = run_job(Run(Path(args.run_dir)))
     print(json.dumps(summary))
     return 0 if summary["state"] in ("finished", "stopped") else 1
+
+
+def _standby(args: argparse.Namespace) -> int:
+    from genlib.standby import serve
+
+    return serve(sys.stdin, args.nice)
 
 
 def _runs(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from genlib.runs import LIVE_STATES, Run, RunStore
+from genlib.standby import Standby
 
 BACKENDS = ("process", "thread")
 
@@ -75,7 +76,7 @@ class JobManager:
     """Starts, queues, pauses, resumes and stops training runs; thread-safe, one per server process."""
 
     def __init__(self, store: RunStore, *, backend: str = "process", max_jobs: int | None = None,
-                 python: str | None = None, worker_nice: int = 0) -> None:
+                 python: str | None = None, worker_nice: int = 0, standby: bool = False) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         self.store = store
@@ -85,6 +86,8 @@ class JobManager:
         if not 0 <= worker_nice <= 19:
             raise ValueError(f"worker_nice must be in 0..19 (a Unix niceness increment), got {worker_nice}")
         self.worker_nice = worker_nice  # process backend: how much lower the workers' CPU priority is
+        # process backend: a worker started ahead of time takes the next job (genlib.standby), saving its imports
+        self._standby = Standby(self.python, worker_nice) if standby and backend == "process" else None
         self._jobs: dict[str, _Job] = {}
         self._queue: list[str] = []
         self._lost: dict[str, tuple[str, str]] = {}  # run id -> (error, message) of failures the disk refused
@@ -247,6 +250,9 @@ class JobManager:
             t = threading.Thread(target=self._thread_main, args=(run,), name=f"genlib-train-{run.id}", daemon=True)
             t.start()
             return t
+        proc = self._standby.take(run.path) if self._standby is not None else None
+        if proc is not None:
+            return proc
         log = open(run.log_path, "ab")
         try:
             env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -311,6 +317,10 @@ class JobManager:
         while not self._closed.wait(0.5):
             try:
                 self._reap()
+                if self._standby is not None:
+                    with self._lock:
+                        if not self._closed.is_set():
+                            self._standby.tend()
             except Exception:  # noqa: BLE001 - the monitor must outlive any single bad run folder
                 continue
 
@@ -329,6 +339,9 @@ class JobManager:
                         break
                 time.sleep(0.1)
         self._closed.set()
+        if self._standby is not None:
+            with self._lock:
+                self._standby.close()
 
     def wait(self, run_id: str, timeout: float = 60.0) -> JobStatus:
         """Block until a run leaves the live states (for tests and scripts, never for pages)."""
