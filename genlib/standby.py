@@ -33,11 +33,11 @@ def warm_imports() -> None:
 
 def serve(stdin: IO[str], nice: int = 0) -> int:
     """The standby process: lower its priority, warm up, wait for a run folder, train it; returns the exit code."""
+    if nice > 0:
+        os.nice(nice)  # first: its imports (seconds of CPU) must not compete with the server or a starting job
     from genlib.devices import flush_denormals_in_process
 
     flush_denormals_in_process()  # before torch's thread pool starts, as `python -m genlib worker` does
-    if nice > 0:
-        os.nice(nice)
     warm_imports()
     line = stdin.readline()
     if not line.strip():
