@@ -273,13 +273,11 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _worker(args: argparse.Namespace) -> int:
     from genlib.runs import Run
-    from genlib.worker import run_job
+    from genlib.worker import run_and_report
 
     if args.nice > 0:
         os.nice(args.nice)  # background training yields the CPU to the server and the browsers that watch it
-    summary = run_job(Run(Path(args.run_dir)))
-    print(json.dumps(summary))
-    return 0 if summary["state"] in ("finished", "stopped") else 1
+    return run_and_report(Run(Path(args.run_dir)))
 
 
 def _standby(args: argparse.Namespace) -> int:

@@ -9,7 +9,6 @@ It reads one line, the run folder's path, points its stdout and stderr at the ru
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -43,7 +42,7 @@ def serve(stdin: IO[str], nice: int = 0) -> int:
     if not line.strip():
         return 0  # the manager closed our input without a job: the server stopped
     from genlib.runs import Run
-    from genlib.worker import run_job
+    from genlib.worker import run_and_report
 
     run = Run(Path(line.strip()))
     log = os.open(run.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -52,9 +51,7 @@ def serve(stdin: IO[str], nice: int = 0) -> int:
     os.dup2(log, 1)  # from here on, what the job prints goes where a fresh worker's would: the run's log
     os.dup2(log, 2)
     os.close(log)
-    summary = run_job(run)
-    print(json.dumps(summary), flush=True)
-    return 0 if summary["state"] in ("finished", "stopped") else 1
+    return run_and_report(run)
 
 
 class Standby:
@@ -75,8 +72,7 @@ class Standby:
         """Start a standby when none waits and the delay has passed; count the ones that died waiting."""
         if self.proc is not None and self.proc.poll() is not None:
             self.proc = None
-            self.unexpected_exits += 1
-            self.not_before = time.monotonic() + self.delay_s
+            self._lost_one()
         if self.proc is None and not self.given_up and time.monotonic() >= self.not_before:
             env = dict(os.environ, PYTHONUNBUFFERED="1")
             try:  # its own session, as workers have: a job it takes outlives the server like any other worker
@@ -85,8 +81,12 @@ class Standby:
                                              stderr=subprocess.DEVNULL, env=env, cwd=os.getcwd(),
                                              start_new_session=True, text=True)
             except OSError:  # no process to be had now: counted like a standby that died
-                self.unexpected_exits += 1
-                self.not_before = time.monotonic() + self.delay_s
+                self._lost_one()
+
+    def _lost_one(self) -> None:
+        """A standby died waiting, or none could be started: count it and wait before the next try."""
+        self.unexpected_exits += 1
+        self.not_before = time.monotonic() + self.delay_s
 
     def take(self, run_path: Path) -> Any:
         """Hand `run_path` to the waiting process and return it (a Popen), or None when none waits."""

@@ -5,6 +5,7 @@ control file. The same function serves the CLI, background threads and backgroun
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import traceback
@@ -229,6 +230,14 @@ def run_job(run: Run, *, on_log: Callable[[dict[str, Any]], None] | None = None)
             "images_per_second": round(progress.images / seconds, 1) if seconds > 0 else 0.0,
             "metrics": {k: v for k, v in last.items() if model is not None and k in model.metric_names},
             "error": run.state().get("error")}
+
+
+def run_and_report(run: Run) -> int:
+    """A worker process's whole job (`python -m genlib worker`, genlib.standby): `run_job`, its summary as the last
+    line on stdout, and the exit code: 0 when the run finished or was stopped, 1 when it failed or diverged."""
+    summary = run_job(run)
+    print(json.dumps(summary), flush=True)
+    return 0 if summary["state"] in ("finished", "stopped") else 1
 
 
 def _remove_temporaries(run: Run) -> None:

@@ -365,6 +365,18 @@ def cli_train(runs_dir: Path, env: dict[str, str], dataset: str, data_root: str,
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def cli_figures(runs_dir: Path, env: dict[str, str], dataset: str, data_root: str, steps: int,
+                threads: int | None = None) -> dict[str, Any]:
+    """The CLI baseline: images/s of the whole run (its last-line JSON) and over its metrics rows (first two
+    windows skipped, as the streamed figure's warm-up is)."""
+    from genlib.runs import RunStore
+
+    line = cli_train(runs_dir, env, dataset, data_root, steps, threads=threads)
+    rows, _ = RunStore(runs_dir).get(line["run_id"]).metrics(0)
+    out = {"steps": steps, "images_per_second": line["images_per_second"], "windowed": rate_between(rows, skip=2)}
+    return out | ({"threads": threads} if threads else {})
+
+
 def browser_slider_figures(page, url: str, run_id: str, dims: list[int], moves: int, server_pid: int,
                            worker_pid: int | None = None) -> dict[str, Any]:
     """The default sliders (the in-browser decoder): key press -> new image on screen, as `summary` gives it."""
@@ -517,21 +529,14 @@ def main(argv: list[str] | None = None) -> int:
         streamed = [r["streaming"]["images"] for r in report["backends"].values() if r.get("streaming")]
         steps = args.cli_steps or max(300, int(max(streamed, default=0) / VAE_CONFIG["batch_size"]))
         log(f"(c) the same job from the CLI, nothing else running: {steps} steps")
-        cli_runs = work / "cli-runs"
-        summary_line = cli_train(cli_runs, env, dataset, data_root, steps)
-        rows, _ = RunStore(cli_runs).get(summary_line["run_id"]).metrics(0)
-        report["cli"] = {"steps": steps, "images_per_second": summary_line["images_per_second"],
-                         "windowed": rate_between(rows, skip=2)}
+        report["cli"] = cli_figures(work / "cli-runs", env, dataset, data_root, steps)
         from genlib.worker import dashboard_job_threads, worker_threads_from_env
 
         job_threads = worker_threads_from_env() or dashboard_job_threads()  # as dashboard/state.py decides them
         if job_threads:  # the dashboard's jobs ran with fewer threads than the CLI's default: that figure too
             log(f"(c) the same job from the CLI with the dashboard jobs' {job_threads} thread(s)")
-            line = cli_train(work / "cli-runs-threads", env, dataset, data_root, steps, threads=job_threads)
-            rows, _ = RunStore(work / "cli-runs-threads").get(line["run_id"]).metrics(0)
-            report["cli_job_threads"] = {"threads": job_threads, "steps": steps,
-                                         "images_per_second": line["images_per_second"],
-                                         "windowed": rate_between(rows, skip=2)}
+            report["cli_job_threads"] = cli_figures(work / "cli-runs-threads", env, dataset, data_root, steps,
+                                                    threads=job_threads)
         finished = not any("error" in r for r in report["backends"].values())
     finally:
         report["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
