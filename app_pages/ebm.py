@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from dashboard.explore import render
+from dashboard.explore.panel import render
 from dashboard.training import training_panel
 
 st.title("Energy-based model (EBM)")

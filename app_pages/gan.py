@@ -1,9 +1,8 @@
 """The GAN page: what a generative adversarial network is, its training panel, and its exploration panel."""
 
-import importlib.util
-
 import streamlit as st
 
+from dashboard.explore.panel import render
 from dashboard.training import training_panel
 
 st.title("Generative adversarial network (GAN)")
@@ -16,9 +15,4 @@ st.markdown(
 )
 run = training_panel("gan")
 st.divider()
-if importlib.util.find_spec("dashboard.explore") is None:
-    st.info("Exploration coming: noise sliders and interpolations will appear here.")
-else:
-    from dashboard.explore import render
-
-    render("gan", run)
+render("gan", run)

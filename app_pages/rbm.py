@@ -1,10 +1,9 @@
 """The RBM page: what a restricted Boltzmann machine is, its training panel, and its exploration panel."""
 
-import importlib.util
-
 import streamlit as st
 
 from dashboard.ising_view import render as render_ising
+from dashboard.explore.panel import render
 from dashboard.training import training_panel
 
 st.title("Restricted Boltzmann machine (RBM)")
@@ -18,11 +17,6 @@ st.markdown(
 )
 run = training_panel("rbm")
 st.divider()
-if importlib.util.find_spec("dashboard.explore") is None:
-    st.info("Exploration coming: sliders over the hidden units and Gibbs chains will appear here.")
-else:
-    from dashboard.explore import render
-
-    render("rbm", run)
+render("rbm", run)
 st.divider()
 render_ising()  # Torlai & Melko's experiment: RBMs trained on 2-D Ising configurations, thermodynamics vs Monte Carlo

@@ -25,7 +25,7 @@ with st.expander("Upload a checkpoint", icon=":material/upload:"):
                                               "ever run."))
     if uploaded is not None and st.button("Import as a new run", key="import-ckpt", icon=":material/add:",
                                           disabled=not auth.allowed()) and not auth.refuse():
-        from genlib.runs import import_checkpoint
+        from genlib.runs.store import import_checkpoint
 
         try:
             new_run = import_checkpoint(state.get_store(), uploaded.getvalue(), filename=uploaded.name)
@@ -75,10 +75,10 @@ else:
     st.caption("Choose one or more runs to draw their curves.")
 quality_keys = runs_view.quality_choices(picked)
 if quality_keys:
-    from genlib.quality_settings import FIGURES_BY_KEY
+    from genlib.quality.settings import FIGURES_BY_KEY
 
     key = st.selectbox("Quality figure", quality_keys, format_func=lambda k: FIGURES_BY_KEY[k].label,
-                       key="compare-quality", help="A quality figure (genlib.quality) of each chosen run against "
+                       key="compare-quality", help="A quality figure (genlib.quality.evaluator) of each chosen run against "
                                                    "the step at which it was evaluated.")
     st.plotly_chart(runs_view.quality_comparison(picked, key), key="compare-quality-chart",
                     config={"displaylogo": False})
@@ -112,7 +112,7 @@ with c2:
                        mime="application/octet-stream", key="download-ckpt", icon=":material/download:",
                        disabled=not ckpt.exists(),
                        help="The run's last checkpoint (safetensors: weights and configs, no code). Load it with "
-                            "`python -m genlib sample` or genlib.checkpoints.load_checkpoint."
+                            "`python -m genlib sample` or genlib.runs.checkpoints.load_checkpoint."
                        if ckpt.exists() else "This run has saved no checkpoint yet.")
 with c3:
     if s.state in RESUMABLE:

@@ -1,9 +1,8 @@
 """The VAE page: what a variational autoencoder is, its training panel, and its exploration panel."""
 
-import importlib.util
-
 import streamlit as st
 
+from dashboard.explore.panel import render
 from dashboard.training import training_panel
 
 st.title("Variational autoencoder (VAE)")
@@ -17,9 +16,4 @@ st.markdown(
 )
 run = training_panel("vae")
 st.divider()
-if importlib.util.find_spec("dashboard.explore") is None:
-    st.info("Exploration coming: latent sliders, interpolations and the latent map will appear here.")
-else:
-    from dashboard.explore import render
-
-    render("vae", run)
+render("vae", run)

@@ -1,5 +1,5 @@
 """Forks on a model page: start a branch of the shown run from one of its saved checkpoints with one setting changed
-(genlib.forks), and compare the branches of a run family: their curves on one chart, their samples side by side.
+(genlib.runs.forks), and compare the branches of a run family: their curves on one chart, their samples side by side.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def _value_input(setting: str, current: Any, point_epoch: int, key: str) -> Any:
 
 def fork_form(run: Any, model_name: str) -> None:
     """Choose a checkpoint of `run`, one setting and its new value, and start the fork (it opens on this page)."""
-    from genlib.forks import branch_points, current_settings
+    from genlib.runs.forks import branch_points, current_settings
     from genlib.models import model_class
 
     points = branch_points(run)
@@ -79,7 +79,7 @@ def fork_form(run: Any, model_name: str) -> None:
 
 def branches_view(run: Any, model_name: str) -> None:
     """The family of `run` (its ancestors and every fork of them): one chart of a metric, samples side by side."""
-    from genlib.forks import family
+    from genlib.runs.forks import family
     from genlib.models import model_class
 
     from dashboard.training import grid_png

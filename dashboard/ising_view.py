@@ -1,7 +1,7 @@
 """The Ising panel of the RBM page: train one RBM per temperature on Monte Carlo spin configurations and watch the
 thermodynamics of its samples approach the Monte Carlo curves (Torlai & Melko, PRB 94, 165134, 2016, Figs. 2-3).
 
-Layout only: sampling, observables and the sweep plan are genlib.ising*, runs are started by the JobManager, and the
+Layout only: sampling, observables and the sweep plan are genlib.ising.monte_carlo*, runs are started by the JobManager, and the
 live part is a fragment that re-reads run folders every few seconds while a run of the sweep trains.
 """
 
@@ -55,7 +55,7 @@ largest gaps near $T_c$, where the distribution is hardest to learn.
 @st.cache_data(ttl=2.0, show_spinner=False)
 def _sweeps(runs_root: str) -> dict[str, list[tuple[float, str]]]:
     """sweep id -> [(T, run id)] sorted by T, newest sweep first (read from the run folders)."""
-    from genlib.ising_compare import sweep_of
+    from genlib.ising.compare import sweep_of
 
     out: dict[str, list[tuple[float, str]]] = {}
     for run in state.get_store().list():
@@ -71,8 +71,8 @@ def _mc(dataset: str, root: str | None, T: float) -> dict[str, Any]:
     import torch
 
     from genlib.data import load_dataset
-    from genlib.ising_data import spins_of
-    from genlib.ising_observables import correlation_function, thermodynamics
+    from genlib.ising.dataset import spins_of
+    from genlib.ising.observables import correlation_function, thermodynamics
 
     data = load_dataset(dataset, root=root, device="cpu")
     spins = spins_of(torch.cat([data.x_train, data.x_test]))
@@ -84,9 +84,9 @@ def _mc(dataset: str, root: str | None, T: float) -> dict[str, Any]:
 @st.cache_data(max_entries=128, show_spinner=False)
 def _rbm(path: str, mtime_ns: int, T: float) -> dict[str, Any]:
     """The RBM's thermodynamics from its weights file at `path` (keyed by mtime: a new snapshot recomputes)."""
-    from genlib.checkpoints import load_checkpoint, model_from_checkpoint
-    from genlib.ising_compare import rbm_spins
-    from genlib.ising_observables import correlation_function, thermodynamics
+    from genlib.runs.checkpoints import load_checkpoint, model_from_checkpoint
+    from genlib.ising.compare import rbm_spins
+    from genlib.ising.observables import correlation_function, thermodynamics
 
     model = model_from_checkpoint(load_checkpoint(path), device="cpu").eval()
     # at most ~LIVE_FLOPS of Gibbs sampling per snapshot: fewer chains for big lattices (4 matmul-FLOPs per weight)
@@ -105,9 +105,9 @@ def _weights(run: Any):
 # ---- the form ----
 
 def _form() -> None:
-    from genlib.ising_compare import SweepPlan
-    from genlib.ising_data import temperature_grid
-    from genlib.ising_observables import T_C
+    from genlib.ising.compare import SweepPlan
+    from genlib.ising.dataset import temperature_grid
+    from genlib.ising.observables import T_C
 
     k = "ising-form"
     with st.form(key=k, border=True):
@@ -171,7 +171,7 @@ def _figure(rows: list[dict[str, Any]]):
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    from genlib.ising_observables import T_C, onsager_energy, onsager_magnetisation
+    from genlib.ising.observables import T_C, onsager_energy, onsager_magnetisation
 
     panels = (("energy", "energy per spin E/N"), ("abs_m", "magnetisation |m|"),
               ("heat", "specific heat C"), ("chi", "susceptibility χ"))
@@ -226,9 +226,9 @@ def _lattice_png(lattices: Any) -> bytes:
 
 def _sweep_view(sweep_id: str, members: list[tuple[float, str]], shown_live: tuple[str, ...]) -> None:
     """Fragment body: status, curves, table and lattices of one sweep; reruns the page when a run starts or stops."""
-    from genlib.ising_compare import Comparison
-    from genlib.ising_data import is_cached
-    from genlib.ising_observables import Thermo
+    from genlib.ising.compare import Comparison
+    from genlib.ising.dataset import is_cached
+    from genlib.ising.observables import Thermo
 
     store, mgr = state.get_store(), state.get_manager()
     rows, live = [], []

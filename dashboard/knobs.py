@@ -25,7 +25,7 @@ KNOB_FIELDS: dict[str, tuple[str, str, float, float, float, str]] = {
 
 def knob_controls(run: Any, model_name: str) -> None:
     """A one-line form with the run's live knobs at their current values and an Apply button (model page, live run)."""
-    from genlib.forks import current_settings
+    from genlib.runs.forks import current_settings
     from genlib.models import model_class
 
     names = [n for n in model_class(model_name).live_knobs if n in KNOB_FIELDS]

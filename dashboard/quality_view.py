@@ -2,7 +2,7 @@
 trend over training steps, the class histogram of its samples, a button that runs the full evaluation in the
 background, and what each figure means; plus the cached reads the runs page shares.
 
-Layout only: the figures come from genlib.quality's records in the run folder (quality.jsonl, quality.json,
+Layout only: the figures come from genlib.quality.evaluator's records in the run folder (quality.jsonl, quality.json,
 quality-status.json); the evaluation itself runs in a worker process (or thread), never in the page's script.
 """
 
@@ -15,8 +15,8 @@ from typing import Any, Sequence
 import plotly.graph_objects as go
 import streamlit as st
 
-from genlib.quality_runs import evaluation_running, start_evaluation
-from genlib.quality_settings import FIGURES, FIGURES_BY_KEY
+from genlib.quality.records import evaluation_running, start_evaluation
+from genlib.quality.settings import FIGURES, FIGURES_BY_KEY
 
 BUSY_REFRESH_S = 1.0  # the panel's refresh while an evaluation runs (its progress bar)
 LIVE_REFRESH_S = 5.0  # ...while the run trains (a cheap evaluation lands every 15 s or more)
@@ -182,7 +182,7 @@ def _stamp(path: Any) -> tuple[int, int]:
 def _read(run_path: str, stamps: tuple) -> tuple[list[dict], dict | None]:
     from pathlib import Path
 
-    from genlib.runs import Run
+    from genlib.runs.store import Run
 
     run = Run(Path(run_path))
     records, _ = run.quality_records()

@@ -86,7 +86,7 @@ def comparison(statuses: Sequence[Any], metric: str, label: str):
     return comparison_figure(curves, label, uirevision="compare-" + metric, half_line=metric in PROBABILITY_METRICS)
 
 
-# ---- quality figures (genlib.quality) across runs ----
+# ---- quality figures (genlib.quality.evaluator) across runs ----
 
 QUALITY_COLUMNS = (("test_log_likelihood", "log-lik (AIS)"), ("pseudo_log_likelihood", "PLL"),
                    ("neg_elbo", "-ELBO"), ("iwae_nll", "IWAE NLL"), ("frechet_distance", "Fréchet"),
@@ -119,7 +119,7 @@ def quality_column_config() -> dict[str, Any]:
     """st.dataframe column settings for the quality columns: what each figure is and which way is better."""
     import streamlit as st
 
-    from genlib.quality_settings import FIGURES_BY_KEY
+    from genlib.quality.settings import FIGURES_BY_KEY
 
     config: dict[str, Any] = {"quality": st.column_config.TextColumn(
         "quality", help="Which evaluation the figures come from (cheap during training, final at its end, full on "
@@ -132,9 +132,9 @@ def quality_column_config() -> dict[str, Any]:
 
 
 def quality_choices(statuses: Sequence[Any]) -> list[str]:
-    """The quality figures (genlib.quality.FIGURES keys) that at least one of the runs has recorded."""
+    """The quality figures (genlib.quality.evaluator.FIGURES keys) that at least one of the runs has recorded."""
     from dashboard.quality_view import good_records
-    from genlib.quality_settings import FIGURES
+    from genlib.quality.settings import FIGURES
 
     have: set[str] = set()
     for s in statuses:
@@ -149,7 +149,7 @@ def quality_comparison(statuses: Sequence[Any], key: str):
     import plotly.graph_objects as go
 
     from dashboard.quality_view import good_records
-    from genlib.quality_settings import FIGURES_BY_KEY
+    from genlib.quality.settings import FIGURES_BY_KEY
 
     spec = FIGURES_BY_KEY[key]
     palette = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")

@@ -12,7 +12,7 @@ from typing import Any
 
 import streamlit as st
 
-from genlib.runs import Run, RunStore, default_runs_dir
+from genlib.runs.store import Run, RunStore, default_runs_dir
 
 WORKER_NICE = 10
 
@@ -20,7 +20,7 @@ WORKER_NICE = 10
 @st.cache_resource(show_spinner=False)
 def get_manager():
     """The one JobManager of this server process (worker processes by default; $GENLIB_JOB_BACKEND=thread)."""
-    from genlib.jobs import JobManager
+    from genlib.jobs.manager import JobManager
 
     backend = os.environ.get("GENLIB_JOB_BACKEND", "process")
     if backend == "process":
@@ -33,15 +33,15 @@ def get_manager():
     # while a job trains fell from 383 to 273 ms on a 2-core CPU (scripts/measure_ui.py; figures in the README).
     nice = int(os.environ.get("GENLIB_WORKER_NICE", str(WORKER_NICE)))
     # a worker started ahead of time takes the next job: Start training -> first chart point without the worker's
-    # imports (genlib.standby); $GENLIB_STANDBY_WORKER=0 saves its memory (a waiting Python with torch loaded)
+    # imports (genlib.jobs.standby); $GENLIB_STANDBY_WORKER=0 saves its memory (a waiting Python with torch loaded)
     standby = os.environ.get("GENLIB_STANDBY_WORKER", "1").strip() != "0"
     return JobManager(store, backend=backend, worker_nice=nice, standby=standby)
 
 
 def _install_pretrained(store: RunStore) -> None:
-    """Copy the shipped pretrained runs (genlib.pretrained) into the runs folder once per server start, so a fresh
+    """Copy the shipped pretrained runs (genlib.runs.pretrained) into the runs folder once per server start, so a fresh
     install opens every model page on a trained model; a read-only runs folder only loses them, never the page."""
-    from genlib.pretrained import install
+    from genlib.runs.pretrained import install
 
     try:
         install(store)
@@ -57,7 +57,7 @@ def _leave_a_core() -> None:
     two-thread job whose threads meet at every matmul then waits for whichever one was descheduled: measured with
     scripts/measure_ui.py on a 2-core AMD EPYC, the streamed VAE job trained at a third of its CLI speed.
     """
-    from genlib.worker import WORKER_THREADS_ENV, dashboard_job_threads
+    from genlib.jobs.worker import WORKER_THREADS_ENV, dashboard_job_threads
 
     threads = dashboard_job_threads()
     if threads:
@@ -109,7 +109,7 @@ def _model_file(run: Run) -> Path | None:
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _load_model(path: str, mtime_ns: int):
     """Load a model for exploration (CPU, eval mode); keyed by file and mtime so a new snapshot reloads it."""
-    from genlib.checkpoints import load_checkpoint, model_from_checkpoint
+    from genlib.runs.checkpoints import load_checkpoint, model_from_checkpoint
 
     ckpt = load_checkpoint(path, device="cpu")
     model = model_from_checkpoint(ckpt, device="cpu").eval()

@@ -275,7 +275,7 @@ def _epoch_view(run: Any) -> None:
 # ---- the panel ----
 
 def training_panel(model_name: str):
-    """The training section of a model page; returns the selected genlib.runs.Run (or None) for the explorer."""
+    """The training section of a model page; returns the selected genlib.runs.store.Run (or None) for the explorer."""
     from genlib.models import model_class
 
     cls = model_class(model_name)

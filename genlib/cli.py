@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("run_dir")
     w.add_argument("--nice", type=int, default=0, help="lower this worker's CPU priority by this much (os.nice)")
 
-    sb = sub.add_parser("standby", help=argparse.SUPPRESS)  # a worker started ahead of time (genlib.standby)
+    sb = sub.add_parser("standby", help=argparse.SUPPRESS)  # a worker started ahead of time (genlib.jobs.standby)
     sb.add_argument("--nice", type=int, default=0, help="lower this worker's CPU priority by this much (os.nice)")
 
     r = sub.add_parser("runs", help="list runs")
@@ -133,7 +133,7 @@ def _model_config(args: argparse.Namespace, model: str) -> dict[str, Any]:
 def _dataset_image_shape(dataset: str | None) -> tuple[int, int, int] | None:
     """(C, H, W) of a dataset whose image size is set by its name's options (ising: 1 x L x L), else None."""
     if dataset and dataset.partition(":")[0] == "ising":
-        from genlib.ising_data import parse
+        from genlib.ising.dataset import parse
 
         L = parse(dataset.partition(":")[2]).L
         return (1, L, L)
@@ -146,9 +146,9 @@ def _train(args: argparse.Namespace) -> int:
     from genlib.data import DatasetUnavailable, dataset_available, load_dataset
     from genlib.devices import resolve_device
     from genlib.models import make_config, model_class
-    from genlib.runs import RunStore, open_run
+    from genlib.runs.store import RunStore, open_run
     from genlib.training import TrainConfig, default_train_config
-    from genlib.worker import run_job
+    from genlib.jobs.worker import run_job
 
     if args.resume:
         run = open_run(args.resume, RunStore(args.runs_dir) if args.runs_dir else None)
@@ -224,9 +224,9 @@ def _sample(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from genlib.checkpoints import load_checkpoint, model_from_checkpoint
+    from genlib.runs.checkpoints import load_checkpoint, model_from_checkpoint
     from genlib.devices import resolve_device
-    from genlib.runs import open_run
+    from genlib.runs.store import open_run
 
     if not 1 <= args.n <= 100_000:
         raise ValueError(f"--n must be between 1 and 100000, got {args.n}")
@@ -247,8 +247,8 @@ def _sample(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from genlib.data import DatasetUnavailable
-    from genlib.evaluate import evaluate_run, settings_for
-    from genlib.runs import open_run
+    from genlib.quality.evaluate import evaluate_run, settings_for
+    from genlib.runs.store import open_run
 
     settings = settings_for(args.quick, iwae_k=args.k, ais_steps=args.ais_steps, ais_chains=args.ais_chains,
                             n_samples=args.n_samples, n_test=args.n_test, seed=args.seed)
@@ -272,8 +272,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from genlib.runs import Run
-    from genlib.worker import run_and_report
+    from genlib.runs.store import Run
+    from genlib.jobs.worker import run_and_report
 
     if args.nice > 0:
         os.nice(args.nice)  # background training yields the CPU to the server and the browsers that watch it
@@ -281,13 +281,13 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _standby(args: argparse.Namespace) -> int:
-    from genlib.standby import serve
+    from genlib.jobs.standby import serve
 
     return serve(sys.stdin, args.nice)
 
 
 def _runs(args: argparse.Namespace) -> int:
-    from genlib.runs import RunStore
+    from genlib.runs.store import RunStore
 
     for run in RunStore(args.runs_dir).list():
         s = run.state()

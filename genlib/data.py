@@ -1,5 +1,5 @@
 """Dataset registry: MNIST, Fashion-MNIST, an offline fallback (scikit-learn's digits) and generated 2-D Ising configurations
-(genlib.ising_data), held as uint8 tensors on the device.
+(genlib.ising.dataset), held as uint8 tensors on the device.
 
 Each dataset is loaded once into a (N, 1, 28, 28) uint8 tensor on the training device; batches are drawn by
 indexing a shuffled permutation, with no per-item transforms (the seed's `ToTensor` DataLoader is what made it slow).
@@ -87,12 +87,12 @@ def to_unit(x: torch.Tensor) -> torch.Tensor:
 def binarize(x01: torch.Tensor, mode: str = "stochastic", generator: torch.Generator | None = None) -> torch.Tensor:
     """[0, 1] intensities -> {0, 1} pixels for the RBM: Bernoulli draws (the seed's `data.bernoulli()`) or a 0.5 threshold.
 
-    A Bernoulli(p) draw is u < p (genlib.bernoulli: 15-bit uniforms, within 3e-5 of p; exact fp64 uniforms for
+    A Bernoulli(p) draw is u < p (genlib.sampling.bernoulli: 15-bit uniforms, within 3e-5 of p; exact fp64 uniforms for
     fp64 input) on x01's device (`generator` must live there): 6x cheaper on a CPU than torch.bernoulli. The
     result has x01's dtype.
     """
     if mode == "stochastic":
-        from genlib.bernoulli import bernoulli
+        from genlib.sampling.bernoulli import bernoulli
 
         return bernoulli(x01, generator=generator)
     if mode == "threshold":
@@ -175,7 +175,7 @@ def _load_digits(root: Path, download: bool) -> ImageData:
 
 
 def _load_ising(root: Path, download: bool, options: str = "", device: torch.device | str = "cpu") -> ImageData:
-    """Ising configurations (genlib.ising_data): sampled on `device` on first use, then read from root/ising."""
+    """Ising configurations (genlib.ising.dataset): sampled on `device` on first use, then read from root/ising."""
     from genlib import ising_data  # imported here: only this dataset needs the Monte Carlo sampler
 
     return ising_data.load(root, download, options, device)

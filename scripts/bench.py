@@ -588,7 +588,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{'yes' if cpu_has_fast_bf16() else 'no'}", flush=True)
     print(f"data: {choice.name} from {choice.root}" + (f"\nNOTE: {choice.note}" if choice.note else ""), flush=True)
     if any(b.id == "rbm/genlib-fp32" for b in benches):
-        from genlib.kernels import cd
+        from genlib.sampling.kernels import cd
 
         state = cd.status()  # builds the library now, so that no timed worker compiles it
         print(f"RBM fused CPU passes: {'compiled, ' + state.detail if state.ok else 'not in use: ' + state.detail}",

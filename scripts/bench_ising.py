@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Spin-flip rate of genlib.ising on this machine: checkerboard Metropolis (attempted single-spin updates per second,
+"""Spin-flip rate of genlib.ising.monte_carlo on this machine: checkerboard Metropolis (attempted single-spin updates per second,
 and the accepted share) and Wolff cluster flips (spins flipped per second) at T_c, for several lattice sizes.
 
     nice -n 10 .venv/bin/python scripts/bench_ising.py                 # CPU, ~2 s per row
@@ -31,7 +31,7 @@ def _sync(device) -> None:
 def bench_metropolis(L: int, chains: int, T: float, seconds: float, device) -> dict:
     import torch
 
-    from genlib.ising import checkerboard, metropolis_sweep, random_spins
+    from genlib.ising.monte_carlo import checkerboard, metropolis_sweep, random_spins
 
     g = torch.Generator(device=device).manual_seed(0)
     s = random_spins(chains, L, generator=g, device=device)
@@ -57,7 +57,7 @@ def bench_metropolis(L: int, chains: int, T: float, seconds: float, device) -> d
 def bench_wolff(L: int, chains: int, T: float, seconds: float, device) -> dict:
     import torch
 
-    from genlib.ising import random_spins, wolff_update
+    from genlib.ising.monte_carlo import random_spins, wolff_update
 
     g = torch.Generator(device=device).manual_seed(0)
     s = random_spins(chains, L, generator=g, device=device)
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from genlib.ising_observables import T_C
+    from genlib.ising.observables import T_C
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         chains = max(1, args.spins // (L * L))
         rows.append(bench_metropolis(L, chains, T_C, args.seconds, device))
         rows.append(bench_wolff(L, chains, T_C, args.seconds, device))
-    print(f"genlib.ising on {device} ({torch.get_num_threads()} threads, torch {torch.__version__}), T = T_c")
+    print(f"genlib.ising.monte_carlo on {device} ({torch.get_num_threads()} threads, torch {torch.__version__}), T = T_c")
     print(f"{'algorithm':<11} {'L':>3} {'chains':>7} {'rate':>34} {'detail':>26}")
     for r in rows:
         if r["algorithm"] == "metropolis":

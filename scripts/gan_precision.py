@@ -45,7 +45,7 @@ class Plan:
 
 
 def _pretrained() -> Any:
-    from genlib.checkpoints import load_checkpoint
+    from genlib.runs.checkpoints import load_checkpoint
 
     path = PRETRAINED / "checkpoints" / "last.safetensors"
     if not path.exists():
@@ -75,7 +75,7 @@ def build(plan: Plan, seed: int, precision: str) -> tuple[Any, int, float]:
 
 
 def score(model: Any, plan: Plan, data: Any, classifier: Any) -> dict[str, Any]:
-    from genlib.evaluate_samples import sample_quality
+    from genlib.quality.frechet import sample_quality
 
     q = sample_quality(model, classifier, data.x_train, data.x_test, n=plan.n_samples, seed=0)
     return {"fd": q["frechet_distance"], "floor": q["frechet_floor_train_vs_test"], "entropy": q["class_entropy"],
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from genlib.classifier import ensure_classifier
+    from genlib.quality.classifier import ensure_classifier
     from genlib.data import load_dataset
     from genlib.devices import flush_denormals_in_process
 

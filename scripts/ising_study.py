@@ -59,12 +59,12 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from genlib.checkpoints import load_checkpoint, model_from_checkpoint
+    from genlib.runs.checkpoints import load_checkpoint, model_from_checkpoint
     from genlib.data import default_data_root, load_dataset
-    from genlib.ising_compare import SweepPlan, compare, markdown_table
-    from genlib.ising_data import sampling_reports, spins_of, temperature_grid
-    from genlib.jobs import JobManager
-    from genlib.runs import RunStore
+    from genlib.ising.compare import SweepPlan, compare, markdown_table
+    from genlib.ising.dataset import sampling_reports, spins_of, temperature_grid
+    from genlib.jobs.manager import JobManager
+    from genlib.runs.store import RunStore
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     out = "\n".join(text)
     print(out)
     if args.out:
-        from genlib.io import atomic_write_bytes
+        from genlib.runs.io import atomic_write_bytes
 
         atomic_write_bytes(args.out, out.encode())
     print(json.dumps({"runs_dir": str(runs_dir), "within_2_sigma": within, "temperatures": len(rows),

@@ -279,7 +279,7 @@ def step_fork(w: Walk) -> str:
 
 
 def step_stop_training(w: Walk) -> str:
-    from genlib.runs import RunStore
+    from genlib.runs.store import RunStore
 
     conftest, _, _ = helpers()
     conftest.stop_live_runs(w.runs_dir)

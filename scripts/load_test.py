@@ -44,7 +44,7 @@ WARMUP_TIMEOUT_S = 600.0  # the first page load imports torch and the models (mi
 SLIDER_TIMEOUT_MS = 30_000
 RSS_EVERY_S = 3.0
 THINK_S = (0.3, 1.0)  # a websocket student's pause between two slider moves (a browser's is its own latency)
-# the VAE's latent sliders decode in the browser by default (dashboard/browser_decoder.py), which costs the server
+# the VAE's latent sliders decode in the browser by default (dashboard/explore/browser_decoder.py), which costs the server
 # nothing per move; the load test measures the server-side sliders (the fallback, ?vae-server=true), the worst case
 SERVER_SLIDERS = "vae-server=true"
 
@@ -416,8 +416,8 @@ def main() -> int:
                PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
     env.pop("GENLIB_TEACHER_TOKEN", None)
     os.environ.update({k: env[k] for k in ("GENLIB_RUNS_DIR", "GENLIB_DATA_ROOT", "PYTHONPATH")})
-    from genlib.jobs import JobManager
-    from genlib.runs import RunStore
+    from genlib.jobs.manager import JobManager
+    from genlib.runs.store import RunStore
 
     mgr = JobManager(RunStore(base / "runs"), backend="process", max_jobs=2)
     print("pre-training the VAE the sessions explore...", file=sys.stderr)

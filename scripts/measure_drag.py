@@ -37,8 +37,8 @@ APP_SOURCE = f"""
 import sys
 sys.path.insert(0, {str(ROOT)!r})
 import streamlit as st
-from dashboard.explore import render
-from genlib.runs import RunStore
+from dashboard.explore.panel import render
+from genlib.runs.store import RunStore
 
 st.set_page_config(layout="wide")
 store = RunStore()
@@ -68,9 +68,9 @@ def save_vae_run(runs_dir: Path, *, latent: int = 8, hidden: int = 512, seed: in
     """A finished VAE run in runs_dir (random weights from `seed`, or a checkpoint's); returns (run, weights file)."""
     import torch
 
-    from genlib.checkpoints import load_checkpoint, model_from_checkpoint, save_checkpoint
+    from genlib.runs.checkpoints import load_checkpoint, model_from_checkpoint, save_checkpoint
     from genlib.models import build_model
-    from genlib.runs import RunStore
+    from genlib.runs.store import RunStore
 
     if checkpoint is not None:
         model = model_from_checkpoint(load_checkpoint(checkpoint), expect="vae")
@@ -86,7 +86,7 @@ def save_vae_run(runs_dir: Path, *, latent: int = 8, hidden: int = 512, seed: in
 
 def genlib_model(weights: Path) -> Any:
     """The model exactly as the app loads it (CPU, eval)."""
-    from genlib.checkpoints import load_checkpoint, model_from_checkpoint
+    from genlib.runs.checkpoints import load_checkpoint, model_from_checkpoint
 
     return model_from_checkpoint(load_checkpoint(weights, device="cpu"), device="cpu").eval()
 

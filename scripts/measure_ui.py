@@ -3,7 +3,7 @@
 
   (a) slider-to-image latency of the VAE's latent sliders in Chromium, from the key press (ArrowRight on the focused
       slider, time taken in the page by a keydown listener), both ways the page offers them: the default sliders
-      (the in-browser decoder, dashboard/browser_decoder.py) to the first animation frame after the new image was
+      (the in-browser decoder, dashboard/explore/browser_decoder.py) to the first animation frame after the new image was
       painted; the server-side sliders (?vae-server=true, a round trip per move) to the moment the new image has
       loaded in the DOM (a MutationObserver sees the new <img src>, then its `load` event). All performance.now()
       in the page; median and 95th percentile over --moves moves, idle and while a training job runs on the same CPU;
@@ -343,7 +343,7 @@ def rate_between(rows: list[dict], t0: float | None = None, t1: float | None = N
 
 
 def stop_run(store, run_id: str, timeout: float = 60) -> None:
-    from genlib.runs import LIVE_STATES
+    from genlib.runs.store import LIVE_STATES
 
     run = store.get(run_id)
     run.send(command="stop")
@@ -369,7 +369,7 @@ def cli_figures(runs_dir: Path, env: dict[str, str], dataset: str, data_root: st
                 threads: int | None = None) -> dict[str, Any]:
     """The CLI baseline: images/s of the whole run (its last-line JSON) and over its metrics rows (first two
     windows skipped, as the streamed figure's warm-up is)."""
-    from genlib.runs import RunStore
+    from genlib.runs.store import RunStore
 
     line = cli_train(runs_dir, env, dataset, data_root, steps, threads=threads)
     rows, _ = RunStore(runs_dir).get(line["run_id"]).metrics(0)
@@ -492,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
     from playwright.sync_api import sync_playwright
 
     from genlib.data import DATASETS, dataset_available
-    from genlib.runs import RunStore
+    from genlib.runs.store import RunStore
 
     data_root = str(Path(args.data_root).resolve())
     dataset = "mnist" if dataset_available("mnist", data_root) else "digits"
@@ -530,7 +530,7 @@ def main(argv: list[str] | None = None) -> int:
         steps = args.cli_steps or max(300, int(max(streamed, default=0) / VAE_CONFIG["batch_size"]))
         log(f"(c) the same job from the CLI, nothing else running: {steps} steps")
         report["cli"] = cli_figures(work / "cli-runs", env, dataset, data_root, steps)
-        from genlib.worker import dashboard_job_threads, worker_threads_from_env
+        from genlib.jobs.worker import dashboard_job_threads, worker_threads_from_env
 
         job_threads = worker_threads_from_env() or dashboard_job_threads()  # as dashboard/state.py decides them
         if job_threads:  # the dashboard's jobs ran with fewer threads than the CLI's default: that figure too

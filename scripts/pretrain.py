@@ -1,11 +1,11 @@
 """Trains the pretrained models the app ships (RBM, VAE with latent 2 and 8, GAN, and the EBM once genlib has it) on
 MNIST within a stated CPU budget, and writes each as a small read-only run folder under pretrained/ (half-precision
-weights, metrics, per-epoch grids), which genlib.pretrained installs into the runs folder on a fresh install.
+weights, metrics, per-epoch grids), which genlib.runs.pretrained installs into the runs folder on a fresh install.
 
     nice -n 10 .venv/bin/python scripts/pretrain.py --data-root ../shared/data            # every model
     nice -n 10 .venv/bin/python scripts/pretrain.py --data-root ../shared/data --only vae-latent2 --epochs 3
 
-Each model trains through genlib.worker.run_job in a temporary runs folder, exactly as a dashboard job does; the
+Each model trains through genlib.jobs.worker.run_job in a temporary runs folder, exactly as a dashboard job does; the
 export then rewrites the last checkpoint in float16 (no optimiser state: forks of a pretrained run start a fresh
 optimiser) and checks that the half-precision weights draw the same fixed-noise grid as the float32 ones.
 """
@@ -74,11 +74,11 @@ def specs(model_names: Sequence[str]) -> list[PretrainSpec]:
 def train_one(spec: PretrainSpec, runs_dir: Path, data_root: str | None, threads: int, epochs: int | None,
               dataset: str = "mnist") -> tuple[Any, float]:
     """Train `spec` as a run in `runs_dir` (stopped at its budget, if it gets there); returns (run, wall seconds)."""
-    from genlib.jobs import JobManager  # noqa: F401 - the same imports a worker process makes
+    from genlib.jobs.manager import JobManager  # noqa: F401 - the same imports a worker process makes
     from genlib.models import make_config
-    from genlib.runs import RunStore
+    from genlib.runs.store import RunStore
     from genlib.training import default_train_config
-    from genlib.worker import run_job
+    from genlib.jobs.worker import run_job
 
     train = {**spec.train, "dataset": dataset, "data_root": data_root, "threads": threads, "device": "cpu",
              "checkpoint_every_s": 600.0, "snapshot_every_s": 600.0, "live_every_s": 30.0}
@@ -108,9 +108,9 @@ def export(run: Any, spec: PretrainSpec, out_dir: Path, seconds: float, order: i
     """Write `run` as pretrained/<id>/: half-precision checkpoint, metrics, grids, cleaned run.json and state.json."""
     import torch
 
-    from genlib.checkpoints import checkpoint_bytes, load_checkpoint, model_from_checkpoint, read_checkpoint
+    from genlib.runs.checkpoints import checkpoint_bytes, load_checkpoint, model_from_checkpoint, read_checkpoint
     from genlib.images import grid, png_bytes
-    from genlib.io import atomic_write_bytes, atomic_write_json
+    from genlib.runs.io import atomic_write_bytes, atomic_write_json
     from genlib.models import LatentModel
     from genlib.training import TrainConfig
 
@@ -209,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(f"nothing to train: --only names none of {[s.run_id for s in specs(MODEL_NAMES)]}")
     rows = []
     if args.adopt:
-        from genlib.runs import Run
+        from genlib.runs.store import Run
 
         run_id, run_dir = args.adopt
         by_id = {s.run_id: s for s in specs(MODEL_NAMES)}

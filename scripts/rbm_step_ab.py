@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from genlib.data import load_dataset  # noqa: E402
 from genlib.devices import flush_denormals_in_process  # noqa: E402
-from genlib.kernels import cd  # noqa: E402
+from genlib.sampling.kernels import cd  # noqa: E402
 from genlib.models import build_model  # noqa: E402
 
 

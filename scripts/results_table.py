@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """The README's results table: train the seed's default settings of each model on MNIST within a stated CPU budget,
-evaluate them with genlib.quality's full settings, and print a markdown table beside the published references.
+evaluate them with genlib.quality.evaluator's full settings, and print a markdown table beside the published references.
 
     nice -n 10 .venv/bin/python scripts/results_table.py --data-root ../shared/data --out artifacts/results.json
     .venv/bin/python scripts/results_table.py --dataset digits --quick     # a smoke run in seconds
@@ -220,8 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from genlib.data import load_dataset
-    from genlib.quality import QualityEvaluator
-    from genlib.quality_settings import settings_for
+    from genlib.quality.evaluator import QualityEvaluator
+    from genlib.quality.settings import settings_for
 
     if args.threads:
         torch.set_num_threads(args.threads)

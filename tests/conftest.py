@@ -56,7 +56,7 @@ def manager(dashboard_env):
 
 
 class _NoQuality:
-    """Stands in for genlib.quality_runs.RunQuality in tests about something else (knobs, forks, pretrained runs, pages):
+    """Stands in for genlib.quality.records.RunQuality in tests about something else (knobs, forks, pretrained runs, pages):
     the end-of-run evaluation trains a classifier the first time and would dominate their time."""
 
     def __init__(self, *args, **kwargs) -> None:
@@ -74,7 +74,7 @@ def no_quality_evaluation():
     """Training workers started in-process by this module skip the quality evaluations (opt-in per module with
     `pytestmark = pytest.mark.usefixtures("no_quality_evaluation")`)."""
     patch = pytest.MonkeyPatch()
-    patch.setattr("genlib.worker.RunQuality", _NoQuality, raising=False)
+    patch.setattr("genlib.jobs.worker.RunQuality", _NoQuality, raising=False)
     yield
     patch.undo()
 

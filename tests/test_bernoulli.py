@@ -1,11 +1,11 @@
-"""genlib.bernoulli: draws from 15-bit uniforms have the probability they claim, in every lane and dtype."""
+"""genlib.sampling.bernoulli: draws from 15-bit uniforms have the probability they claim, in every lane and dtype."""
 
 import math
 
 import pytest
 import torch
 
-from genlib.bernoulli import SCALE, bernoulli, draw_, uniform15_, words_for
+from genlib.sampling.bernoulli import SCALE, bernoulli, draw_, uniform15_, words_for
 
 
 def test_every_lane_is_uniform_on_15_bits():

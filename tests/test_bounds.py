@@ -20,7 +20,7 @@ import torch
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
-from genlib.budget import check_fits, meta_model
+from genlib.jobs.budget import check_fits, meta_model
 from genlib.data import DATASETS
 from genlib.devices import resolve_device
 from genlib.models import MODEL_NAMES, build_model, make_config, model_class

@@ -1,4 +1,4 @@
-"""genlib.budget against what training really allocates: the EBM's replay buffer, made on its first step and so
+"""genlib.jobs.budget against what training really allocates: the EBM's replay buffer, made on its first step and so
 invisible to the meta-device model, must be in the estimate, and a buffer too large for the memory must be refused
 before anything is allocated."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from genlib.budget import SAFETY, STATE_COPIES, check_fits, estimate
+from genlib.jobs.budget import SAFETY, STATE_COPIES, check_fits, estimate
 from genlib.models import build_model
 
 

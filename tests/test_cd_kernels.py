@@ -1,4 +1,4 @@
-"""The RBM's fused CPU passes (genlib.kernels.cd) against PyTorch references, and the fused CD step against the same
+"""The RBM's fused CPU passes (genlib.sampling.kernels.cd) against PyTorch references, and the fused CD step against the same
 step computed in float64 from the draws it made."""
 
 import copy
@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from genlib.kernels import cd
+from genlib.sampling.kernels import cd
 from genlib.models.rbm import RBM, RBMConfig
 
 

@@ -7,7 +7,7 @@ import zipfile
 import pytest
 import torch
 
-from genlib.checkpoints import CheckpointError, load_checkpoint, model_from_checkpoint, read_checkpoint, save_checkpoint
+from genlib.runs.checkpoints import CheckpointError, load_checkpoint, model_from_checkpoint, read_checkpoint, save_checkpoint
 from genlib.models import build_model
 
 
@@ -111,7 +111,7 @@ def test_half_precision_checkpoint_loads_as_float32(tmp_path, vae):
 
 def test_valid_files_whose_header_length_starts_like_a_pickle_load(tmp_path, vae):
     """A header length whose first byte is 0x80 must not be mistaken for a pickle's protocol marker."""
-    from genlib.checkpoints import checkpoint_bytes
+    from genlib.runs.checkpoints import checkpoint_bytes
 
     hits = 0
     for pad in range(400):

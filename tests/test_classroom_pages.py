@@ -104,7 +104,7 @@ def test_presenter_mode_hides_the_forms(manager):
 # ---- live knobs ----
 
 def test_live_knobs_reach_the_job_and_are_marked_on_the_chart(manager, monkeypatch):
-    monkeypatch.setattr("genlib.worker.CONTROL_POLL_S", 0.05)
+    monkeypatch.setattr("genlib.jobs.worker.CONTROL_POLL_S", 0.05)
     run_id = manager.submit("vae", TINY_VAE, {**TINY, "epochs": 1000})
     wait_for(lambda: manager.status(run_id).state == "running" and manager.status(run_id).step > 0)
     at = page("app_pages/vae.py", run=run_id)
@@ -203,9 +203,9 @@ def test_a_fresh_install_opens_the_pretrained_models(dashboard_env, monkeypatch)
 def test_knob_and_fork_events_become_labelled_marks(tmp_path):
     from dashboard.charts import loss_figure
     from dashboard.state import MetricLog
-    from genlib.io import append_jsonl
+    from genlib.runs.io import append_jsonl
     from genlib.models.vae import VAE
-    from genlib.runs import RunStore
+    from genlib.runs.store import RunStore
 
     run = RunStore(tmp_path).create({"model": "vae"})
     append_jsonl(run.metrics_path, [

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from genlib.checkpoints import checkpoint_bytes, model_from_checkpoint, read_checkpoint
+from genlib.runs.checkpoints import checkpoint_bytes, model_from_checkpoint, read_checkpoint
 from genlib.models import MODELS, LatentModel, build_model, make_config
 
 SMALL = {"rbm": {"n_hidden": 32, "sample_steps": 20}, "vae": {"hidden": 32, "latent": 4}, "gan": {"preset": "fast"},

@@ -2,7 +2,7 @@
 dragging) and the latent map's click-to-decode logic.
 
 AppTest cannot draw on a canvas, run a component's JavaScript or click a Plotly chart, so the drawing is injected
-where the canvas's output is read (dashboard.draw_digit.read_canvas) and the click's selection state is fed to the
+where the canvas's output is read (dashboard.explore.draw_digit.read_canvas) and the click's selection state is fed to the
 function that interprets it; the real canvas-free browser paths are tests/browser/test_browser_decoder.py's.
 """
 
@@ -16,19 +16,19 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from genlib.checkpoints import save_checkpoint
+from genlib.runs.checkpoints import save_checkpoint
 from genlib.digit_input import prepare_digit
 from genlib.images import read_png
 from genlib.models import build_model
-from genlib.runs import RunStore
+from genlib.runs.store import RunStore
 
 TIMEOUT = 60
 TINY = {"vae": {"hidden": 32, "latent": 4}, "rbm": {"n_hidden": 32}}
 
 
 def _app(model_name, run_id):
-    from dashboard.explore import render
-    from genlib.runs import RunStore
+    from dashboard.explore.panel import render
+    from genlib.runs.store import RunStore
 
     render(model_name, RunStore().get(run_id))
 
@@ -52,7 +52,7 @@ def _seven() -> np.ndarray:
 @pytest.fixture
 def drawing(monkeypatch):
     """Inject a drawing where the page reads the canvas; returns the picture."""
-    from dashboard import draw_digit
+    from dashboard.explore import draw_digit
 
     picture = _seven()
     monkeypatch.setattr(draw_digit, "read_canvas", lambda canvas_key: picture)
@@ -78,7 +78,7 @@ def _save_run(runs_dir, name, model):
 
 def _open(name, run, tab="Your digit"):
     at = AppTest.from_function(_app, args=(name, run.id), default_timeout=TIMEOUT)
-    at.query_params[f"{name}-tab"] = tab  # only the open tab runs (dashboard.explore.tabbed_panels)
+    at.query_params[f"{name}-tab"] = tab  # only the open tab runs (dashboard.explore.widgets.tabbed_panels)
     at.run()
     assert not at.exception, at.exception
     return at
@@ -170,7 +170,7 @@ def _decoder_data(at, uid):
 
 @pytest.mark.parametrize("decoder", ["bernoulli", "gaussian"])
 def test_vae_decoder_payload_decodes_like_genlib_and_is_sent_once(runs_dir, decoder):
-    from dashboard.browser_decoder import decode_payload
+    from dashboard.explore.browser_decoder import decode_payload
 
     model = _model("vae", decoder=decoder)
     run = _save_run(runs_dir, "vae", model)
@@ -186,7 +186,7 @@ def test_vae_decoder_payload_decodes_like_genlib_and_is_sent_once(runs_dir, deco
 
 
 def test_rbm_payload_is_p_v_given_h(runs_dir):
-    from dashboard.browser_decoder import decode_payload
+    from dashboard.explore.browser_decoder import decode_payload
 
     model = _model("rbm")
     run = _save_run(runs_dir, "rbm", model)
@@ -214,7 +214,7 @@ def test_the_page_asking_again_gets_the_weights_again(runs_dir):
 # ---- click the latent map ----
 
 def test_a_click_picks_a_test_code_or_a_point_of_the_plane():
-    from dashboard.latent_click import clicked_code, map_figure
+    from dashboard.explore.latent_click import clicked_code, map_figure
 
     means = np.array([[0.1, 0.2], [-1.0, 0.5], [2.0, -2.0]], dtype=np.float32)
     z, index = clicked_code({"points": [{"x": -1.0, "y": 0.5, "customdata": 1}]}, means)

@@ -6,13 +6,13 @@ import dataclasses
 import pytest
 import torch
 
-from genlib.checkpoints import checkpoint_bytes, load_checkpoint, read_checkpoint
+from genlib.runs.checkpoints import checkpoint_bytes, load_checkpoint, read_checkpoint
 from genlib.data import load_dataset, to_unit
 from genlib.models import build_model
 from genlib.models.ebm import EBM, EBMConfig
-from genlib.runs import RunStore
+from genlib.runs.store import RunStore
 from genlib.training import TrainConfig
-from genlib.worker import run_job
+from genlib.jobs.worker import run_job
 
 TINY = {"channels": (4, 4, 8, 8), "hidden": 8, "langevin_steps": 3, "buffer_size": 16, "sample_steps": 3}
 

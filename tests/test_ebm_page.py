@@ -1,4 +1,4 @@
-"""AppTest of the EBM page and its explorer (dashboard.explore_ebm) on tiny EBM and RBM runs saved as run folders:
+"""AppTest of the EBM page and its explorer (dashboard.explore.ebm) on tiny EBM and RBM runs saved as run folders:
 the page and its form render, the chain viewer prints the true energy under each image, its step slider scrubs
 the chain (step 0 is the start), the replay grid shows, and the RBM tab runs Langevin and Gibbs on one start."""
 
@@ -13,19 +13,19 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from conftest import APP
-from genlib.checkpoints import save_checkpoint
+from genlib.runs.checkpoints import save_checkpoint
 from genlib.data import load_dataset, to_unit
 from genlib.images import grid, png_bytes, read_png
 from genlib.models import build_model
-from genlib.runs import RunStore
+from genlib.runs.store import RunStore
 
 TIMEOUT = 60
 TINY = {"channels": (4, 4, 8, 8), "hidden": 8, "langevin_steps": 3, "buffer_size": 16, "sample_steps": 3}
 
 
 def _app(run_id):
-    from dashboard.explore import render
-    from genlib.runs import RunStore
+    from dashboard.explore.panel import render
+    from genlib.runs.store import RunStore
 
     render("ebm", RunStore().get(run_id) if run_id else None)
 
@@ -111,7 +111,7 @@ def test_replay_tab_shows_the_workers_grid(runs_dir, media):
     model = _ebm()
     run = _save_run(runs_dir, "ebm", model)
     at = AppTest.from_function(_app, args=(run.id,), default_timeout=TIMEOUT)
-    at.query_params["ebm-tab"] = "Replay buffer"  # only the open tab runs (dashboard.explore.tabbed_panels)
+    at.query_params["ebm-tab"] = "Replay buffer"  # only the open tab runs (dashboard.explore.widgets.tabbed_panels)
     at.run()
     assert "replay buffer's grid appears" in " ".join(i.value for i in at.info)
     (run.path / "replay.png").write_bytes(png_bytes(grid(torch.rand(16, 1, 28, 28))))

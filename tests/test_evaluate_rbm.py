@@ -1,4 +1,4 @@
-"""Tests of genlib.evaluate_rbm: exact log Z against brute force, AIS against exact log Z, the pseudo-log-likelihood
+"""Tests of genlib.quality.ais: exact log Z against brute force, AIS against exact log Z, the pseudo-log-likelihood
 against its definition, and the whole evaluation on a run folder.
 
 AIS tolerance: the estimate's own standard error in log space, σ = std(w) / (sqrt(M) mean(w)), is what the paper's
@@ -18,9 +18,9 @@ import math
 import pytest
 import torch
 
-from genlib.checkpoints import save_checkpoint
+from genlib.runs.checkpoints import save_checkpoint
 from genlib.data import load_dataset, to_unit
-from genlib.evaluate_rbm import (AISConfig, RBMEvalConfig, ais_betas, ais_log_partition, base_rate_biases,
+from genlib.quality.ais import (AISConfig, RBMEvalConfig, ais_betas, ais_log_partition, base_rate_biases,
                                  evaluate_rbm, log_likelihood, log_partition_exact, pseudo_log_likelihood,
                                  unnormalized_log_prob)
 from genlib.models.rbm import RBM, RBMConfig
@@ -213,8 +213,8 @@ def test_evaluate_rbm_reports_consistent_figures(trained_rbm, digits):
 
 
 def test_evaluate_run_on_an_rbm_run(tmp_path, trained_rbm):
-    from genlib.evaluate import evaluate_run, settings_for
-    from genlib.runs import RunStore
+    from genlib.quality.evaluate import evaluate_run, settings_for
+    from genlib.runs.store import RunStore
 
     run = RunStore(tmp_path / "runs").create({"model": "rbm", "model_config": {"n_hidden": 16},
                                               "train_config": {"dataset": "digits"}, "dataset": "digits"})

@@ -1,4 +1,4 @@
-"""Tests of genlib.evaluate_samples and genlib.classifier: the Fréchet distance against closed forms, the classifier's
+"""Tests of genlib.quality.frechet and genlib.quality.classifier: the Fréchet distance against closed forms, the classifier's
 training, cache file and class histogram, and `python -m genlib evaluate` end to end on a GAN run."""
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from genlib.checkpoints import save_checkpoint
-from genlib.classifier import (Classifier, ClassifierTrainConfig, cached_classifier, classifier_path,
+from genlib.runs.checkpoints import save_checkpoint
+from genlib.quality.classifier import (Classifier, ClassifierTrainConfig, cached_classifier, classifier_path,
                                ensure_classifier, load_classifier, train_classifier)
 from genlib.data import load_dataset, to_unit
-from genlib.evaluate_samples import (class_histogram, classifier_outputs, frechet_distance,
+from genlib.quality.frechet import (class_histogram, classifier_outputs, frechet_distance,
                                      frechet_distance_from_stats, gaussian_stats, histogram_summary, sample_quality)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,7 +114,7 @@ def test_classifier_is_cached_as_safetensors_and_reused(cache, digits, monkeypat
         report["test_accuracy"], abs=1e-4)
     assert json.loads(meta["report"])["train_config"]["epochs"] == TINY_TRAIN.epochs
     # a second call loads the file instead of training again
-    monkeypatch.setattr("genlib.classifier.train_classifier", lambda *a, **k: pytest.fail("trained again"))
+    monkeypatch.setattr("genlib.quality.classifier.train_classifier", lambda *a, **k: pytest.fail("trained again"))
     again, again_report = ensure_classifier("digits", cache_dir=folder)
     assert again_report == report
     x = to_unit(digits.x_test[:20])
@@ -125,7 +125,7 @@ def test_classifier_is_cached_as_safetensors_and_reused(cache, digits, monkeypat
 
 
 def test_a_damaged_cache_file_is_refused_not_unpickled(tmp_path):
-    from genlib.classifier import ClassifierError
+    from genlib.quality.classifier import ClassifierError
 
     bad = tmp_path / "classifier-digits-v1.safetensors"
     bad.write_bytes(b"\x80\x04K\x01.")  # a pickle
@@ -180,7 +180,7 @@ def test_sample_quality_orders_models(cache, digits):
 
 def test_cli_evaluates_a_gan_run(tmp_path, cache, capsys):
     from genlib.models.gan import GAN, GANConfig
-    from genlib.runs import RunStore
+    from genlib.runs.store import RunStore
 
     folder = cache[0]
     torch.manual_seed(0)

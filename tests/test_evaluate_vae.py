@@ -1,4 +1,4 @@
-"""Tests of genlib.evaluate_vae against exact figures: a VAE with a 2-D latent on 6-pixel images, where log p(x) and the
+"""Tests of genlib.quality.iwae against exact figures: a VAE with a 2-D latent on 6-pixel images, where log p(x) and the
 ELBO are integrals over z computed on a grid, and the IWAE bound's known behaviour in k.
 
 Tolerances come from the estimators' own spread: a mean of R independent figures is within 4 standard errors of its
@@ -15,9 +15,9 @@ import math
 import pytest
 import torch
 
-from genlib.checkpoints import save_checkpoint
+from genlib.runs.checkpoints import save_checkpoint
 from genlib.data import load_dataset
-from genlib.evaluate_vae import VAEEvalConfig, evaluate_vae, log_weights, vae_bounds
+from genlib.quality.iwae import VAEEvalConfig, evaluate_vae, log_weights, vae_bounds
 from genlib.models.vae import VAE, VAEConfig
 
 LOG_2PI = math.log(2 * math.pi)
@@ -140,8 +140,8 @@ def test_evaluate_vae_on_digits_states_its_protocol():
 
 
 def test_evaluate_run_on_a_vae_run(tmp_path):
-    from genlib.evaluate import evaluate_run, settings_for
-    from genlib.runs import RunStore
+    from genlib.quality.evaluate import evaluate_run, settings_for
+    from genlib.runs.store import RunStore
 
     torch.manual_seed(0)
     vae = VAE(VAEConfig(hidden=32, latent=2))

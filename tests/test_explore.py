@@ -1,4 +1,4 @@
-"""AppTest of the latent-space explorers (dashboard.explore) on tiny untrained models saved as runs.
+"""AppTest of the latent-space explorers (dashboard.explore.widgets) on tiny untrained models saved as runs.
 
 AppTest reruns the whole script on every interaction (fragments run inline), so these tests check content and
 wiring: keyed images and sliders exist, a slider move changes exactly the image it drives, a newer snapshot is
@@ -10,10 +10,10 @@ import streamlit as st
 import torch
 from streamlit.testing.v1 import AppTest
 
-from genlib.checkpoints import save_checkpoint
+from genlib.runs.checkpoints import save_checkpoint
 from genlib.images import read_png
 from genlib.models import build_model
-from genlib.runs import RunStore
+from genlib.runs.store import RunStore
 
 TIMEOUT = 60  # the first run imports torch and plotly
 TINY = {"vae": {"hidden": 32, "latent": 4}, "gan": {"preset": "fast"}, "rbm": {"n_hidden": 32, "sample_steps": 20}}
@@ -34,8 +34,8 @@ PANELS = {
 
 
 def _app(model_name, run_id):
-    from dashboard.explore import render
-    from genlib.runs import RunStore
+    from dashboard.explore.panel import render
+    from genlib.runs.store import RunStore
 
     render(model_name, RunStore().get(run_id) if run_id else None)
 
@@ -261,7 +261,7 @@ def test_a_finished_run_is_explored_without_follow_toggle(runs_dir, media):
 
 
 def test_missing_dataset_falls_back_to_the_offline_digits(runs_dir, tmp_path_factory):
-    from dashboard.explore import test_data
+    from dashboard.explore.widgets import test_data
 
     empty = tmp_path_factory.mktemp("no-data")
     run = RunStore(runs_dir).create({"model": "vae", "dataset": "mnist",

@@ -12,10 +12,10 @@ import signal
 
 import pytest
 
-from genlib.checkpoints import load_checkpoint, model_from_checkpoint
-from genlib.io import append_jsonl, atomic_write_json, read_json, read_jsonl
-from genlib.jobs import JobManager
-from genlib.runs import RunStore
+from genlib.runs.checkpoints import load_checkpoint, model_from_checkpoint
+from genlib.runs.io import append_jsonl, atomic_write_json, read_json, read_jsonl
+from genlib.jobs.manager import JobManager
+from genlib.runs.store import RunStore
 import waiting
 
 VAE = {"hidden": 16, "latent": 2}
@@ -47,13 +47,13 @@ def threads(tmp_path):
 # ---- workers that die ----
 
 def test_a_thread_that_dies_shows_failed_with_its_error(threads, monkeypatch):
-    import genlib.worker
+    import genlib.jobs.worker
 
     def dying(run, **kwargs):  # a bug that escapes run_job's own error handling
         run.write_state(state="running", pid=os.getpid(), message="starting")
         raise RuntimeError("worker bug: boom")
 
-    monkeypatch.setattr(genlib.worker, "run_job", dying)
+    monkeypatch.setattr(genlib.jobs.worker, "run_job", dying)
     run_id = threads.submit("vae", VAE, train_cfg())
     status = threads.wait(run_id, timeout=30)
     assert status.state == "failed" and "RuntimeError: worker bug: boom" in status.error

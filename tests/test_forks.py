@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from genlib.checkpoints import checkpoint_bytes, load_checkpoint, read_checkpoint
-from genlib.forks import (MAX_EPOCH_CHECKPOINTS, branch_points, create_fork, current_settings, epoch_checkpoints,
+from genlib.runs.checkpoints import checkpoint_bytes, load_checkpoint, read_checkpoint
+from genlib.runs.forks import (MAX_EPOCH_CHECKPOINTS, branch_points, create_fork, current_settings, epoch_checkpoints,
                           family, thin)
 from genlib.models import build_model
-from genlib.runs import RunStore
+from genlib.runs.store import RunStore
 from genlib.training import TrainConfig
-from genlib.worker import run_job
+from genlib.jobs.worker import run_job
 
 VAE = {"hidden": 32, "latent": 2}
 RBM = {"n_hidden": 16, "sample_steps": 5}
@@ -75,7 +75,7 @@ def test_knobs_are_checked_before_they_are_set():
 # ---- the worker: live changes, logged, persisted through a resume ----
 
 def test_a_live_beta_change_is_logged_checkpointed_and_kept_by_a_resume(tmp_path, monkeypatch):
-    monkeypatch.setattr("genlib.worker.CONTROL_POLL_S", 0.0)  # tiny steps take a millisecond: read control every step
+    monkeypatch.setattr("genlib.jobs.worker.CONTROL_POLL_S", 0.0)  # tiny steps take a millisecond: read control every step
     store = RunStore(tmp_path)
     run = make_run(store, "vae", VAE, lr=1e-3, epochs=1, max_steps=20)
 
@@ -92,7 +92,7 @@ def test_a_live_beta_change_is_logged_checkpointed_and_kept_by_a_resume(tmp_path
     # the control file forgets beta (as a fork or an old run folder would): the checkpoint still knows it
     control = run.control()
     del control["beta"]
-    from genlib.io import atomic_write_json
+    from genlib.runs.io import atomic_write_json
 
     atomic_write_json(run.control_path, control)
     info = run.info()
@@ -205,7 +205,7 @@ def test_forks_refuse_what_they_cannot_do(parent):
 
 
 def test_the_job_manager_forks_and_validates_knobs(parent, tmp_path):
-    from genlib.jobs import JobManager
+    from genlib.jobs.manager import JobManager
 
     store, run = parent
     mgr = JobManager(store, backend="thread", max_jobs=1)

@@ -1,4 +1,4 @@
-"""Importing an uploaded checkpoint (genlib.runs.import_checkpoint): a valid genlib checkpoint becomes a new run that
+"""Importing an uploaded checkpoint (genlib.runs.store.import_checkpoint): a valid genlib checkpoint becomes a new run that
 loads and continues; truncated files, pickles (a real malicious one, which must run nothing), foreign safetensors,
 unknown models, wrong shapes, absurd sizes and oversized files are refused with a message, and nothing is written."""
 
@@ -12,10 +12,10 @@ import pickle
 import pytest
 import torch
 
-from genlib.checkpoints import CheckpointError, checkpoint_bytes, load_checkpoint, model_from_checkpoint
-from genlib.jobs import JobManager
+from genlib.runs.checkpoints import CheckpointError, checkpoint_bytes, load_checkpoint, model_from_checkpoint
+from genlib.jobs.manager import JobManager
 from genlib.models import build_model
-from genlib.runs import RunStore, import_checkpoint
+from genlib.runs.store import RunStore, import_checkpoint
 from genlib.training import TrainConfig
 
 TRAIN = dataclasses.asdict(TrainConfig(dataset="digits", epochs=1, batch_size=50, log_every=2, device="cpu",

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from genlib.io import append_jsonl, atomic_write_json, read_json, read_jsonl
-from genlib.runs import RunStore, check_run_id
+from genlib.runs.io import append_jsonl, atomic_write_json, read_json, read_jsonl
+from genlib.runs.store import RunStore, check_run_id
 
 
 def test_jsonl_reader_skips_a_torn_last_line(tmp_path):

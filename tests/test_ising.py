@@ -9,9 +9,9 @@ import math
 import pytest
 import torch
 
-from genlib.ising import (IsingConfig, checkerboard, flip_probability, integrated_autocorrelation_time,
+from genlib.ising.monte_carlo import (IsingConfig, checkerboard, flip_probability, integrated_autocorrelation_time,
                           metropolis_sweep, random_spins, sample_temperature, wolff_update)
-from genlib.ising_observables import (T_C, blocking_error, correlation_function, energy_per_spin,
+from genlib.ising.observables import (T_C, blocking_error, correlation_function, energy_per_spin,
                                       exact_thermodynamics, magnetisation, onsager_energy, onsager_magnetisation,
                                       thermodynamics, to_spins)
 
@@ -182,7 +182,7 @@ def test_metropolis_orders_a_cold_lattice_and_config_errors():
 # ---- the dataset ----
 
 def test_ising_dataset_is_generated_once_then_read_from_the_cache(tmp_path, monkeypatch):
-    from genlib import ising_data
+    from genlib.ising import dataset
     from genlib.data import dataset_available, load_dataset
 
     name = "ising:L=8,T=2.5/3.0,n=200,seed=1"
@@ -191,8 +191,8 @@ def test_ising_dataset_is_generated_once_then_read_from_the_cache(tmp_path, monk
     assert set(data.x_train.unique().tolist()) == {0, 255}
     assert data.x_test.shape == (40, 1, 8, 8) and data.y_train.unique().tolist() == [0, 1]
     assert data.classes == ("T=2.5", "T=3") and "tau_int" in data.source
-    assert ising_data.is_cached(tmp_path, name) and dataset_available(name)
-    assert [r["T"] for r in ising_data.sampling_reports(tmp_path, name)] == [2.5, 3.0]
+    assert dataset.is_cached(tmp_path, name) and dataset_available(name)
+    assert [r["T"] for r in dataset.sampling_reports(tmp_path, name)] == [2.5, 3.0]
 
     def refuse(*a, **k):
         raise AssertionError("sampled again instead of reading the cache")
@@ -200,8 +200,8 @@ def test_ising_dataset_is_generated_once_then_read_from_the_cache(tmp_path, monk
     monkeypatch.setattr(ising_data, "sample_temperature", refuse)
     again = load_dataset("ising:T=2.5,n=200,seed=1,L=8", root=tmp_path)  # any order of options, same cache
     assert torch.equal(again.x_train, data.x_train[:200])
-    assert ising_data.parse("T=2.5,n=200,seed=1,L=8").name == "ising:L=8,T=2.5,n=200,seed=1"
-    assert ising_data.parse("").name.startswith("ising:L=8,T=2.2692,")
+    assert dataset.parse("T=2.5,n=200,seed=1,L=8").name == "ising:L=8,T=2.5,n=200,seed=1"
+    assert dataset.parse("").name.startswith("ising:L=8,T=2.2692,")
     with pytest.raises(ValueError, match="even"):
         load_dataset("ising:L=7", root=tmp_path)
     with pytest.raises(ValueError, match="cannot read option"):
@@ -235,7 +235,7 @@ def _train_rbm(data, steps: int, k: int = 5):
 def test_short_rbm_training_learns_the_ordered_phase(tmp_path):
     """64 visibles for L = 8; after 300 CD-5 steps on T = 1.2 data the RBM's samples are magnetised like the data."""
     from genlib.data import load_dataset
-    from genlib.ising_compare import compare, rbm_spins
+    from genlib.ising.compare import compare, rbm_spins
 
     data = load_dataset("ising:L=8,T=1.2,n=1000", root=tmp_path)
     model = _train_rbm(data, 300)
@@ -247,7 +247,7 @@ def test_short_rbm_training_learns_the_ordered_phase(tmp_path):
 
 
 def test_sweep_plan_makes_valid_runs_one_per_temperature():
-    from genlib.ising_compare import SweepPlan, sweep_of
+    from genlib.ising.compare import SweepPlan, sweep_of
     from genlib.models import make_config
     from genlib.training import TrainConfig
 
@@ -273,11 +273,11 @@ def test_rbm_page_shows_an_ising_sweep_with_curves_table_and_lattices(dashboard_
     from streamlit.testing.v1 import AppTest
 
     from conftest import APP
-    from genlib.checkpoints import save_checkpoint
+    from genlib.runs.checkpoints import save_checkpoint
     from genlib.data import load_dataset
-    from genlib.ising_compare import SweepPlan
+    from genlib.ising.compare import SweepPlan
     from genlib.models import build_model
-    from genlib.runs import RunStore, default_runs_dir
+    from genlib.runs.store import RunStore, default_runs_dir
 
     store = RunStore(default_runs_dir())
     for job in SweepPlan(sweep_id="sweep-test", L=8, temperatures=(1.5, 3.0), n=1000, epochs=1).jobs():

@@ -82,7 +82,7 @@ def test_a_decayed_step_equals_a_constant_step_of_that_size():
 
 
 def test_the_update_count_survives_a_checkpoint(tmp_path):
-    from genlib.checkpoints import load_checkpoint, save_checkpoint
+    from genlib.runs.checkpoints import load_checkpoint, save_checkpoint
 
     model = _rbm(lr_decay_steps=10)
     for _ in range(3):
@@ -98,7 +98,7 @@ def test_the_update_count_survives_a_checkpoint(tmp_path):
 
 def test_sweep_plan_decays_over_exactly_the_run():
     from genlib.data import ImageData
-    from genlib.ising_compare import SweepPlan
+    from genlib.ising.compare import SweepPlan
     from genlib.models import make_config
     from genlib.training import TrainConfig, total_steps
 

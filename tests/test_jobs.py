@@ -4,8 +4,8 @@ import time
 
 import pytest
 
-from genlib.jobs import JobManager
-from genlib.runs import RunStore
+from genlib.jobs.manager import JobManager
+from genlib.runs.store import RunStore
 from waiting import wait_for
 
 VAE = {"hidden": 32, "latent": 2}

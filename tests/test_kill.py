@@ -23,10 +23,10 @@ from pathlib import Path
 
 import pytest
 
-from genlib.checkpoints import load_checkpoint, model_from_checkpoint
-from genlib.io import read_jsonl
+from genlib.runs.checkpoints import load_checkpoint, model_from_checkpoint
+from genlib.runs.io import read_jsonl
 from genlib.models import make_config
-from genlib.runs import STATES, RunStore
+from genlib.runs.store import STATES, RunStore
 from genlib.training import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,7 +43,7 @@ START_TIMEOUT_S = 90  # a worker's start (python, torch import) on a busy machin
 # but never used in the zygote, so no thread pool is copied into the children.
 ZYGOTE = r"""
 import os, sys
-import torch, sklearn.datasets, genlib.cli, genlib.worker
+import torch, sklearn.datasets, genlib.cli, genlib.jobs.worker
 print("ready", flush=True)
 for line in sys.stdin:
     folder = line.strip()

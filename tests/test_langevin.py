@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from genlib.langevin import energy_gradient, free_energy_fn, langevin_chain, trajectory_energies
+from genlib.sampling.langevin import energy_gradient, free_energy_fn, langevin_chain, trajectory_energies
 from genlib.models import build_model
 
 

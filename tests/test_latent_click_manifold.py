@@ -16,18 +16,18 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from genlib.checkpoints import save_checkpoint
+from genlib.runs.checkpoints import save_checkpoint
 from genlib.images import read_png
 from genlib.latent import manifold_grid, manifold_values
 from genlib.models import build_model
-from genlib.runs import RunStore
+from genlib.runs.store import RunStore
 
 TIMEOUT = 90
 
 
 def _app(model_name, run_id):
-    from dashboard.explore import render
-    from genlib.runs import RunStore
+    from dashboard.explore.panel import render
+    from genlib.runs.store import RunStore
 
     render(model_name, RunStore().get(run_id))
 
@@ -75,7 +75,7 @@ def _decoded(model, z) -> np.ndarray:
 # ---- the figure ----
 
 def test_click_targets_sit_on_the_tiles_of_the_manifold_image():
-    from dashboard.latent_click import clicked_tile, manifold_figure, tile_centres
+    from dashboard.explore.latent_click import clicked_tile, manifold_figure, tile_centres
     from genlib.images import grid
 
     n = 5
@@ -220,8 +220,8 @@ def test_rbm_in_browser_clamp_sliders_start_from_the_link(runs_dir):
 def _release_app(run_id):
     import streamlit as st
 
-    from dashboard.browser_decoder import _link_units, _linked_units
-    from genlib.runs import RunStore
+    from dashboard.explore.browser_decoder import _link_units, _linked_units
+    from genlib.runs.store import RunStore
 
     run = RunStore().get(run_id)
     if st.button("release", key="release"):

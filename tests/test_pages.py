@@ -240,8 +240,8 @@ def test_vae_figure_bounds_points_and_marks_lr_changes():
 
 def test_metric_log_reads_only_new_bytes_and_replaces_relogged_steps(tmp_path):
     from dashboard.state import MetricLog
-    from genlib.io import append_jsonl
-    from genlib.runs import RunStore
+    from genlib.runs.io import append_jsonl
+    from genlib.runs.store import RunStore
 
     run = RunStore(tmp_path).create({"model": "vae"})
     log = MetricLog(run)
@@ -260,7 +260,7 @@ def test_metric_log_reads_only_new_bytes_and_replaces_relogged_steps(tmp_path):
 
 def test_progress_text_says_epoch_step_speed_and_time_left():
     from dashboard.training import progress_text
-    from genlib.jobs import JobStatus
+    from genlib.jobs.manager import JobStatus
 
     s = JobStatus(run_id="r", model="vae", dataset="digits", state="running", step=1234, total_steps=4690,
                   epoch=2, images_per_second=2300.4, eta_seconds=80, message=None, error=None, queue_position=None,

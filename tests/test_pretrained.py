@@ -1,5 +1,5 @@
 """The shipped pretrained runs: scripts/pretrain.py exports a trained run as a small read-only run folder,
-genlib.pretrained installs it once (never over an existing folder), the job manager refuses to resume or delete it,
+genlib.runs.pretrained installs it once (never over an existing folder), the job manager refuses to resume or delete it,
 and a fork of it trains; and the repository's own pretrained/ folder holds every model, small, in float16, with
 samples that its weights reproduce."""
 
@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from genlib.checkpoints import load_checkpoint, model_from_checkpoint
-from genlib.pretrained import default_pretrained_dir, install, is_pretrained, shipped
-from genlib.runs import RunStore
+from genlib.runs.checkpoints import load_checkpoint, model_from_checkpoint
+from genlib.runs.pretrained import default_pretrained_dir, install, is_pretrained, shipped
+from genlib.runs.store import RunStore
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "pretrained"
@@ -77,7 +77,7 @@ def test_install_copies_once_and_never_overwrites(exported, tmp_path):
 
 
 def test_pretrained_runs_are_read_only_but_can_be_forked(exported, tmp_path):
-    from genlib.jobs import JobManager
+    from genlib.jobs.manager import JobManager
 
     folder, _ = exported
     store = RunStore(tmp_path / "runs")

@@ -1,4 +1,4 @@
-"""Tests of genlib.quality and genlib.quality_runs: the cheap/final/full settings, the flat figures against exact
+"""Tests of genlib.quality.evaluator and genlib.quality.records: the cheap/final/full settings, the flat figures against exact
 answers (log Z by enumeration), the classifier policy (cheap evaluations never train it), the worker's quality records during and after
 a tiny run within its time budget, an evaluation failure that leaves the job finished, cancellation, and the
 background full evaluation of a saved run."""
@@ -12,14 +12,14 @@ import math
 import pytest
 import torch
 
-from genlib import quality_runs
-from genlib.classifier import ClassifierTrainConfig, classifier_path, ensure_classifier
+from genlib.quality import records
+from genlib.quality.classifier import ClassifierTrainConfig, classifier_path, ensure_classifier
 from genlib.data import load_dataset
 from genlib.models import build_model
-from genlib.quality import QualityEvaluator
-from genlib.quality_runs import evaluation_running, run_evaluation
-from genlib.quality_settings import CHEAP, FINAL, FULL, QualitySettings, settings_for
-from genlib.runs import RunStore
+from genlib.quality.evaluator import QualityEvaluator
+from genlib.quality.records import evaluation_running, run_evaluation
+from genlib.quality.settings import CHEAP, FINAL, FULL, QualitySettings, settings_for
+from genlib.runs.store import RunStore
 
 TINY_CLASSIFIER = ClassifierTrainConfig(epochs=2, batch_size=16, max_shift=1)  # ~90% on digits in ~2 s: enough here
 # what the worker's final evaluation does in these tests: the same code paths, a fraction of the cost
@@ -76,7 +76,7 @@ def test_settings_refuse_bad_values_with_a_message():
 
 def test_cheap_rbm_figures_match_the_exact_log_likelihood(digits, tmp_path):
     torch.manual_seed(0)
-    from genlib.evaluate_rbm import base_rate_biases
+    from genlib.quality.ais import base_rate_biases
 
     rbm = build_model("rbm", {"n_hidden": 12})
     with torch.no_grad():  # like a briefly trained RBM: visible biases at the data's base rates, small weights
@@ -123,9 +123,9 @@ def test_sample_figures_with_a_cached_classifier(digits, cache):
 
 
 def test_a_final_evaluation_trains_the_missing_classifier_once(digits, tmp_path, monkeypatch):
-    import genlib.classifier
+    import genlib.quality.classifier
 
-    monkeypatch.setattr(genlib.classifier, "default_train_config", lambda name: TINY_CLASSIFIER)
+    monkeypatch.setattr(genlib.quality.classifier, "default_train_config", lambda name: TINY_CLASSIFIER)
     torch.manual_seed(0)
     gan = build_model("gan", {"preset": "fast"})
     messages = []
@@ -147,11 +147,11 @@ def _tiny_run(tmp_path, model="vae", model_config=None, epochs=3, **train):
 
 
 def test_the_worker_records_cheap_figures_within_budget_and_final_ones_at_the_end(tmp_path, monkeypatch, cache):
-    from genlib import worker
+    from genlib.jobs import worker
 
     monkeypatch.setenv("GENLIB_CACHE", str(cache))
     monkeypatch.setattr(worker, "QUALITY_EVERY_S", 0.0)  # as often as the 10% budget allows
-    monkeypatch.setattr(quality_runs, "FINAL", SMALL_FINAL)
+    monkeypatch.setattr(records, "FINAL", SMALL_FINAL)
     run = _tiny_run(tmp_path, epochs=6)
     summary = worker.run_job(run)
     assert summary["state"] == "finished" and run.state().get("message") is None
@@ -171,7 +171,7 @@ def test_the_worker_records_cheap_figures_within_budget_and_final_ones_at_the_en
 
 
 def test_a_failing_evaluation_is_recorded_and_the_job_still_finishes(tmp_path, monkeypatch):
-    from genlib import worker
+    from genlib.jobs import worker
 
     def boom(self, model, settings):
         raise RuntimeError("boom")
@@ -197,17 +197,17 @@ def test_a_cancelled_evaluation_is_recorded_as_such(tmp_path, digits):
 
 
 def test_full_evaluation_of_a_saved_run_in_the_background(tmp_path, monkeypatch, cache, capsys):
-    from genlib import worker
+    from genlib.jobs import worker
 
     monkeypatch.setenv("GENLIB_CACHE", str(cache))
-    monkeypatch.setattr(quality_runs, "FINAL", SMALL_FINAL)
-    monkeypatch.setattr(quality_runs, "FULL", dataclasses.replace(SMALL_FINAL, kind="full", iwae_k=30))
+    monkeypatch.setattr(records, "FINAL", SMALL_FINAL)
+    monkeypatch.setattr(records, "FULL", dataclasses.replace(SMALL_FINAL, kind="full", iwae_k=30))
     run = _tiny_run(tmp_path, model="rbm", model_config={"n_hidden": 16}, epochs=1, lr=0.1)
     assert worker.run_job(run)["state"] == "finished"
-    thread = quality_runs.start_evaluation(run, "full", backend="thread")
+    thread = records.start_evaluation(run, "full", backend="thread")
     assert evaluation_running(run)
     with pytest.raises(ValueError, match="already running"):
-        quality_runs.start_evaluation(run, "full", backend="thread")
+        records.start_evaluation(run, "full", backend="thread")
     thread.join(120)
     summary = run.quality_summary()
     assert summary["kind"] == "full" and summary["checkpoint"] == "last.safetensors"
@@ -216,12 +216,12 @@ def test_full_evaluation_of_a_saved_run_in_the_background(tmp_path, monkeypatch,
     assert "frechet_distance" in summary["figures"]  # the final and full evaluations score the RBM's samples
     assert [r["kind"] for r in run.quality_records()[0]] == ["final", "full"]
     # the same from the command line (what the dashboard's process backend runs), in-process here
-    assert quality_runs.main([str(run.path), "--kind", "full", "--nice", "0"]) == 0
+    assert records.main([str(run.path), "--kind", "full", "--nice", "0"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["kind"] == "full" and out["error"] is None and len(run.quality_records()[0]) == 3
 
 
 def test_evaluating_a_run_without_a_checkpoint_records_the_error(tmp_path):
     run = _tiny_run(tmp_path)
-    record = quality_runs.evaluate_saved_run(run, FULL)
+    record = records.evaluate_saved_run(run, FULL)
     assert "no checkpoint yet" in record["error"] and run.quality_status()["state"] == "failed"

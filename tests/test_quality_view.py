@@ -17,7 +17,7 @@ TIMEOUT = 60
 
 @pytest.fixture(scope="module")
 def classifier_cache(tmp_path_factory):
-    from genlib.classifier import ClassifierTrainConfig, ensure_classifier
+    from genlib.quality.classifier import ClassifierTrainConfig, ensure_classifier
     from genlib.data import load_dataset
 
     folder = tmp_path_factory.mktemp("classifier-cache")
@@ -29,21 +29,22 @@ def classifier_cache(tmp_path_factory):
 @pytest.fixture
 def quality_env(dashboard_env, classifier_cache, monkeypatch):
     """The dashboard environment, plus a cached classifier and cheap final/full evaluations (same code paths)."""
-    from genlib import quality_runs, worker
+    from genlib.quality import records
+    from genlib.jobs import worker
 
     monkeypatch.setenv("GENLIB_CACHE", str(classifier_cache))
-    small = dataclasses.replace(quality_runs.FINAL, ais_steps=200, ais_chains=16, iwae_k=20, n_samples=300)
-    monkeypatch.setattr(quality_runs, "FINAL", small)
-    monkeypatch.setattr(quality_runs, "FULL", dataclasses.replace(small, kind="full", iwae_k=30))
+    small = dataclasses.replace(records.FINAL, ais_steps=200, ais_chains=16, iwae_k=20, n_samples=300)
+    monkeypatch.setattr(records, "FINAL", small)
+    monkeypatch.setattr(records, "FULL", dataclasses.replace(small, kind="full", iwae_k=30))
     monkeypatch.setattr(worker, "QUALITY_EVERY_S", 0.0)
     return dashboard_env
 
 
 def finished_run(root, model, model_config, epochs=2, lr=1e-3):
     """A run trained to the end in this process (the worker writes its cheap and final quality records)."""
-    from genlib.runs import RunStore
+    from genlib.runs.store import RunStore
     from genlib.training import TrainConfig
-    from genlib.worker import run_job
+    from genlib.jobs.worker import run_job
 
     tc = TrainConfig(dataset="digits", epochs=epochs, batch_size=50, lr=lr, log_every=5, device="cpu")
     run = RunStore(root / "runs").create({"model": model, "model_config": model_config,
@@ -92,7 +93,7 @@ def test_gan_page_shows_figures_histogram_trend_and_runs_the_full_evaluation(qua
 
 
 def test_a_failed_evaluation_is_a_message_never_a_traceback(quality_env):
-    from genlib.quality_runs import make_record, save_record
+    from genlib.quality.records import make_record, save_record
 
     run = finished_run(quality_env, "vae", {"hidden": 32, "latent": 2}, epochs=1)
     save_record(run, make_record("full", 30, error="OutOfMemoryError: out of memory"))

@@ -1,4 +1,4 @@
-"""Tests of genlib.models.rbm and genlib.samplers against references: brute force, autograd + torch.optim.SGD, replay."""
+"""Tests of genlib.models.rbm and genlib.sampling.gibbs against references: brute force, autograd + torch.optim.SGD, replay."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import itertools
 import pytest
 import torch
 
-from genlib.checkpoints import checkpoint_bytes, read_checkpoint
+from genlib.runs.checkpoints import checkpoint_bytes, read_checkpoint
 from genlib.data import load_dataset, to_unit
 from genlib.models.rbm import RBM, RBMConfig
-from genlib.samplers import gibbs_chain
+from genlib.sampling.gibbs import gibbs_chain
 
 TINY = (1, 2, 3)  # 6 visible units
 

@@ -147,7 +147,7 @@ def test_run_ids_in_the_address_cannot_leave_the_runs_folder(manager):
 def checkpoint_for_upload(step: int = 7) -> bytes:
     import dataclasses
 
-    from genlib.checkpoints import checkpoint_bytes
+    from genlib.runs.checkpoints import checkpoint_bytes
     from genlib.models import build_model
     from genlib.training import TrainConfig
 
@@ -254,8 +254,8 @@ def test_teacher_mode_lets_viewers_watch_and_the_token_holder_act(manager, monke
 def test_metric_history_on_the_server_stays_bounded_and_keeps_the_ends(tmp_path):
     from dashboard.charts import MAX_POINTS, loss_figure
     from dashboard.state import MAX_LOG_ROWS, MetricLog
-    from genlib.io import append_jsonl
-    from genlib.runs import RunStore
+    from genlib.runs.io import append_jsonl
+    from genlib.runs.store import RunStore
 
     run = RunStore(tmp_path).create({"model": "vae"})
     log = MetricLog(run)

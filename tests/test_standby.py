@@ -1,4 +1,4 @@
-"""The standby worker (genlib.standby): a process started ahead of time takes the next job and trains it as a fresh
+"""The standby worker (genlib.jobs.standby): a process started ahead of time takes the next job and trains it as a fresh
 worker would (its pid in the run's state, its output in the run's log), a new one waits after it, a dead one is
 replaced by a fresh worker, one that keeps dying is given up on, and closing the manager ends the waiting one."""
 
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from genlib import standby
-from genlib.jobs import JobManager
-from genlib.runs import RunStore
+from genlib.jobs import standby
+from genlib.jobs.manager import JobManager
+from genlib.runs.store import RunStore
 from waiting import wait_for
 
 RBM = {"n_hidden": 16}

@@ -7,9 +7,9 @@ import torch
 
 from genlib.data import load_dataset
 from genlib.models import build_model
-from genlib.runs import RunStore
+from genlib.runs.store import RunStore
 from genlib.training import Callbacks, Diverged, Progress, TrainConfig, train
-from genlib.worker import run_job
+from genlib.jobs.worker import run_job
 
 SETTINGS = {
     "rbm": ({"n_hidden": 64, "sample_steps": 20}, {"lr": 0.1, "batch_size": 64}),

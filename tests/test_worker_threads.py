@@ -3,7 +3,7 @@ thread on a 2-core machine (where a two-thread job beside a streaming page train
 
 import pytest
 
-from genlib.worker import WORKER_THREADS_ENV, worker_threads_from_env
+from genlib.jobs.worker import WORKER_THREADS_ENV, worker_threads_from_env
 
 
 @pytest.mark.parametrize("raw,expected", [(None, None), ("", None), ("0", None), ("1", 1), (" 3 ", 3)])
@@ -37,6 +37,6 @@ def test_the_dashboard_leaves_a_core_on_small_machines(monkeypatch, cores, alrea
 
 @pytest.mark.parametrize("cores,expected", [(0, 1), (1, 1), (2, 1), (3, None), (64, None)])
 def test_the_dashboard_thread_rule_by_core_count(cores, expected):
-    from genlib.worker import dashboard_job_threads
+    from genlib.jobs.worker import dashboard_job_threads
 
     assert dashboard_job_threads(cores) == expected  # 0 (a count os.cpu_count could not tell) counts as small

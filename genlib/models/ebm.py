@@ -3,7 +3,7 @@ drawn mostly from a replay buffer (Du & Mordatch 2019, arXiv 1903.08689; Foster,
 
 p(x) ~ exp(-E(x)): low energy means likely. One training step draws B chains, most from the replay buffer of
 earlier negatives and a few (`reinit`) from uniform noise, runs `langevin_steps` of Langevin dynamics downhill on
-E (genlib.langevin), writes them back into the buffer, then lowers the energy of the data and raises that of the
+E (genlib.sampling.langevin), writes them back into the buffer, then lowers the energy of the data and raises that of the
 negatives:
 
     loss = mean E(x_data) - mean E(x_neg) + reg_weight * (mean E(x_data)^2 + mean E(x_neg)^2)
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genlib.langevin import LangevinChain, langevin_chain
+from genlib.sampling.langevin import LangevinChain, langevin_chain
 from genlib.models.base import GenerativeModel, check, check_int_in, device_generator
 
 IMAGE_SHAPE = (1, 28, 28)

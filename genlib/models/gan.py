@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genlib.data import from_signed, to_signed
-from genlib.bernoulli import SCALE, uniform15_, words_for
+from genlib.sampling.bernoulli import SCALE, uniform15_, words_for
 from genlib.models.base import GenerativeModel, LatentModel, check, check_int_in, check_unit_interval, keep_fused
 
 # preset -> (generator widths: dense channels, conv-T 1, conv-T 2; discriminator widths: conv 1, conv 2).
@@ -103,7 +103,7 @@ class Discriminator(nn.Module):
     def _dropout(self, h: torch.Tensor) -> torch.Tensor:
         """nn.Dropout's inverted dropout: zero each unit with probability p in training, scale the rest by 1/(1-p).
 
-        The keep mask is u >= 32768 p for 15-bit uniforms u (genlib.bernoulli: four per 64-bit random word, half the
+        The keep mask is u >= 32768 p for 15-bit uniforms u (genlib.sampling.bernoulli: four per 64-bit random word, half the
         cost of fp32 uniforms; P(keep) is within 3e-5 of 1 - p), made in h's dtype and memory format; it replaces
         nn.Dropout's bernoulli_, the step's slowest op on a CPU.
         """

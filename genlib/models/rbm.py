@@ -11,7 +11,7 @@ step of the same batch size; Bernoulli draws compare one uniform draw per unit w
 3x cheaper on a CPU than torch.bernoulli, and with precision "bf16" the weights are cast once per step and the chain
 runs in bfloat16 ({0, 1} states are exact in it), the parameters and their update staying in fp32. On a CPU in
 float32, the passes between the matmuls (binarising, sigmoids, draws, the statistics and the loss) run as compiled C
-where a C compiler is present (genlib.kernels.cd: the same maths, a few passes instead of ~40 PyTorch calls).
+where a C compiler is present (genlib.sampling.kernels.cd: the same maths, a few passes instead of ~40 PyTorch calls).
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from genlib.data import binarize
-from genlib.bernoulli import draw_, words_for
-from genlib.kernels.cd import CDKernels, load as load_cd_kernels, new_stream
+from genlib.sampling.bernoulli import draw_, words_for
+from genlib.sampling.kernels.cd import CDKernels, load as load_cd_kernels, new_stream
 from genlib.models.base import (GenerativeModel, LatentModel, check, check_int_in, check_unit_interval,
                                 device_generator)
-from genlib.samplers import gibbs_chain
+from genlib.sampling.gibbs import gibbs_chain
 
 BINARIZE_MODES = ("stochastic", "threshold")
 PARAMS = ("W", "v_bias", "h_bias")
@@ -107,7 +107,7 @@ class _Scratch:
         self.recon = torch.empty(n, n_v, **kw)  # p(v|h0)
         self.hidden = torch.empty(n, n_h, **kw)  # the current hidden draw
         self.p_v: torch.Tensor | None = None  # p(v|h) of later Gibbs steps (k > 1 or PCD), made on first use
-        # random bits of the draws u < p (genlib.bernoulli: four 15-bit uniforms per int64 word); fp64 weights (the
+        # random bits of the draws u < p (genlib.sampling.bernoulli: four 15-bit uniforms per int64 word); fp64 weights (the
         # reference tests) draw exact fp64 uniforms instead
         self.exact = param_dtype == torch.float64
         self.words = words_for(n * max(n_v, n_h), device)
@@ -167,7 +167,7 @@ class RBM(GenerativeModel, LatentModel):
         self._velocity: dict[str, torch.Tensor] = {}  # SGD momentum buffers, created on the first step as SGD does
         self._offsets: dict[str, torch.Tensor] = {}  # centering's mu (n_v) and lam (n_h), set by the first batch
         self._scratch: _Scratch | None = None  # the chain's buffers for the last batch size, device and dtype
-        # use the compiled CPU passes (genlib.kernels.cd) where they apply; False forces the eager PyTorch step (the
+        # use the compiled CPU passes (genlib.sampling.kernels.cd) where they apply; False forces the eager PyTorch step (the
         # same maths, with PyTorch's own random stream)
         self.fused_cpu = True
 
@@ -258,13 +258,13 @@ class RBM(GenerativeModel, LatentModel):
         return torch.bfloat16 if self.precision == "bf16" else self.W.dtype
 
     def _fused(self) -> CDKernels | None:
-        """The compiled CD passes (genlib.kernels.cd) when this step can use them: a float32 chain on a CPU."""
+        """The compiled CD passes (genlib.sampling.kernels.cd) when this step can use them: a float32 chain on a CPU."""
         if not self.fused_cpu or self.W.device.type != "cpu" or self._compute_dtype() != torch.float32:
             return None
         return load_cd_kernels()  # compiled once per machine, loaded once per process
 
     def _chain_ops(self, s: _Scratch, kernels: CDKernels | None) -> tuple[Callable, Callable]:
-        """(sigmoid(a, out), draw(p, out)) of the chain: the fused passes', or PyTorch's with genlib.bernoulli."""
+        """(sigmoid(a, out), draw(p, out)) of the chain: the fused passes', or PyTorch's with genlib.sampling.bernoulli."""
         if kernels is None:
             return (lambda a, out: torch.sigmoid(a, out=out)), s.draw
         stream = new_stream()

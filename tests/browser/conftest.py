@@ -60,7 +60,7 @@ def pytest_collection_modifyitems(config, items):
 def stop_live_runs(runs_dir: Path, timeout: float = 30.0) -> None:
     """Ask every live run in the folder to stop and wait for its worker (process workers outlive the server: they
     run in their own session), so no training survives the tests."""
-    from genlib.runs import LIVE_STATES, RunStore
+    from genlib.runs.store import LIVE_STATES, RunStore
 
     store = RunStore(runs_dir)
     live = [r for r in store.list() if r.effective_state() in LIVE_STATES]
@@ -104,8 +104,8 @@ def pretrain(browser_env):
     old = {k: os.environ.get(k) for k in ("GENLIB_RUNS_DIR", "GENLIB_DATA_ROOT", "PYTHONPATH")}
     os.environ.update({k: browser_env[k] for k in old if k in browser_env})  # the workers inherit them
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), old["PYTHONPATH"]) if p)
-    from genlib.jobs import JobManager
-    from genlib.runs import RunStore
+    from genlib.jobs.manager import JobManager
+    from genlib.runs.store import RunStore
 
     mgr = JobManager(RunStore(browser_env["GENLIB_RUNS_DIR"]), backend="process", max_jobs=2)
     ids = {

@@ -39,9 +39,9 @@ def _measure():
 @pytest.fixture(scope="module")
 def drag_app(tmp_path_factory, browser):
     """(url, {name: (run, model)}) of a server showing a wide and a 2-D VAE run and an RBM run."""
-    from genlib.checkpoints import save_checkpoint
+    from genlib.runs.checkpoints import save_checkpoint
     from genlib.models import build_model
-    from genlib.runs import RunStore
+    from genlib.runs.store import RunStore
 
     m = _measure()
     base = tmp_path_factory.mktemp("drag")

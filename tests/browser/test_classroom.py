@@ -44,10 +44,10 @@ def made_runs(browser_env):
 
     import torch
 
-    from genlib.checkpoints import save_checkpoint
+    from genlib.runs.checkpoints import save_checkpoint
     from genlib.images import grid, png_bytes
     from genlib.models import build_model
-    from genlib.runs import RunStore
+    from genlib.runs.store import RunStore
     from genlib.training import TrainConfig
 
     store = RunStore(browser_env["GENLIB_RUNS_DIR"])
@@ -128,8 +128,8 @@ def test_presenter_mode_hides_the_forms_and_is_kept_in_the_link(page, app_url, m
 def live_gan(browser_env):
     """A GAN training for a long time in a worker process of this test (the server sees it on disk)."""
     sys.path.insert(0, str(ROOT))
-    from genlib.jobs import JobManager
-    from genlib.runs import RunStore
+    from genlib.jobs.manager import JobManager
+    from genlib.runs.store import RunStore
 
     old = {k: os.environ.get(k) for k in ("GENLIB_RUNS_DIR", "GENLIB_DATA_ROOT", "PYTHONPATH")}
     os.environ.update({k: browser_env[k] for k in ("GENLIB_RUNS_DIR", "GENLIB_DATA_ROOT")})

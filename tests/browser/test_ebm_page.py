@@ -30,10 +30,10 @@ def rbm_run(browser_env):
     never waits for the shared pre-training."""
     import torch
 
-    from genlib.checkpoints import save_checkpoint
+    from genlib.runs.checkpoints import save_checkpoint
     from genlib.data import load_dataset, to_unit
     from genlib.models import build_model
-    from genlib.runs import RunStore
+    from genlib.runs.store import RunStore
 
     torch.manual_seed(0)
     rbm = build_model("rbm", {"n_hidden": 64})
@@ -51,9 +51,9 @@ def rbm_run(browser_env):
 @pytest.fixture(scope="module")
 def ebm_run(browser_env, rbm_run):
     """A tiny EBM trained for a few steps on the offline digits, straight into the server's runs folder."""
-    from genlib.runs import RunStore
+    from genlib.runs.store import RunStore
     from genlib.training import TrainConfig
-    from genlib.worker import run_job
+    from genlib.jobs.worker import run_job
 
     cfg = TrainConfig(dataset="digits", epochs=1, max_steps=4, batch_size=32, log_every=1, device="cpu",
                       n_samples=4, lr=1e-3)

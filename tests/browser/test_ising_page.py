@@ -30,11 +30,11 @@ def ising_study(browser_env):
     data root, one RBM per temperature trained 60 CD steps and saved as a finished run."""
     import torch
 
-    from genlib.checkpoints import save_checkpoint
+    from genlib.runs.checkpoints import save_checkpoint
     from genlib.data import load_dataset
-    from genlib.ising_compare import SweepPlan
+    from genlib.ising.compare import SweepPlan
     from genlib.models import build_model
-    from genlib.runs import RunStore
+    from genlib.runs.store import RunStore
     from genlib.training import TrainConfig, train
 
     torch.set_num_threads(1)

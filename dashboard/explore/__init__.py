@@ -1,0 +1,1 @@
+"""The "Exploring the latent space" panels: one module per model plus the shared widgets and in-browser components."""

@@ -1,1 +1,0 @@
-"""Hand-fused CPU passes that eager PyTorch would make many small kernels of, compiled on first use (genlib.kernels.cd)."""
