@@ -15,15 +15,18 @@ $(VENV)/.installed: requirements.txt
 	touch $@
 
 run: setup
+	$(PY) -m dashboard.auth  # refuses a teacher token too short to hold, saying why
 	$(PY) -m streamlit run app.py --server.port $(PORT)
 
 test: setup
 	$(PY) -m pytest
 
-# training speed side by side with the seed (one table), then the dashboard's cost measured in Chromium
+# training speed side by side with the seed (one table), then the dashboard's cost measured in Chromium, then
+# quality against seconds since Start for the seed's and the lecture recipes (docs/time_to_quality.md; ~15 min)
 bench: setup
 	$(PY) scripts/bench.py --markdown
 	$(PY) scripts/measure_ui.py
+	$(PY) scripts/time_to_quality.py --models gan,vae --seconds 120 --out artifacts/time_to_quality
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -6,6 +6,9 @@ Run with `make run` (or `python -m streamlit run app.py`). Nothing heavy is impo
 import streamlit as st
 
 from dashboard import auth, share, sidebar
+from dashboard.preload import preload_lazy_modules
+
+preload_lazy_modules()  # before any chart: plotly's encoder must never see a half-imported pandas (30 sessions at once)
 
 st.set_page_config(page_title="Generative models lab", page_icon=":material/blur_on:", layout="wide")
 
@@ -19,6 +22,7 @@ pg = st.navigation({
     ],
     "Runs": [st.Page("app_pages/runs.py", title="All runs", icon=":material/list:")],
 })
+auth.stop_if_misconfigured()  # a teacher token too short to hold: its error on every page, and nothing else
 sidebar.render()
 auth.render()  # teacher mode only: the token box
 share.sidebar_controls()  # presenter mode (?present=true) and 'Copy link for students'

@@ -15,6 +15,9 @@ st.caption("Every training run saved on this server, newest first, whoever start
 flash = st.session_state.pop("runs-flash", None)
 if flash:
     st.success(flash)
+refusal = state.run_param_refusal()
+if refusal:
+    st.warning(refusal, icon=":material/block:")
 
 with st.expander("Upload a checkpoint", icon=":material/upload:"):
     uploaded = st.file_uploader("A genlib checkpoint (.safetensors, at most 50 MB)", type=["safetensors"],
@@ -24,19 +27,8 @@ with st.expander("Upload a checkpoint", icon=":material/upload:"):
                                               "it. Only genlib's safetensors files are read; nothing in a file is "
                                               "ever run."))
     if uploaded is not None and st.button("Import as a new run", key="import-ckpt", icon=":material/add:",
-                                          disabled=not auth.allowed()) and not auth.refuse():
-        from genlib.runs.store import import_checkpoint
-
-        try:
-            new_run = import_checkpoint(state.get_store(), uploaded.getvalue(), filename=uploaded.name)
-        except (ValueError, OSError) as e:  # CheckpointError is a ValueError; OSError: disk full, not writable
-            st.error(f"Not imported: {e}")
-        else:
-            state.job_statuses.clear()
-            st.session_state["runs-flash"] = (f"Imported {uploaded.name} as run {new_run.id} "
-                                              f"(step {new_run.state().get('step', 0):,}).")
-            st.query_params["run"] = new_run.id
-            st.rerun()
+                                          disabled=not auth.allowed()):
+        runs_view.import_upload(uploaded)
 
 statuses = state.job_statuses()
 if not statuses:
@@ -117,16 +109,8 @@ with c2:
 with c3:
     if s.state in RESUMABLE:
         if st.button("Resume", key="resume-run", icon=":material/play_arrow:", disabled=not auth.allowed(),
-                     help=auth.why("Continue training from the last checkpoint to the planned end.")) \
-                and not auth.refuse():
-            try:
-                state.get_manager().resume(target)
-            except (ValueError, OSError) as e:  # OSError: a full disk or an unwritable runs folder
-                st.error(f"Could not resume: {e}")
-            else:
-                state.job_statuses.clear()
-                st.session_state["runs-flash"] = f"Run {target} resumed."
-                st.rerun()
+                     help=auth.why("Continue training from the last checkpoint to the planned end.")):
+            runs_view.resume_run(target)
 
 with st.container(border=True):
     if s.live:
@@ -139,17 +123,5 @@ with st.container(border=True):
                            key=f"confirm-delete-{target}", disabled=not auth.allowed())
         if st.button("Delete run", key="delete-run", type="primary", disabled=not sure or not auth.allowed(),
                      icon=":material/delete:",
-                     help=auth.why("Removes the run folder from the server for everyone. There is no undo.")) \
-                and not auth.refuse():
-            try:
-                if state.get_manager().status(target).live:
-                    raise ValueError(f"run {target} is training again; stop it first")
-                state.get_manager().delete(target)
-            except (ValueError, FileNotFoundError, OSError) as e:
-                st.error(f"Not deleted: {e}")
-            else:
-                state.forget_run(target)
-                if st.query_params.get("run") == target:
-                    state.select_run(None)
-                st.session_state["runs-flash"] = f"Run {target} deleted."
-                st.rerun()
+                     help=auth.why("Removes the run folder from the server for everyone. There is no undo.")):
+            runs_view.delete_run(target, confirmed=sure)

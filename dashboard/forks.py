@@ -10,6 +10,7 @@ import streamlit as st
 
 from dashboard import auth, state
 from dashboard.charts import comparison_figure, knob_label, short_label
+from dashboard.run_images import grid_png
 
 SETTING_LABELS = {"lr": "learning rate", "beta": "beta (KL weight)", "k": "Gibbs steps k", "epochs": "epochs (total)"}
 MAX_SIDE_BY_SIDE = 4  # sample grids per row in the comparison
@@ -17,12 +18,11 @@ MAX_SIDE_BY_SIDE = 4  # sample grids per row in the comparison
 
 def describe(run: Any) -> str:
     """'vae-...-ab12', or for a fork 'vae-...-cd34 (lr 1e-04 from epoch-0003 of vae-...-ab12)'."""
-    parent = run.info().get("parent") or {}
-    changed = parent.get("changed") or {}
-    if not parent.get("run_id") or not changed:
+    origin = run.record().forked_from
+    if origin is None or not origin.changed:
         return run.id
-    what = ", ".join(knob_label(k, v[1] if isinstance(v, list) else v) for k, v in changed.items())
-    return f"{run.id} ({what} from {parent.get('checkpoint', 'last')} of {parent['run_id']})"
+    what = ", ".join(knob_label(k, v[1] if isinstance(v, list) else v) for k, v in origin.changed.items())
+    return f"{run.id} ({what} from {origin.checkpoint} of {origin.run_id})"
 
 
 def _value_input(setting: str, current: Any, point_epoch: int, key: str) -> Any:
@@ -65,24 +65,26 @@ def fork_form(run: Any, model_name: str) -> None:
                  disabled=not auth.allowed(),
                  help=auth.why("A new run continues from that checkpoint with the changed setting; this run is "
                                "left as is.")):
-        if auth.refuse():
-            return
-        try:
-            new_id = state.get_manager().fork(run.id, {setting: value}, checkpoint=point)
-        except (ValueError, FileNotFoundError, OSError) as e:
-            st.error(f"Not forked: {e}")
-            return
-        state.job_statuses.clear()
-        state.select_run(new_id)
-        st.rerun()
+        _fork(run, setting, value, point)
+
+
+@auth.guarded("start a fork")
+def _fork(run: Any, setting: str, value: Any, point: str) -> None:
+    """The 'Start the fork' handler: queues the branch and opens it on this page."""
+    try:
+        new_id = state.get_manager().fork(run.id, {setting: value}, checkpoint=point)
+    except (ValueError, FileNotFoundError, OSError) as e:
+        st.error(f"Not forked: {e}")
+        return
+    state.job_statuses.clear()
+    state.select_run(new_id)
+    st.rerun()
 
 
 def branches_view(run: Any, model_name: str) -> None:
     """The family of `run` (its ancestors and every fork of them): one chart of a metric, samples side by side."""
     from genlib.runs.forks import family
     from genlib.models import model_class
-
-    from dashboard.training import grid_png
 
     runs = family(state.get_store(), run)
     if len(runs) < 2:
@@ -117,5 +119,5 @@ def forks_section(run: Any, model_name: str, presenting: bool) -> None:
                          icon=":material/call_split:"):
             fork_form(run, model_name)
     with st.expander("Branches of this run: curves and samples side by side", icon=":material/compare:",
-                     expanded=bool((run.info().get("parent") or {}).get("changed"))):
+                     expanded=run.record().forked_from is not None):
         branches_view(run, model_name)

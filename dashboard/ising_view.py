@@ -12,16 +12,15 @@ from typing import Any
 
 import streamlit as st
 
-from dashboard import state
+from dashboard import auth, state
 
 LIVE_REFRESH_S = 5.0
 LIVE_CHAINS, LIVE_STEPS = 1000, 300  # Gibbs chains x steps per RBM on the page (the study script uses 4,000 x 1,000)
 N_SHOWN = 16  # lattices per side in the sample comparison
-LIVE_FLOPS = 5e9  # Gibbs work per RBM snapshot on the page (~0.5 s on one core)
 
-# the default recipe and its cost, measured by scripts/ising_study.py (the README's Ising results) on a 2-core CPU
+# the default recipe and its cost, measured by scripts/ising_study.py (docs/ising.md) on a 2-core CPU
 RECIPE_NOTE = (
-    "Defaults: the recipe of the README's Ising results (L = 8): 256 hidden units, centred gradient, CD-10, 200 "
+    "Defaults: the recipe of the Ising study in docs/ising.md (L = 8): 256 hidden units, centred gradient, CD-10, 200 "
     "epochs of 50,000 configurations in batches of 500 (20,000 updates), lr 0.1 with momentum 0.9 decaying linearly "
     "to 0, initial weights of std 0.1. Its RBMs match Monte Carlo's energy and |m| within error bars at all 9 "
     "temperatures from 1.5 to 3.5 (|z| <= 1.6). Time: about 6 min per temperature on one core of a 2-core CPU; the 9 "
@@ -85,28 +84,22 @@ def _mc(dataset: str, root: str | None, T: float) -> dict[str, Any]:
 def _rbm(path: str, mtime_ns: int, T: float) -> dict[str, Any]:
     """The RBM's thermodynamics from its weights file at `path` (keyed by mtime: a new snapshot recomputes)."""
     from genlib.runs.checkpoints import load_checkpoint, model_from_checkpoint
-    from genlib.ising.compare import rbm_spins
+    from genlib.ising.compare import live_spins
     from genlib.ising.observables import correlation_function, thermodynamics
 
     model = model_from_checkpoint(load_checkpoint(path), device="cpu").eval()
-    # at most ~LIVE_FLOPS of Gibbs sampling per snapshot: fewer chains for big lattices (4 matmul-FLOPs per weight)
-    chains = int(min(LIVE_CHAINS, max(100, LIVE_FLOPS // (4 * LIVE_STEPS * model.W.numel()))))
-    spins = rbm_spins(model, chains, steps=LIVE_STEPS, seed=1)
+    # within genlib.work_budget's cap per snapshot: fewer chains for big RBMs, none (and a note) when too big
+    spins, plan = live_spins(model, chains=LIVE_CHAINS, steps=LIVE_STEPS, seed=1)
+    if spins is None:
+        return {"note": plan.note}
     lattices = ((spins[:N_SHOWN] + 1) / 2).to("cpu").numpy().astype("uint8")
     return {"thermo": thermodynamics(spins, T).as_dict(), "lattices": lattices,
             "corr": correlation_function(spins).tolist()}
 
 
-def _weights(run: Any):
-    candidates = [p for p in (run.snapshot_path, run.checkpoint_path) if p.exists()]
-    return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
-
-
 # ---- the form ----
 
 def _form() -> None:
-    from genlib.ising.compare import SweepPlan
-    from genlib.ising.dataset import temperature_grid
     from genlib.ising.observables import T_C
 
     k = "ising-form"
@@ -144,9 +137,19 @@ def _form() -> None:
                                    "et al. 2016): the same RBM, a better-conditioned gradient. Spins coded 0/1 are "
                                    "symmetric about 1/2, and without centring the energy stays too high.")
         st.caption(RECIPE_NOTE)
-        go = st.form_submit_button("Train on Ising data", type="primary", key=f"{k}-submit")
-    if not go:
-        return
+        go = st.form_submit_button("Train on Ising data", type="primary", key=f"{k}-submit",
+                                   disabled=not auth.allowed(), help=auth.why(None))
+    if go:
+        _start_sweep(L, sweep, t_range, count, t_one, n, hidden, cd_k, epochs, lr, batch, centering)
+
+
+@auth.guarded("train on Ising data")
+def _start_sweep(L: int, sweep: bool, t_range: tuple[float, float], count: int, t_one: float, n: int, hidden: int,
+                 cd_k: int, epochs: int, lr: float, batch: int, centering: bool) -> None:
+    """The 'Train on Ising data' handler: one run per temperature of the plan, queued; the sweep is then shown."""
+    from genlib.ising.compare import SweepPlan
+    from genlib.ising.dataset import temperature_grid
+
     temps = temperature_grid(t_range[0], t_range[1], int(count)) if sweep else temperature_grid(t_one, t_one, 1)
     plan = SweepPlan(sweep_id=f"sweep-{int(time.time() * 1000)}", L=int(L), temperatures=temps, n=int(n),
                      n_hidden=int(hidden), k=int(cd_k), lr=float(lr), batch_size=int(batch), epochs=int(epochs),
@@ -245,11 +248,14 @@ def _sweep_view(sweep_id: str, members: list[tuple[float, str]], shown_live: tup
         if is_cached(root or str(_data_root()), tc["dataset"]):
             mc = _mc(tc["dataset"], root, T)
             row["mc"], row["mc_lattices"], row["mc_corr"] = mc["thermo"], mc["lattices"], mc["corr"]
-        weights = _weights(run)
+        weights = run.latest_weights()
         if weights is not None:
             try:
                 rbm = _rbm(str(weights), weights.stat().st_mtime_ns, T)
-                row["rbm"], row["rbm_lattices"], row["rbm_corr"] = rbm["thermo"], rbm["lattices"], rbm["corr"]
+                if "note" in rbm:  # too large for the page's sampling cap (genlib.work_budget)
+                    row["cap"] = rbm["note"]
+                else:
+                    row["rbm"], row["rbm_lattices"], row["rbm_corr"] = rbm["thermo"], rbm["lattices"], rbm["corr"]
             except Exception as e:  # noqa: BLE001 - a snapshot being replaced: show the rest, retry next tick
                 row["note"] = f"weights unreadable right now ({type(e).__name__})"
         rows.append(row)
@@ -260,6 +266,9 @@ def _sweep_view(sweep_id: str, members: list[tuple[float, str]], shown_live: tup
                + ("Refreshing every few seconds while they train; " if live else "")
                + f"RBM values from up to {LIVE_CHAINS:,} Gibbs chains of {LIVE_STEPS} steps each (more in "
                  "scripts/ising_study.py).")
+    capped = next((r["cap"] for r in rows if r.get("cap")), None)
+    if capped:
+        st.info(capped, icon=":material/speed:")
     if not any(r.get("mc") or r.get("rbm") for r in rows):
         st.info("The Monte Carlo data are being simulated; curves appear when the first run starts training.")
         return

@@ -49,8 +49,13 @@ def knob_controls(run: Any, model_name: str) -> None:
                                          icon=":material/tune:", disabled=not auth.allowed(),
                                          help=auth.why("Send the changed settings to the running job; the loss "
                                                        "chart marks the step where they took effect."))
-    if not go or auth.refuse():
-        return
+    if go:
+        _apply(run, values, current)
+
+
+@auth.guarded("change a running job's settings")
+def _apply(run: Any, values: dict[str, Any], current: dict[str, Any]) -> None:
+    """The 'Apply while training' handler: sends the changed knobs to the worker."""
     changed = {n: v for n, v in values.items() if v != current.get(n)}
     if not changed:
         st.info("Nothing changed: set a new value first.")

@@ -1,87 +1,122 @@
-"""What the dashboard says about each model: its form fields with their bounds and help, and the captions of its
-charts and sample grids. Text and specs only, so a new model is added here without touching the layout code.
+"""What the dashboard says about each model: its form fields (label, help, step; their bounds are the config's own,
+genlib.config), and the captions of its charts and sample grids. Text and specs only, so a new model is added here
+without touching the layout code.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+
+from genlib.config import Bounds, bounds
 
 MODEL_TITLES = {"rbm": "RBM", "vae": "VAE", "gan": "GAN", "ebm": "EBM"}
 
 
 @dataclass(frozen=True)
 class Field:
-    """One form input: a config field, its widget and the help a student reads."""
+    """One form input: a config field, its label, the help a student reads, and the widget's step and format.
+
+    What the input accepts (kind, range, options) is not written here: it is the model config's own declaration
+    (genlib.config's whole / number / flag / choice on the field), the one source for the form and the config's
+    check, so the form cannot offer a value the config refuses. An open end of a range moves in by one step."""
 
     name: str
     label: str
-    kind: str  # "int", "float", "bool" or "choice"
     help: str
-    lo: float | None = None
-    hi: float | None = None
     step: float | None = None
     fmt: str | None = None
-    options: tuple = ()
+    model: str = ""  # the registry name whose config declares the field (set by MODEL_FIELDS)
+
+    @property
+    def bounds(self) -> Bounds:
+        from genlib.models import model_class  # here: genlib.models imports torch, which this text module must not
+
+        declared = bounds(model_class(self.model).config_class, self.name)
+        if declared is None:
+            raise ValueError(f"{self.model} config field {self.name!r} declares no bounds (genlib.config)")
+        return declared
+
+    @property
+    def kind(self) -> str:
+        """"int", "float", "bool" or "choice": the widget to draw."""
+        kind = self.bounds.kind
+        return "float" if kind == "number" else kind
+
+    @property
+    def lo(self) -> float | None:
+        return self.bounds.closed(self.step or 0)[0]
+
+    @property
+    def hi(self) -> float | None:
+        return self.bounds.closed(self.step or 0)[1]
+
+    @property
+    def options(self) -> tuple:
+        return self.bounds.options
 
 
-MODEL_FIELDS: dict[str, tuple[Field, ...]] = {
+_FIELDS: dict[str, tuple[Field, ...]] = {
     "rbm": (
-        Field("n_hidden", "Hidden units", "int", "Number of binary hidden units h, the feature detectors. More units "
-              "describe more detail but each step costs more. The seed uses 500.", 1, 4096, 50),
-        Field("k", "Gibbs steps k (CD-k)", "int", "Gibbs steps v -> h -> v in the negative phase of contrastive "
-              "divergence. k = 1 is the seed's CD-1; a larger k gives a less biased gradient at k times the cost.",
-              1, 100, 1),
-        Field("persistent", "Persistent CD (PCD)", "bool", "Keep the negative Gibbs chain running from batch to batch "
+        Field("n_hidden", "Hidden units", "Number of binary hidden units h, the feature detectors. More units "
+              "describe more detail but each step costs more. The seed uses 500.", step=50),
+        Field("k", "Gibbs steps k (CD-k)", "Gibbs steps v -> h -> v in the negative phase of contrastive divergence. "
+              "k = 1 is the seed's CD-1; a larger k gives a less biased gradient at k times the cost.", step=1),
+        Field("persistent", "Persistent CD (PCD)", "Keep the negative Gibbs chain running from batch to batch "
               "(Tieleman 2008) instead of restarting it at the data: the chain explores the model's own "
               "distribution, which usually gives better samples."),
-        Field("centering", "Centred gradient", "bool", "Take each step in coordinates centred on the mean of the "
-              "data and of the hidden units (Melchior, Fischer & Wiskott 2016). The model is the same RBM; the "
-              "gradient is better conditioned, so it learns faster and closer to the data, most where 0/1 units code "
-              "a symmetric variable such as an Ising spin. Off in the seed."),
-        Field("momentum", "Momentum", "float", "SGD momentum: the share of the previous update added to the next. "
-              "It smooths and speeds up learning; 0 is the seed's plain SGD.", 0.0, 0.99, 0.05, "%.2f"),
-        Field("weight_decay", "Weight decay", "float", "L2 penalty that pulls the weights toward zero at every step; "
-              "small values (1e-4) keep the filters smooth. 0 in the seed.", 0.0, 0.1, 1e-4, "%.4f"),
+        Field("centering", "Centred gradient", "Take each step in coordinates centred on the mean of the data and of "
+              "the hidden units (Melchior, Fischer & Wiskott 2016). The model is the same RBM; the gradient is "
+              "better conditioned, so it learns faster and closer to the data, most where 0/1 units code a symmetric "
+              "variable such as an Ising spin. Off in the seed."),
+        Field("momentum", "Momentum", "SGD momentum: the share of the previous update added to the next. It smooths "
+              "and speeds up learning; 0 is the seed's plain SGD.", step=0.05, fmt="%.2f"),
+        Field("weight_decay", "Weight decay", "L2 penalty that pulls the weights toward zero at every step; small "
+              "values (1e-4) keep the filters smooth. 0 in the seed.", step=0.0001, fmt="%.4f"),
     ),
     "vae": (
-        Field("latent", "Latent dimensions", "int", "Size of the code z. 2 lets you draw the whole latent space on "
-              "a plane; more dimensions reconstruct better. The seed uses 8.", 2, 64, 1),
-        Field("hidden", "Hidden width", "int", "Units in each hidden layer of the encoder and the decoder. The seed "
-              "uses 512.", 8, 4096, 64),
-        Field("decoder", "Decoder likelihood", "choice", "p(x|z): 'bernoulli' treats pixels as coin flips "
-              "(cross-entropy, sharper digits); 'gaussian' is the seed's Normal(tanh(.), 1) on pixels in "
-              "[-0.5, 0.5] (squared error).", options=("bernoulli", "gaussian")),
-        Field("beta", "beta (KL weight)", "float", "Weight of the KL term in the loss. 1 is the true ELBO; beta > 1 "
+        Field("latent", "Latent dimensions", "Size of the code z. 2 lets you draw the whole latent space on a plane; "
+              "more dimensions reconstruct better. The seed uses 8.", step=1),
+        Field("hidden", "Hidden width", "Units in each hidden layer of the encoder and the decoder. The seed uses "
+              "512.", step=64),
+        Field("decoder", "Decoder likelihood", "p(x|z): 'bernoulli' treats pixels as coin flips (cross-entropy, "
+              "sharper digits); 'gaussian' is the seed's Normal(tanh(.), 1) on pixels in [-0.5, 0.5] (squared error).",
+              ),
+        Field("beta", "beta (KL weight)", "Weight of the KL term in the loss. 1 is the true ELBO; beta > 1 "
               "(beta-VAE) pushes codes toward the prior for a smoother, more disentangled latent space at the cost "
-              "of blurrier reconstructions.", 0.0, 10.0, 0.1, "%.2f"),
+              "of blurrier reconstructions.", step=0.1, fmt="%.2f"),
     ),
     "gan": (
-        Field("preset", "Network size", "choice", "'seed' is the course's DCGAN (2.5M parameters). 'fast' divides "
-              "every width by 4 (0.4M parameters, 16x fewer convolution operations): use it on laptops and CPUs.",
-              options=("seed", "fast")),
-        Field("channels_last", "Channels-last layout", "bool", "Store images as (batch, height, width, channels) "
-              "inside the networks. The same arithmetic in another memory order; with bf16 on this kind of CPU it "
-              "made the seed's DCGAN 17% faster (the benchmark in the README). Turn off to compare."),
+        Field("preset", "Network size", "'seed' is the course's DCGAN (2.5M parameters). 'fast' divides every width "
+              "by 4 (0.4M parameters, 16x fewer convolution operations): use it on laptops and CPUs."),
+        Field("adam_beta1", "Adam beta1", "Adam's momentum: how much of the previous gradients each step keeps. The "
+              "seed keeps Keras's 0.9; DCGAN's paper (Radford et al. 2016) found 0.5 steadier for GANs.",
+              step=0.05, fmt="%.2f"),
+        Field("channels_last", "Channels-last layout", "Store images as (batch, height, width, channels) inside the "
+              "networks. The same arithmetic in another memory order; with bf16 on this kind of CPU it made the "
+              "seed's DCGAN 17% faster (docs/benchmarks.md). Turn off to compare."),
     ),
     "ebm": (
-        Field("langevin_steps", "Langevin steps per batch", "int", "Steps of the Langevin chain that makes the "
-              "negative samples for each batch. More steps give better negatives at proportionally more cost; the "
-              "replay buffer lets a few steps per batch add up to long chains. Foster uses 60.", 1, 200, 5),
-        Field("step_size", "Langevin step size", "float", "Multiplies the energy's gradient (clipped to ±0.03 per "
-              "pixel) at each step: 10 lets a pixel move by up to 0.3 per step.", 0.5, 50.0, 0.5, "%.1f"),
-        Field("noise", "Langevin noise", "float", "Standard deviation of the Gaussian noise added at each Langevin "
-              "step. Small (0.005) as in Du & Mordatch; more noise explores more but blurs the samples.",
-              0.0, 0.1, 0.001, "%.3f"),
-        Field("buffer_size", "Replay buffer size", "int", "How many past samples the buffer keeps; 95% of each "
-              "batch's chains continue from it, 5% start from noise. A smaller buffer means each chain is revisited "
-              "more often, so chains get longer sooner.", 128, 20000, 512),
-        Field("reg_weight", "Energy regulariser alpha", "float", "Weight of alpha x (E(data)^2 + E(samples)^2), which "
-              "keeps the energies near 0; without it they drift and training diverges. Foster uses 0.1.",
-              0.0, 10.0, 0.05, "%.2f"),
-        Field("sample_steps", "Steps when sampling", "int", "Langevin steps from uniform noise for the sample grids "
-              "below (the chain viewer has its own slider).", 10, 2000, 50),
+        Field("langevin_steps", "Langevin steps per batch", "Steps of the Langevin chain that makes the negative "
+              "samples for each batch. More steps give better negatives at proportionally more cost; the replay "
+              "buffer lets a few steps per batch add up to long chains. Foster uses 60.", step=5),
+        Field("step_size", "Langevin step size", "Multiplies the energy's gradient (clipped to ±0.03 per pixel) at "
+              "each step: 10 lets a pixel move by up to 0.3 per step.", step=0.5, fmt="%.1f"),
+        Field("noise", "Langevin noise", "Standard deviation of the Gaussian noise added at each Langevin step. "
+              "Small (0.005) as in Du & Mordatch; more noise explores more but blurs the samples.",
+              step=0.001, fmt="%.3f"),
+        Field("buffer_size", "Replay buffer size", "How many past samples the buffer keeps; 95% of each batch's "
+              "chains continue from it, 5% start from noise. A smaller buffer means each chain is revisited more "
+              "often, so chains get longer sooner.", step=512),
+        Field("reg_weight", "Energy regulariser alpha", "Weight of alpha x (E(data)^2 + E(samples)^2), which keeps "
+              "the energies near 0; without it they drift and training diverges. Foster uses 0.1.",
+              step=0.05, fmt="%.2f"),
+        Field("sample_steps", "Steps when sampling", "Langevin steps from uniform noise for the sample grids below "
+              "(the chain viewer has its own slider).", step=50),
     ),
 }
+MODEL_FIELDS: dict[str, tuple[Field, ...]] = {
+    model: tuple(dataclasses.replace(f, model=model) for f in fields) for model, fields in _FIELDS.items()}
 CHART_CAPTIONS = {
     "rbm": "Averages over each logged window of steps. The reconstruction error should fall as the hidden units "
            "learn features; the free-energy gap is not a likelihood and may wander. Orange dotted lines: learning-rate "

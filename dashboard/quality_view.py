@@ -1,5 +1,5 @@
 """The quality panel of a model page: the latest quality figures of the selected run with their uncertainties, their
-trend over training steps, the class histogram of its samples, a button that runs the full evaluation in the
+trend over training seconds or steps, the class histogram of its samples, a button that runs the full evaluation in the
 background, and what each figure means; plus the cached reads the runs page shares.
 
 Layout only: the figures come from genlib.quality.evaluator's records in the run folder (quality.jsonl, quality.json,
@@ -15,7 +15,8 @@ from typing import Any, Sequence
 import plotly.graph_objects as go
 import streamlit as st
 
-from genlib.quality.records import evaluation_running, start_evaluation
+from dashboard import auth
+from genlib.quality.records import evaluation_running
 from genlib.quality.settings import FIGURES, FIGURES_BY_KEY
 
 BUSY_REFRESH_S = 1.0  # the panel's refresh while an evaluation runs (its progress bar)
@@ -112,10 +113,51 @@ def shown_figures(record: dict) -> list:
     return [fig for fig in FIGURES if isinstance(record.get("figures", {}).get(fig.key), (int, float))]
 
 
-def trend_figure(records: Sequence[dict], *, uirevision: str | None = None) -> go.Figure | None:
-    """Each figure against the training step: cheap evaluations as lines with error bars, final/full as diamonds;
-    the Fréchet floor dashed under the distance. None when there is nothing to draw."""
+X_AXES = {"seconds": "training seconds", "step": "step"}  # the trend's x-axis choices (the panel's toggle)
+
+
+def step_seconds(rows: Sequence[dict]) -> tuple[list[int], list[float]]:
+    """(steps, training seconds) of a run's metrics rows, in step order: the clock that dates quality records made
+    before records carried their own "train_seconds"."""
+    pairs = sorted({int(r["step"]): float(r["seconds"]) for r in rows
+                    if isinstance(r.get("step"), int) and isinstance(r.get("seconds"), (int, float))}.items())
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def record_seconds(record: dict, clock: tuple[Sequence[int], Sequence[float]] | None = None) -> float | None:
+    """The training seconds at which a record was made: its own "train_seconds", else the metrics clock
+    interpolated at its step (held at the ends), else None."""
+    own = record.get("train_seconds")
+    if isinstance(own, (int, float)):
+        return float(own)
+    if not clock or not clock[0]:
+        return None
+    import bisect
+
+    steps, secs = clock
+    step = record.get("step", 0)
+    i = bisect.bisect_left(steps, step)
+    if i <= 0:
+        return secs[0] * step / steps[0] if steps[0] > 0 else secs[0]  # before the first log: linear from 0
+    if i >= len(steps):
+        return secs[-1]
+    s0, s1, t0, t1 = steps[i - 1], steps[i], secs[i - 1], secs[i]
+    return t0 + (t1 - t0) * (step - s0) / (s1 - s0)
+
+
+def trend_figure(records: Sequence[dict], *, uirevision: str | None = None, x: str = "step",
+                 clock: tuple[Sequence[int], Sequence[float]] | None = None) -> go.Figure | None:
+    """Each figure against the training step, or (x="seconds") against the run's training seconds (records without
+    a time are left out): cheap evaluations as lines with error bars, final/full as diamonds; the Fréchet floor
+    dashed under the distance. None when there is nothing to draw."""
+    if x not in X_AXES:
+        raise ValueError(f"x must be one of {sorted(X_AXES)}, not {x!r}")
     good = good_records(records)
+    if x == "seconds":
+        timed = [(record_seconds(r, clock), r) for r in good]
+        good = [{**r, "_x": t} for t, r in timed if t is not None]
+    else:
+        good = [{**r, "_x": r["step"]} for r in good]
     keys = [fig.key for fig in FIGURES if fig.key != "frechet_floor"
             and any(isinstance(r["figures"].get(fig.key), (int, float)) for r in good)]
     if not keys:
@@ -125,6 +167,7 @@ def trend_figure(records: Sequence[dict], *, uirevision: str | None = None) -> g
     fig = make_subplots(rows=1, cols=len(keys), subplot_titles=[FIGURES_BY_KEY[k].label for k in keys],
                         horizontal_spacing=0.08)
     colours = {"cheap": "#1f77b4", "final": "#d62728", "full": "#2ca02c"}
+    hover = "%{x:.0f} s of training" if x == "seconds" else "step %{x:,}"
     for col, key in enumerate(keys, start=1):
         spec = FIGURES_BY_KEY[key]
         for kind in ("cheap", "final", "full"):
@@ -133,20 +176,20 @@ def trend_figure(records: Sequence[dict], *, uirevision: str | None = None) -> g
                 continue
             se = [r["figures"].get(spec.se_key) if spec.se_key else None for r in rows]
             fig.add_trace(go.Scatter(
-                x=[r["step"] for r in rows], y=[r["figures"][key] for r in rows],
+                x=[r["_x"] for r in rows], y=[r["figures"][key] for r in rows],
                 error_y=dict(type="data", array=[v or 0.0 for v in se], visible=any(v for v in se)),
                 mode="lines+markers" if kind == "cheap" else "markers", name=KIND_LABELS[kind],
                 legendgroup=kind, showlegend=col == 1, marker=dict(color=colours[kind],
                                                                    symbol="circle" if kind == "cheap" else "diamond",
                                                                    size=6 if kind == "cheap" else 11),
-                hovertemplate="step %{x:,}<br>%{y:.2f}<extra>" + kind + "</extra>"), row=1, col=col)
+                hovertemplate=hover + "<br>%{y:.2f}<extra>" + kind + "</extra>"), row=1, col=col)
             if key == "frechet_distance":
                 floors = [r["figures"].get("frechet_floor") for r in rows]
-                fig.add_trace(go.Scatter(x=[r["step"] for r in rows], y=floors, mode="lines",
+                fig.add_trace(go.Scatter(x=[r["_x"] for r in rows], y=floors, mode="lines",
                                          line=dict(color=colours[kind], dash="dash", width=1),
                                          name=f"floor ({kind})", legendgroup=kind, showlegend=False,
                                          hovertemplate="floor %{y:.2f}<extra>" + kind + "</extra>"), row=1, col=col)
-        fig.update_xaxes(title_text="step", row=1, col=col)
+        fig.update_xaxes(title_text=X_AXES[x], row=1, col=col)
     fig.update_layout(height=300, margin=dict(l=10, r=10, t=40, b=10), uirevision=uirevision,
                       legend=dict(orientation="h", y=-0.3))
     return fig
@@ -189,6 +232,30 @@ def _read(run_path: str, stamps: tuple) -> tuple[list[dict], dict | None]:
     return records, run.quality_summary()
 
 
+@st.cache_data(max_entries=64, show_spinner=False)
+def _clock(run_path: str, stamp: tuple) -> tuple[list[int], list[float]]:
+    """step_seconds of a run's metrics.jsonl, re-read only when it changes."""
+    from pathlib import Path
+
+    from genlib.runs.store import Run
+
+    rows, _ = Run(Path(run_path)).metrics()
+    return step_seconds(rows)
+
+
+@st.cache_resource(max_entries=64, show_spinner=False)
+def shared_trend(run_path: str, stamps: tuple, run_id: str, _records: Sequence[dict],
+                 x: str = "step") -> go.Figure | None:
+    """trend_figure of a run's records, built once per change of its quality files for every viewer (make_subplots
+    per session and refresh cost more than the rest of the panel) and drawn from one dict (dashboard.charts).
+    `stamps` includes the metrics file's when x is "seconds" (the clock that dates older records)."""
+    from dashboard.charts import SharedFigure
+
+    clock = _clock(run_path, stamps[-1]) if x == "seconds" else None
+    fig = trend_figure(_records, uirevision=f"quality-{run_id}-{x}", x=x, clock=clock)
+    return None if fig is None else SharedFigure(fig)
+
+
 def quality_data(run: Any) -> tuple[list[dict], dict | None]:
     """(every quality record, the last final/full one) of a run, re-read only when the files change."""
     return _read(str(run.path), (_stamp(run.quality_path), _stamp(run.quality_summary_path)))
@@ -208,11 +275,32 @@ def _reap() -> None:
             jobs.pop(run_id, None)
 
 
+@auth.guarded("run the full evaluation")
 def start_full_evaluation(run: Any) -> None:
-    """Start the full evaluation of a run in the background (the jobs' backend: worker process or thread)."""
+    """The 'Run the full evaluation' handler: start it in the background (the jobs' backend: worker process or
+    thread) and redraw the panel with its progress, or say why it could not start."""
     _reap()
-    backend = "thread" if os.environ.get("GENLIB_JOB_BACKEND") == "thread" else "process"
-    _evaluations()[run.id] = start_evaluation(run, "full", backend=backend)
+    try:  # through the job manager: the same queue, caps and launcher as training (genlib.jobs.launchers)
+        from dashboard.state import get_manager
+
+        get_manager().evaluate(run.id, "full")
+    except (ValueError, OSError) as e:
+        st.error(f"Could not start the evaluation: {e}")
+        return
+    st.rerun()
+
+
+@auth.guarded("cancel an evaluation")
+def cancel_evaluation(run: Any) -> None:
+    """Ask the running final or full evaluation of `run` to stop (none running: nothing is written, so no request
+    is left behind for a later one)."""
+    if not evaluation_running(run):
+        st.info("That evaluation has already ended.")
+        return
+    try:
+        run.quality_cancel_path.touch()
+    except OSError as e:
+        st.error(f"Could not cancel: {e}")
 
 
 # ---- the panel ----
@@ -241,11 +329,9 @@ def _body(run: Any, model_name: str, live: bool, shown_busy: bool) -> None:
         st.progress(float(status.get("fraction") or 0.0),
                     text=f"Running the {kind} evaluation: {status.get('message') or 'starting'}")
         if st.button("Cancel the evaluation", key=f"quality-cancel-{run.id}", icon=":material/cancel:",
-                     help="Stops it at its next progress report; the figures recorded so far stay."):
-            try:
-                run.quality_cancel_path.touch()
-            except OSError as e:
-                st.error(f"Could not cancel: {e}")
+                     disabled=not auth.allowed(),
+                     help=auth.why("Stops it at its next progress report; the figures recorded so far stay.")):
+            cancel_evaluation(run)
     last = records[-1] if records else None
     if last is not None and last.get("error"):
         when = f"The {last.get('kind', '')} evaluation at step {last.get('step', 0):,}"
@@ -270,7 +356,14 @@ def _body(run: Any, model_name: str, live: bool, shown_busy: bool) -> None:
         st.caption(f"Sample figures: {record['figures']['samples_skipped']}.")
     left, right = st.columns([3, 2])
     with left:
-        fig = trend_figure(records, uirevision=f"quality-{run.id}")
+        x = st.radio("Quality against", list(X_AXES), format_func=X_AXES.get, horizontal=True,
+                     key=f"quality-x-{model_name}",
+                     help="Training seconds (the clock a class watches: pauses and evaluations not counted) or "
+                          "optimiser steps.")
+        stamps = (_stamp(run.quality_path), _stamp(run.quality_summary_path))
+        if x == "seconds":
+            stamps += (_stamp(run.metrics_path),)
+        fig = shared_trend(str(run.path), stamps, run.id, records, x)
         if fig is not None:
             st.plotly_chart(fig, key=f"quality-trend-{run.id}", config={"displaylogo": False})
     with right:
@@ -290,21 +383,17 @@ def quality_panel(run: Any, model_name: str, live: bool) -> None:
     busy = evaluation_running(run)
     st.fragment(_body, run_every=BUSY_REFRESH_S if busy else (LIVE_REFRESH_S if live else None))(
         run, model_name, live, busy)
-    has_weights = run.checkpoint_path.exists() or run.snapshot_path.exists()
+    has_weights = run.latest_weights() is not None
     why = ("wait until it stops training" if live else "an evaluation is running" if busy
-           else "it has no checkpoint yet" if not has_weights else None)
+           else "it has no checkpoint yet" if not has_weights
+           else "only the teacher can: enter the teacher token in the sidebar" if not auth.allowed() else None)
     if st.button("Run the full evaluation", key=f"quality-full-{run.id}", icon=":material/analytics:",
                  disabled=why is not None,
                  help=("The papers' settings on the last checkpoint, in the background: AIS with 14,500 steps x 100 "
                        "chains (RBM), IWAE with k = 5,000 on every test image (VAE: about ten CPU minutes for MNIST), "
                        "the Fréchet distance of 10,000 samples. The first one trains the digit classifier (about 80 s on 2 CPU "
                        "cores for MNIST, once).") + (f" Not now: {why}." if why else "")):
-        try:
-            start_full_evaluation(run)
-        except (ValueError, OSError) as e:
-            st.error(f"Could not start the evaluation: {e}")
-        else:
-            st.rerun()
+        start_full_evaluation(run)
     with st.expander("What these figures mean"):
         keys = [f.key for f in FIGURES if f.models is None or model_name in f.models]
         st.markdown("\n".join(f"- **{FIGURES_BY_KEY[k].label}**: {EXPLANATIONS[k]}" for k in keys))

@@ -1,10 +1,13 @@
-"""Data for the runs page: the table of every run, the metrics runs can be compared on, and the comparison chart."""
+"""Data for the runs page: the table of every run, the metrics runs can be compared on, and the comparison chart;
+and the handlers of its Import, Resume and Delete buttons (each guarded by the teacher token: dashboard.auth)."""
 
 from __future__ import annotations
 
 from typing import Any, Sequence
 
-from dashboard import state
+import streamlit as st
+
+from dashboard import auth, state
 from dashboard.charts import PROBABILITY_METRICS, comparison_figure, short_label
 
 
@@ -19,16 +22,18 @@ def _metric_names(model: str) -> tuple[tuple[str, ...], dict[str, str]]:
 
 
 def _origin(run_id: str) -> str:
-    """'pretrained' for a shipped run, 'fork of <id>' for a fork, '' for a run started from a form."""
+    """'pretrained' for a shipped run, 'fork of <id>' for a fork, 'uploaded' for an uploaded checkpoint, '' for a run
+    started from a form (an Ising sweep's runs show their sweep on the RBM page)."""
     try:
-        info = state.get_store().get(run_id).info()
+        record = state.get_store().get(run_id).record()
     except (ValueError, FileNotFoundError, OSError):
         return ""
-    parent = info.get("parent") or {}
-    if info.get("pretrained"):
+    if record.pretrained:
         return "pretrained"
-    if parent.get("changed") and parent.get("run_id"):
-        return f"fork of {parent['run_id']}"
+    if record.forked_from is not None:
+        return f"fork of {record.forked_from.run_id}"
+    if record.uploaded_from is not None:
+        return "uploaded"
     return ""
 
 
@@ -172,3 +177,56 @@ def quality_comparison(statuses: Sequence[Any], key: str):
                       yaxis_title=f"{spec.label} ({spec.better} is better)", uirevision="quality-" + key,
                       legend=dict(orientation="h", y=-0.2))
     return fig
+
+
+# ---- the runs page's handlers (layout in app_pages/runs.py) ----
+
+@auth.guarded("import a checkpoint")
+def import_upload(uploaded: Any) -> None:
+    """The 'Import as a new run' handler: the uploaded checkpoint becomes a new run, which the page then selects."""
+    from genlib.runs.store import import_checkpoint
+
+    try:
+        new_run = import_checkpoint(state.get_store(), uploaded.getvalue(), filename=uploaded.name)
+    except (ValueError, OSError) as e:  # CheckpointError is a ValueError; OSError: disk full, not writable
+        st.error(f"Not imported: {e}")
+        return
+    state.job_statuses.clear()
+    st.session_state["runs-flash"] = (f"Imported {uploaded.name} as run {new_run.id} "
+                                      f"(step {new_run.state().get('step', 0):,}).")
+    st.query_params["run"] = new_run.id
+    st.rerun()
+
+
+@auth.guarded("resume a run")
+def resume_run(run_id: str) -> None:
+    """The runs page's 'Resume' handler."""
+    try:
+        state.get_manager().resume(run_id)
+    except (ValueError, OSError) as e:  # OSError: a full disk or an unwritable runs folder
+        st.error(f"Could not resume: {e}")
+        return
+    state.job_statuses.clear()
+    st.session_state["runs-flash"] = f"Run {run_id} resumed."
+    st.rerun()
+
+
+@auth.guarded("delete a run")
+def delete_run(run_id: str, confirmed: bool) -> None:
+    """The 'Delete run' handler: only once confirmed (checked here too, not only by the disabled button), never a
+    run that trains again meanwhile, nor a pretrained one (the manager says)."""
+    if not confirmed:
+        st.warning("Tick the box that confirms the deletion first.")
+        return
+    try:
+        if state.get_manager().status(run_id).live:
+            raise ValueError(f"run {run_id} is training again; stop it first")
+        state.get_manager().delete(run_id)
+    except (ValueError, FileNotFoundError, OSError) as e:
+        st.error(f"Not deleted: {e}")
+        return
+    state.forget_run(run_id)
+    if st.query_params.get("run") == run_id:
+        state.select_run(None)
+    st.session_state["runs-flash"] = f"Run {run_id} deleted."
+    st.rerun()

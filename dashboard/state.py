@@ -13,8 +13,8 @@ from typing import Any
 import streamlit as st
 
 from genlib.runs.store import Run, RunStore, default_runs_dir
+from genlib.settings import current as current_settings
 
-WORKER_NICE = 10
 
 
 @st.cache_resource(show_spinner=False)
@@ -22,20 +22,20 @@ def get_manager():
     """The one JobManager of this server process (worker processes by default; $GENLIB_JOB_BACKEND=thread)."""
     from genlib.jobs.manager import JobManager
 
-    backend = os.environ.get("GENLIB_JOB_BACKEND", "process")
+    settings = current_settings()
+    backend = settings.job_backend
     if backend == "process":
         _limit_server_threads()
         _leave_a_core()
     store = RunStore(default_runs_dir())
     _install_pretrained(store)
-    # Workers run at a lower CPU priority than the server (niceness +WORKER_NICE), so a slider move or a chart
-    # refresh is served at once and training takes every cycle left over: with it the p95 slider-to-image latency
-    # while a job trains fell from 383 to 273 ms on a 2-core CPU (scripts/measure_ui.py; figures in the README).
-    nice = int(os.environ.get("GENLIB_WORKER_NICE", str(WORKER_NICE)))
+    # Workers run at a lower CPU priority than the server (niceness +10, $GENLIB_WORKER_NICE), so a slider move or a
+    # chart refresh is served at once and training takes every cycle left over: with it the p95 slider-to-image latency
+    # while a job trains fell from 383 to 273 ms on a 2-core CPU (scripts/measure_ui.py; figures in docs/ui.md).
+    nice = settings.worker_nice
     # a worker started ahead of time takes the next job: Start training -> first chart point without the worker's
     # imports (genlib.jobs.standby); $GENLIB_STANDBY_WORKER=0 saves its memory (a waiting Python with torch loaded)
-    standby = os.environ.get("GENLIB_STANDBY_WORKER", "1").strip() != "0"
-    return JobManager(store, backend=backend, worker_nice=nice, standby=standby)
+    return JobManager(store, backend=backend, worker_nice=nice, standby=settings.standby_worker)
 
 
 def _install_pretrained(store: RunStore) -> None:
@@ -74,7 +74,7 @@ def _limit_server_threads() -> None:
     """
     import torch
 
-    wanted = int(os.environ.get("GENLIB_SERVER_THREADS", "1"))
+    wanted = current_settings().server_threads
     if wanted > 0:
         torch.set_num_threads(wanted)
 
@@ -98,14 +98,6 @@ def get_dataset(name: str, root: str | None = None):
     return load_dataset(name, root=root, device="cpu", download=False)
 
 
-def _model_file(run: Run) -> Path | None:
-    """The freshest weights of a run: the snapshot while it trains, else the last checkpoint."""
-    candidates = [p for p in (run.snapshot_path, run.checkpoint_path) if p.exists()]
-    if not candidates:
-        return None
-    return max(candidates, key=lambda p: p.stat().st_mtime)
-
-
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _load_model(path: str, mtime_ns: int):
     """Load a model for exploration (CPU, eval mode); keyed by file and mtime so a new snapshot reloads it."""
@@ -118,27 +110,51 @@ def _load_model(path: str, mtime_ns: int):
 
 def load_run_model(run: Run) -> tuple[Any, int] | None:
     """(model, step) of the run's latest weights, or None when it has none yet. Raises CheckpointError."""
-    path = _model_file(run)
+    path = run.latest_weights()
     if path is None:
         return None
     return _load_model(str(path), path.stat().st_mtime_ns)
 
 
+def run_param_refusal() -> str | None:
+    """Why the address's `?run=` was refused (an id that could leave the runs folder, or is not a run id at all), or
+    None. The id is checked (genlib.runs.store.check_run_id) before any path is built from it."""
+    from genlib.runs.store import check_run_id
+
+    wanted = st.query_params.get("run")
+    if not wanted:
+        return None
+    try:
+        check_run_id(wanted)
+    except ValueError as e:
+        return f"The address asks for a run that was refused: {e} Showing another run instead."
+    return None
+
+
 def selected_run_id(model_name: str) -> str | None:
-    """The run this page shows: `?run=` when it names a run of this model, else the newest run of the model."""
+    """The run this page shows: `?run=` when it names a run of this model, else the newest run of the model trained
+    here, else its best pretrained run (genlib.runs.pretrained.best_pretrained) (a refused `?run=` says so on the
+    page: run_param_refusal)."""
+    from genlib.runs.pretrained import best_pretrained, is_pretrained
+
     store = get_store()
     wanted = st.query_params.get("run")
-    if wanted:
+    refusal = run_param_refusal()
+    if refusal:
+        st.warning(refusal, icon=":material/block:")
+    elif wanted:
         try:
             run = store.get(wanted)
             if run.info().get("model") == model_name:
                 return wanted
         except (ValueError, FileNotFoundError):
             pass
-    for run in store.list():
-        if run.info().get("model") == model_name:
+    runs = store.list()
+    for run in runs:
+        if run.info().get("model") == model_name and not is_pretrained(run):
             return run.id
-    return None
+    best = best_pretrained(runs, model_name)
+    return best.id if best is not None else None
 
 
 def select_run(run_id: str | None) -> None:
@@ -301,6 +317,12 @@ class _MetricLogs:
                 self._logs.move_to_end(key)
             return log
 
+    def forget(self, run_id: str) -> None:
+        """Drop the logs of every run folder named `run_id` (a deleted run)."""
+        with self._lock:
+            for key in [k for k in self._logs if Path(k).name == run_id]:
+                del self._logs[key]
+
 
 @st.cache_resource(show_spinner=False)
 def _metric_logs() -> _MetricLogs:
@@ -316,10 +338,7 @@ def metric_log(run: Run) -> MetricLog:
 
 def forget_run(run_id: str) -> None:
     """Drop cached views of a deleted run."""
-    logs = _metric_logs()
-    with logs._lock:
-        for key in [k for k in logs._logs if Path(k).name == run_id]:
-            del logs._logs[key]
+    _metric_logs().forget(run_id)
     job_statuses.clear()
 
 

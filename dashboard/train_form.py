@@ -4,7 +4,6 @@ data loads; a bad value is refused with a message, a good form submits a job and
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import streamlit as st
@@ -13,14 +12,44 @@ from dashboard import auth, state
 from dashboard.model_text import MODEL_FIELDS, Field
 
 
-def _defaults(model_name: str) -> dict[str, Any]:
-    from genlib.models import model_class
-    from genlib.training import SEED_DEFAULTS
+def _defaults(model_name: str, recipe_name: str = "seed") -> dict[str, Any]:
+    """Every model and training field of a named recipe (genlib.presets): the form's starting values."""
+    from genlib.presets import recipe
 
-    cfg = model_class(model_name).config_class
-    out = {f.name: f.default for f in dataclasses.fields(cfg) if f.default is not dataclasses.MISSING}
-    out.update(SEED_DEFAULTS.get(model_name, {}))
-    return out
+    r = recipe(model_name, recipe_name)
+    return {**r.model_values(), **r.train_values()}
+
+
+def _form_keys(model_name: str) -> list[str]:
+    """The keys of the form's widgets that a recipe sets (stable: presenter links and tests use them)."""
+    k = f"{model_name}-form"
+    return [f"{k}-{f.name}" for f in MODEL_FIELDS[model_name]] + [f"{k}-lr", f"{k}-batch", f"{k}-epochs"]
+
+
+def recipe_choice(model_name: str) -> str:
+    """The recipe selector above the form: "The seed's settings" or "Lecture: fast and good"; choosing one drops the
+    form's edited values, so every field shows the chosen recipe's. Returns the recipe's name."""
+    from genlib.presets import RECIPE_NAMES, RECIPE_TITLES, recipe
+
+    def reset() -> None:
+        for key in _form_keys(model_name):
+            st.session_state.pop(key, None)
+
+    name = st.radio("Recipe", RECIPE_NAMES, format_func=RECIPE_TITLES.get, horizontal=True,
+                    key=f"{model_name}-form-recipe", on_change=reset,
+                    help="The seed's settings are the course's reference code, unchanged, so a class can see what "
+                         "they give in a lecture's minutes; the lecture recipe was chosen by measuring quality "
+                         "against seconds on a 2-core CPU (docs/time_to_quality.md). Every field stays editable.")
+    st.caption(recipe(model_name, name).why)
+    return name
+
+
+def _recipe_fields(model_name: str, recipe_name: str) -> list[str]:
+    """The model fields a recipe names that the form has no widget for (the GAN's noise_dim...): sent as they are."""
+    from genlib.presets import recipe
+
+    shown = {f.name for f in MODEL_FIELDS[model_name]}
+    return [n for n in recipe(model_name, recipe_name).model_config if n not in shown]
 
 
 def _widget(f: Field, value: Any, key: str) -> Any:
@@ -50,34 +79,35 @@ def dataset_choices() -> tuple[list[str], str | None]:
 
 
 def train_form(model_name: str) -> None:
-    from genlib.data import DATASETS, DatasetUnavailable
-    from genlib.training import TrainConfig
+    from genlib.data import DATASETS
 
-    d = _defaults(model_name)
+    d = _defaults(model_name)  # the seed's values, which the help texts quote
+    chosen = recipe_choice(model_name)
+    v = _defaults(model_name, chosen)  # the chosen recipe's values, which the widgets start from
     k = f"{model_name}-form"
     datasets, note = dataset_choices()
     bf16 = state.get_device_info().bf16
     with st.form(key=k, border=True):
         cols = st.columns(3)
-        values: dict[str, Any] = {}
+        values: dict[str, Any] = {n: v[n] for n in _recipe_fields(model_name, chosen)}  # fields with no widget
         for i, f in enumerate(MODEL_FIELDS[model_name]):
             with cols[i % 3]:
-                values[f.name] = _widget(f, d[f.name], f"{k}-{f.name}")
+                values[f.name] = _widget(f, v[f.name], f"{k}-{f.name}")
         c1, c2, c3 = st.columns(3)
         with c1:
             dataset = st.selectbox("Dataset", datasets, format_func=lambda n: DATASETS[n].title, key=f"{k}-dataset",
                                    help="Images to learn from. " + "; ".join(
                                        f"{DATASETS[n].title}: {DATASETS[n].description}" for n in datasets)
                                    + (f". {note}" if note else ""))
-            lr = st.number_input("Learning rate", min_value=1e-6, max_value=1.0, value=float(d["lr"]),
-                                 step=float(d["lr"]) / 10, format="%.1e", key=f"{k}-lr",
+            lr = st.number_input("Learning rate", min_value=1e-6, max_value=1.0, value=float(v["lr"]),
+                                 step=float(v["lr"]) / 10, format="%.1e", key=f"{k}-lr",
                                  help="Step size of the optimiser. Too large and training diverges (NaN), too small "
                                       f"and it crawls. The seed uses {d['lr']:g}.")
         with c2:
-            batch = st.number_input("Batch size", min_value=1, max_value=8192, value=int(d["batch_size"]), step=16,
+            batch = st.number_input("Batch size", min_value=1, max_value=8192, value=int(v["batch_size"]), step=16,
                                     key=f"{k}-batch", help="Images per gradient step. Larger batches run faster "
                                     f"per image but take fewer steps per epoch. The seed uses {d['batch_size']}.")
-            epochs = st.number_input("Epochs", min_value=1, max_value=1000, value=int(d["epochs"]), step=1,
+            epochs = st.number_input("Epochs", min_value=1, max_value=1000, value=int(v["epochs"]), step=1,
                                      key=f"{k}-epochs", help="Passes over the training set. The seed trains "
                                      f"{d['epochs']}; one or two already show the model learning.")
         with c3:
@@ -95,11 +125,19 @@ def train_form(model_name: str) -> None:
             st.caption(note)
         submitted = st.form_submit_button("Start training", type="primary", key=f"{k}-submit",
                                           disabled=not auth.allowed(), help=auth.why(None))
-    if not submitted or auth.refuse():
-        return
-    model_cfg = {name: v for name, v in values.items()}
-    train_cfg = dict(dataset=dataset, lr=float(lr), batch_size=int(batch), epochs=int(epochs),
-                     max_steps=int(max_steps) if max_steps else None, precision=precision)
+    if submitted:
+        _start(model_name, values, dict(dataset=dataset, lr=float(lr), batch_size=int(batch), epochs=int(epochs),
+                                        max_steps=int(max_steps) if max_steps else None, precision=precision))
+
+
+@auth.guarded("start training")
+def _start(model_name: str, values: dict[str, Any], train_cfg: dict[str, Any]) -> None:
+    """The 'Start training' handler: checks the settings, submits the job and selects its run."""
+    from genlib.data import DATASETS, DatasetUnavailable
+    from genlib.training import TrainConfig
+
+    model_cfg = dict(values)
+    dataset, batch = train_cfg["dataset"], train_cfg["batch_size"]
     try:
         TrainConfig(**train_cfg)  # refuse bad values before loading any data
         n = int(state.get_dataset(dataset).x_train.shape[0])

@@ -19,22 +19,14 @@ from dashboard.forks import forks_section
 from dashboard.knobs import knob_controls
 from dashboard.train_form import train_form
 from dashboard.quality_view import quality_panel
+from dashboard.run_images import IMAGE_WIDTH, grid_png
+from genlib.runs.resume import epochs_added
 
 LIVE_REFRESH_S = 1.0  # the live view's refresh while a run trains
 EPOCHS_REFRESH_S = 5.0  # the epoch slider's refresh while a run trains (new grids come once per epoch)
-IMAGE_WIDTH = 480  # px on screen for a sample grid (nearest-neighbour upscaled, so pixels stay crisp)
 
 
 # ---- cached helpers shared by every viewer ----
-
-@st.cache_data(max_entries=64, show_spinner=False)
-def grid_png(path: str, mtime_ns: int, width: int = IMAGE_WIDTH) -> bytes:
-    """A saved sample grid, nearest-neighbour upscaled to about `width` px, as PNG bytes (keyed by file and mtime)."""
-    from genlib.images import png_bytes, read_png, upscale
-
-    img = read_png(Path(path).read_bytes())
-    return png_bytes(upscale(img, max(1, width // img.shape[1])))
-
 
 @st.cache_resource(max_entries=16, ttl=120, show_spinner=False)  # only each live run's newest entry is reused
 def _loss_figure(run_path: str, offset: int, model_name: str, _log: Any):
@@ -52,21 +44,33 @@ def _width() -> int:
     return share.PRESENT_IMAGE_WIDTH if share.presenting() else IMAGE_WIDTH
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
-def epoch_gif(paths: tuple[str, ...], mtimes: tuple[int, ...], width: int = IMAGE_WIDTH) -> bytes:
-    """The per-epoch grids as a looping animated GIF at about `width` px, for the Play toggle (the browser animates
-    it: smooth in Chromium, no reruns while it plays)."""
-    from genlib.images import gif_bytes, read_png, upscale
+def _gif_frames(paths: list[str] | tuple[str, ...], width: int | None) -> tuple[list, str]:
+    """The grids an animation shows, upscaled to about `width` px (None: twice their size), at most
+    genlib.work_budget's frames and pixels (evenly spaced, first and last kept), and the note when that cut some."""
+    from genlib.images import read_png, upscale
+    from genlib.work_budget import gif_frames
 
-    frames = [read_png(Path(p).read_bytes()) for p in paths]
-    return gif_bytes([upscale(f, max(1, width // f.shape[1])) for f in frames], duration_ms=500)
+    first = read_png(Path(paths[0]).read_bytes())
+    scale = 2 if width is None else max(1, width // first.shape[1])
+    idx, note = gif_frames(len(paths), first.shape[0] * scale, first.shape[1] * scale)
+    return [upscale(read_png(Path(paths[i]).read_bytes()), scale) for i in idx], note
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def epoch_gif(paths: tuple[str, ...], mtimes: tuple[int, ...], width: int = IMAGE_WIDTH) -> tuple[bytes, str]:
+    """The per-epoch grids as a looping animated GIF at about `width` px, for the Play toggle (the browser animates
+    it: smooth in Chromium, no reruns while it plays), built once per new epoch for every viewer; and the cap's note."""
+    from genlib.images import gif_bytes
+
+    frames, note = _gif_frames(paths, width)
+    return gif_bytes(frames, duration_ms=500), note
 
 
 def _gif(paths: list[str]) -> bytes:
-    """The per-epoch grids as an animated GIF (built only when the download is clicked)."""
-    from genlib.images import gif_bytes, read_png, upscale
+    """The per-epoch grids as an animated GIF (built only when the download is clicked; capped as the Play one)."""
+    from genlib.images import gif_bytes
 
-    return gif_bytes([upscale(read_png(Path(p).read_bytes()), 2) for p in paths])
+    return gif_bytes(_gif_frames(paths, None)[0])
 
 
 def _duration(seconds: float | None) -> str:
@@ -87,8 +91,12 @@ def progress_text(status: Any, epochs: int | None) -> str:
         return f"Queued{place}: it starts when a training slot frees up."
     total = f"/{status.total_steps:,}" if status.total_steps else ""
     of = f" of {epochs}" if epochs else ""
-    ep = f"epoch {min(status.epoch + 1, epochs or status.epoch + 1)}{of}" if status.live \
-        else f"{status.epoch}{of} epochs done"
+    if status.state == "finished":  # as trained: a run that ended at its step budget mid-epoch is not "4 of 5"
+        ep = f"{status.epoch} epoch{'s' if status.epoch != 1 else ''} trained"
+    elif status.live:
+        ep = f"epoch {min(status.epoch + 1, epochs or status.epoch + 1)}{of}"
+    else:
+        ep = f"{status.epoch}{of} epochs done"
     parts = [status.state.capitalize(), ep, f"step {status.step:,}{total}"]
     if status.live and status.message and status.message != status.state:
         parts.append(status.message)  # "loading mnist onto cpu", "starting"...
@@ -142,18 +150,21 @@ def _continue_form(run: Any, status: Any, info: dict) -> None:
                              help="Kept from the run; lower it to continue a run that diverged.")
         go = c3.form_submit_button("Continue training", type="primary", key=f"continue-submit-{run.id}",
                                    disabled=not auth.allowed(), help=auth.why(None))
-    if not go or auth.refuse():
-        return
-    max_steps = tc.get("max_steps")
+    if go:
+        _continue(run, status, lr_now, float(lr), int(more), epochs, spe, tc.get("max_steps"))
+
+
+@auth.guarded("continue training a run")
+def _continue(run: Any, status: Any, lr_now: float, lr: float, more: int, epochs: int, spe: int,
+              max_steps: int | None) -> None:
+    """The 'Continue training' handler: a changed learning rate, the new end, and the run resumed."""
     try:
         mgr = state.get_manager()
         if lr != lr_now:
-            mgr.set_knobs(run.id, lr=float(lr))
-        new_epochs = new_max = None
-        if more:  # steps count from the run's start: the new end is the old one plus `more` epochs
-            new_epochs = max(epochs, status.epoch) + more
-            if max_steps is not None and spe:
-                new_max = status.step + more * spe
+            mgr.set_knobs(run.id, lr=lr)
+        # the new end is the planned one plus `more` epochs, as totals for the one resume rule (genlib.runs.resume)
+        new_epochs, new_max = epochs_added({"epochs": epochs, "max_steps": max_steps}, more, step=status.step,
+                                           epoch=status.epoch, steps_per_epoch=spe)
         mgr.resume(run.id, epochs=new_epochs, max_steps=new_max)
     except (ValueError, OSError) as e:  # OSError: a full disk or an unwritable runs folder
         st.error(f"Could not continue: {e}")
@@ -162,23 +173,37 @@ def _continue_form(run: Any, status: Any, info: dict) -> None:
     st.rerun()
 
 
+@auth.guarded("resume a paused run")
+def _unpause(run_id: str) -> None:
+    state.get_manager().unpause(run_id)
+
+
+@auth.guarded("pause a run")
+def _pause(run_id: str) -> None:
+    state.get_manager().pause(run_id)
+
+
+@auth.guarded("stop a run")
+def _stop(run_id: str) -> None:
+    state.get_manager().stop(run_id)
+
+
 def _live_controls(run_id: str, status: Any) -> None:
-    mgr = state.get_manager()
     c1, c2, _ = st.columns([1, 1, 4])
     locked = not auth.allowed()
     try:
         if status.state == "paused":
             if c1.button("Resume", key=f"unpause-{run_id}", icon=":material/play_arrow:", disabled=locked,
                          help=auth.why("Carry on training from where it paused.")):
-                mgr.unpause(run_id)
+                _unpause(run_id)
         elif c1.button("Pause", key=f"pause-{run_id}", icon=":material/pause:",
                        disabled=status.state == "queued" or locked,
                        help=auth.why("Hold training (the worker saves a checkpoint and waits); Resume carries on.")):
-            mgr.pause(run_id)
+            _pause(run_id)
         if c2.button("Stop", key=f"stop-{run_id}", icon=":material/stop:", disabled=locked,
                      help=auth.why("End training now, keeping a checkpoint; 'Continue training' can pick it up "
                                    "later.")):
-            mgr.stop(run_id)
+            _stop(run_id)
     except (ValueError, OSError) as e:  # OSError: a full disk or an unwritable runs folder
         st.error(str(e))
 
@@ -247,13 +272,21 @@ def _epoch_view(run: Any) -> None:
                                             help="Loop through the saved grids as an animation, one epoch every half "
                                                  "second; turn off to pick an epoch with the slider.")
     if playing:
+        from genlib.runs.store import LIVE_STATES
+        from genlib.work_budget import animated_epochs
+
+        # while the run trains, rebuilt when 10% more epochs are saved, not at each (genlib.work_budget)
+        shown = animated_epochs(epochs, live=run.effective_state() in LIVE_STATES)
         try:
-            gif = epoch_gif(tuple(paths), tuple(by_epoch[e].stat().st_mtime_ns for e in epochs), _width())
+            gif, capped = epoch_gif(tuple(str(by_epoch[e]) for e in shown),
+                                    tuple(by_epoch[e].stat().st_mtime_ns for e in shown), _width())
         except OSError:
             st.caption("A grid is being replaced; the animation reappears in a moment.")
             return
         with st.container(key=f"epoch-play-img-{run.id}"):
-            st.image(gif, width=_width(), caption=f"Playing epochs {epochs[0]} to {epochs[-1]} (looping)")
+            st.image(gif, width=_width(), caption=f"Playing epochs {shown[0]} to {shown[-1]} (looping)")
+        if capped:
+            st.caption(capped)
         return
     if len(epochs) > 1:
         chosen = st.select_slider("Epoch", options=epochs, value=epochs[-1], key=f"epoch-slider-{run.id}",

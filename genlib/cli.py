@@ -11,14 +11,30 @@ from pathlib import Path
 from typing import Any, Sequence
 
 # Model options: CLI flag -> (model, config field). --hidden means n_hidden for the RBM, hidden for the VAE.
+# Every config field but image_shape (set by the dataset) has a flag; tests/test_presets.py checks that.
 MODEL_FLAGS: dict[str, dict[str, str]] = {
     "rbm": {"hidden": "n_hidden", "k": "k", "pcd": "persistent", "momentum": "momentum",
-            "weight_decay": "weight_decay", "binarize": "binarize", "centering": "centering"},
+            "weight_decay": "weight_decay", "binarize": "binarize", "centering": "centering",
+            "init_std": "init_std", "sample_steps": "sample_steps", "lr_decay_steps": "lr_decay_steps"},
     "vae": {"hidden": "hidden", "latent": "latent", "decoder": "decoder", "beta": "beta"},
-    "gan": {"preset": "preset", "noise_dim": "noise_dim", "channels_last": "channels_last"},
+    "gan": {"widths": "preset", "noise_dim": "noise_dim", "channels_last": "channels_last",
+            "leaky_slope": "leaky_slope", "dropout": "dropout", "adam_beta1": "adam_beta1"},
     "ebm": {"langevin_steps": "langevin_steps", "step_size": "step_size", "langevin_noise": "noise",
-            "buffer_size": "buffer_size", "reg_weight": "reg_weight", "sample_steps": "sample_steps"},
+            "buffer_size": "buffer_size", "reg_weight": "reg_weight", "sample_steps": "sample_steps",
+            "channels": "channels", "hidden": "hidden", "grad_clip": "grad_clip", "reinit": "reinit",
+            "data_noise": "data_noise", "param_clip": "param_clip", "adam_beta1": "adam_beta1"},
 }
+# TrainConfig fields the train command sets from flags of the same name (device, dataset and data_root aside)
+TRAIN_FLAGS = ("epochs", "max_steps", "batch_size", "lr", "precision", "seed", "log_every", "threads",
+               "checkpoint_every_s", "snapshot_every_s", "live_every_s", "n_samples", "sample_seed")
+
+
+def _int_tuple(text: str) -> tuple[int, ...]:
+    """'16,32,64,64' -> (16, 32, 64, 64), for --channels."""
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected whole numbers separated by commas, got {text!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,10 +55,26 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int)
     t.add_argument("--log-every", type=int)
     t.add_argument("--threads", type=int, help="torch CPU threads")
+    t.add_argument("--preset", choices=["seed", "lecture", "fast"],
+                   help="a named recipe (genlib/presets.py) that the other flags override: 'seed' (the seed's "
+                        "settings), 'lecture' (fast and good on a CPU); 'fast' is the GAN's --widths fast with the "
+                        "seed's training, as before")
+    t.add_argument("--checkpoint-every-s", type=float, help="seconds between resumable checkpoints")
+    t.add_argument("--snapshot-every-s", type=float, help="seconds between weight snapshots for the pages")
+    t.add_argument("--live-every-s", type=float, help="seconds between live sample grids")
+    t.add_argument("--n-samples", type=int, help="images in the fixed-noise sample grid")
+    t.add_argument("--sample-seed", type=int, help="seed of the sample grid's fixed noise")
     t.add_argument("--runs-dir", help="where run folders go (default $GENLIB_RUNS_DIR or ./runs)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--evaluate", choices=["none", "cheap", "final"], default="cheap",
+                   help="quality figures after training (and every ~15 s during it, within 10%% of its time), "
+                        "recorded in the run folder: 'cheap' (default: seconds), 'final' (the papers' AIS and "
+                        "5,000 samples: a minute or more on a CPU, and once ~1 min to train the dataset's "
+                        "classifier), or 'none'")
     g = t.add_argument_group("RBM")
-    g.add_argument("--hidden", type=int, help="hidden units (RBM) or hidden layer width (VAE)")
+    g.add_argument("--hidden", type=int, help="hidden units (RBM) or hidden layer width (VAE, EBM)")
+    g.add_argument("--init-std", type=float, help="RBM: standard deviation of the initial weights")
+    g.add_argument("--lr-decay-steps", type=int, help="RBM: lr falls linearly to 0 over this many updates (0: off)")
     g.add_argument("--k", type=int, help="Gibbs steps per update (CD-k)")
     g.add_argument("--pcd", action="store_const", const=True, help="persistent contrastive divergence")
     g.add_argument("--momentum", type=float)
@@ -55,7 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--decoder", choices=["bernoulli", "gaussian"])
     g.add_argument("--beta", type=float, help="weight of the KL term")
     g = t.add_argument_group("GAN")
-    g.add_argument("--preset", choices=["seed", "fast"])
+    g.add_argument("--widths", choices=["seed", "fast"], help="GAN: network size, the seed's or every width / 4")
+    g.add_argument("--leaky-slope", type=float, help="GAN: LeakyReLU slope")
+    g.add_argument("--dropout", type=float, help="GAN: the discriminator's dropout rate")
+    g.add_argument("--adam-beta1", type=float, help="GAN, EBM: Adam's beta1 (DCGAN's paper: 0.5)")
     g.add_argument("--noise-dim", type=int)
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="GAN: NHWC layout (default on; --no-channels-last for NCHW)")
@@ -65,7 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--langevin-noise", type=float, help="standard deviation of the Langevin noise")
     g.add_argument("--buffer-size", type=int, help="replay buffer of negatives")
     g.add_argument("--reg-weight", type=float, help="weight of the energy-magnitude regulariser")
-    g.add_argument("--sample-steps", type=int, help="Langevin steps when sampling from noise")
+    g.add_argument("--sample-steps", type=int, help="EBM: Langevin steps, RBM: Gibbs steps, when sampling from noise")
+    g.add_argument("--channels", type=_int_tuple, help="EBM: the four convolutions' widths, e.g. 16,32,64,64")
+    g.add_argument("--grad-clip", type=float, help="EBM: clip of each Langevin step's dE/dx per pixel")
+    g.add_argument("--reinit", type=float, help="EBM: share of each batch's chains started from noise")
+    g.add_argument("--data-noise", type=float, help="EBM: noise added to the training images")
+    g.add_argument("--param-clip", type=float, help="EBM: clip of the parameters' gradient norm")
 
     s = sub.add_parser("sample", help="write samples from a run's last checkpoint to an .npz file")
     s.add_argument("run_dir")
@@ -74,19 +114,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", default="auto")
 
-    e = sub.add_parser("evaluate", help="quality figures of a run's last checkpoint (likelihoods, Fréchet distance)")
+    e = sub.add_parser("evaluate", help="quality figures of a run's last checkpoint (likelihoods, Fréchet distance), "
+                                        "recorded in the run folder as the dashboard's are")
     e.add_argument("run_dir")
-    e.add_argument("--quick", action="store_true", help="cheap settings (seconds to a minute), not the papers'")
+    e.add_argument("--kind", choices=["cheap", "final", "full"], default="full",
+                   help="genlib.quality.settings' CHEAP (seconds), FINAL (the papers' AIS, 5,000 samples: a minute "
+                        "or more) or FULL (default: the papers' settings throughout, minutes to ten on a CPU)")
+    e.add_argument("--quick", action="store_true", help="the same as --kind cheap")
     e.add_argument("--device", default="auto")
     e.add_argument("--data-root", help="folder with the datasets (default: the run's, then $GENLIB_DATA_ROOT)")
-    e.add_argument("--k", type=int, help="VAE: importance samples per test image (full 5000, quick 50)")
-    e.add_argument("--ais-steps", type=int, help="RBM: AIS intermediate distributions (full 14500, quick 1000)")
-    e.add_argument("--ais-chains", type=int, help="RBM: parallel AIS chains (100)")
-    e.add_argument("--n-samples", type=int, help="generated images for the Fréchet distance (full 10000, quick 1000)")
-    e.add_argument("--n-test", type=int, help="test images for the likelihoods (default all)")
+    e.add_argument("--k", type=int, help="VAE: importance samples per test image (full 5000, final 500, cheap 50)")
+    e.add_argument("--ais-steps", type=int, help="RBM: AIS intermediate distributions (full 14500, cheap 500)")
+    e.add_argument("--ais-chains", type=int, help="RBM: parallel AIS chains (full 100, cheap 32)")
+    e.add_argument("--n-samples", type=int, help="generated images for the Fréchet distance (full 10000, cheap 1000)")
+    e.add_argument("--n-test", type=int, help="test images for the likelihoods (default: the kind's)")
     e.add_argument("--seed", type=int)
-    e.add_argument("--train-classifier", action="store_true",
-                   help="train and cache the dataset's classifier if none is cached (a few CPU minutes for MNIST)")
+    e.add_argument("--train-classifier", action=argparse.BooleanOptionalAction, default=None,
+                   help="train and cache the dataset's classifier if none is cached (about a CPU minute for MNIST; "
+                        "default: final and full do, cheap does not)")
     e.add_argument("--cache-dir", help="classifier cache (default $GENLIB_CACHE or ~/.cache/genlib)")
 
     w = sub.add_parser("worker", help=argparse.SUPPRESS)
@@ -130,6 +175,42 @@ def _model_config(args: argparse.Namespace, model: str) -> dict[str, Any]:
     return out
 
 
+def train_configs(args: argparse.Namespace, model_name: str) -> tuple[dict[str, Any], Any]:
+    """(model config as a dict, TrainConfig) of a new run from the train command's flags: the --preset recipe (or
+    the model's defaults with the seed's lr, batch size and epochs), each flag given replacing its field."""
+    import dataclasses
+
+    from genlib.models import make_config, model_class
+    from genlib.training import TrainConfig, default_train_config
+
+    recipe = _recipe(args.preset, model_name)
+    overrides = {**(recipe.model_config if recipe else {}), **_model_config(args, model_name)}
+    if args.preset == "fast" and "preset" not in overrides:
+        overrides["preset"] = "fast"  # the GAN's former --preset fast: widths / 4, the seed's training
+    shape = _dataset_image_shape(args.dataset)
+    fields = {f.name for f in dataclasses.fields(model_class(model_name).config_class)}
+    if shape is not None and "image_shape" in fields:
+        overrides["image_shape"] = shape  # a parametric dataset's size is an option of its name (ising: L x L)
+    model_cfg = dataclasses.asdict(make_config(model_name, overrides))
+    flags = {name: getattr(args, name) for name in TRAIN_FLAGS}
+    if recipe is not None:
+        return model_cfg, TrainConfig(**recipe.train_values(dataset=args.dataset, data_root=args.data_root,
+                                                            device=args.device, **flags))
+    return model_cfg, default_train_config(model_name, dataset=args.dataset, data_root=args.data_root,
+                                           device=args.device, **flags)
+
+
+def _recipe(preset: str | None, model: str) -> Any:
+    """The genlib.presets recipe --preset names for `model`, or None (no --preset, or the GAN's 'fast' widths)."""
+    if preset is None or preset == "fast":
+        if preset == "fast" and model != "gan":
+            raise ValueError("--preset fast is the GAN's small network; for other models use seed or lecture")
+        return None
+    from genlib.presets import recipe
+
+    return recipe(model, preset)
+
+
 def _dataset_image_shape(dataset: str | None) -> tuple[int, int, int] | None:
     """(C, H, W) of a dataset whose image size is set by its name's options (ising: 1 x L x L), else None."""
     if dataset and dataset.partition(":")[0] == "ising":
@@ -141,72 +222,88 @@ def _dataset_image_shape(dataset: str | None) -> tuple[int, int, int] | None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    import dataclasses
+    from genlib.data import DatasetUnavailable
 
-    from genlib.data import DatasetUnavailable, dataset_available, load_dataset
-    from genlib.devices import resolve_device
-    from genlib.models import make_config, model_class
-    from genlib.runs.store import RunStore, open_run
-    from genlib.training import TrainConfig, default_train_config
-    from genlib.jobs.worker import run_job
-
-    if args.resume:
-        run = open_run(args.resume, RunStore(args.runs_dir) if args.runs_dir else None)
-        info = run.info()
-        tc = dict(info["train_config"])
-        if args.epochs is not None:
-            tc["epochs"] = args.epochs
-            tc["max_steps"] = None
-        if args.max_steps is not None:
-            tc["max_steps"] = args.max_steps
-        info["train_config"] = dataclasses.asdict(TrainConfig(**tc))
-        run.write_info(info)
-        run.send(command="run")
-        model_name = info["model"]
-    else:
-        if not args.model:
-            raise ValueError("name a model (rbm, vae, gan or ebm) or give --resume RUN_DIR")
-        model_name = args.model
-        overrides = _model_config(args, model_name)
-        shape = _dataset_image_shape(args.dataset)
-        fields = {f.name for f in dataclasses.fields(model_class(model_name).config_class)}
-        if shape is not None and "image_shape" in fields:
-            overrides["image_shape"] = shape  # a parametric dataset's size is an option of its name (ising: L x L)
-        model_cfg = dataclasses.asdict(make_config(model_name, overrides))
-        cfg = default_train_config(model_name, dataset=args.dataset, data_root=args.data_root, epochs=args.epochs,
-                                   max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr,
-                                   device=args.device, precision=args.precision, seed=args.seed,
-                                   log_every=args.log_every, threads=args.threads)
-        resolve_device(cfg.device)  # refuse a missing device before anything is written
-        if not dataset_available(cfg.dataset, cfg.data_root):
-            try:
-                load_dataset(cfg.dataset, root=cfg.data_root)  # downloads when the network allows
-            except DatasetUnavailable as e:
-                print(f"error: {e}", file=sys.stderr)
-                return 2
-        run = RunStore(args.runs_dir).create({"model": model_name, "model_config": model_cfg,
-                                              "train_config": dataclasses.asdict(cfg), "dataset": cfg.dataset})
-        run.send(command="run", lr=cfg.lr)
-    bar = None if args.quiet else _ProgressBar(sys.stderr)
-    summary = run_job(run, on_log=bar)
-    if bar:
-        bar.close()
-    print(json.dumps({"model": model_name, **summary}))
+    try:
+        summary = run_train_command(args)
+    except DatasetUnavailable as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary))
     if summary["state"] in ("failed", "diverged"):
         print(f"error: {summary.get('error')}", file=sys.stderr)
         return 1
     return 0
 
 
+def run_train_command(args: argparse.Namespace) -> dict[str, Any]:
+    """The train command's work, shared with genlib.api.train: create the run folder from `args` (or resume one),
+    train it in the foreground through genlib.jobs.worker.run_job with a progress line on stderr (unless
+    args.quiet), and return the summary (the CLI's last line). Raises DatasetUnavailable when the dataset is neither
+    on disk nor downloadable."""
+    import dataclasses
+
+    from genlib.data import dataset_available, load_dataset
+    from genlib.devices import resolve_device
+    from genlib.runs.resume import resumed_train_config
+    from genlib.runs.store import RunStore, open_run
+    from genlib.jobs.worker import run_job
+
+    if args.resume:
+        run = open_run(args.resume, RunStore(args.runs_dir) if args.runs_dir else None)
+        record = claim_for_resume(run)  # refused (nothing touched) while another process owns the run
+        record = record.with_train_config(resumed_train_config(record.train_config, epochs=args.epochs,
+                                                               max_steps=args.max_steps))
+        run.write_info(record)
+        run.send(command="run")
+        model_name = record.model
+    else:
+        if not args.model:
+            raise ValueError("name a model (rbm, vae, gan or ebm) or give --resume RUN_DIR")
+        model_name = args.model
+        model_cfg, cfg = train_configs(args, model_name)
+        resolve_device(cfg.device)  # refuse a missing device before anything is written
+        if not dataset_available(cfg.dataset, cfg.data_root):
+            load_dataset(cfg.dataset, root=cfg.data_root)  # downloads when the network allows, else DatasetUnavailable
+        run = RunStore(args.runs_dir).create({"model": model_name, "model_config": model_cfg,
+                                              "train_config": dataclasses.asdict(cfg), "dataset": cfg.dataset})
+        run.send(command="run", lr=cfg.lr)
+    bar = None if args.quiet else _ProgressBar(sys.stderr)
+    report = EvaluationReport(sys.stderr, getattr(args, "evaluate", "cheap"), quiet=args.quiet,
+                              skip_hint="--evaluate none skips it", before=bar.close if bar else None)
+    summary = run_job(run, on_log=bar, evaluate=report.kind, on_evaluation_plan=report.plan,
+                      on_evaluation_progress=report.progress, on_stage=report.stage)
+    if bar:
+        bar.close()
+    report.close()
+    return {"model": model_name, **summary}
+
+
+def claim_for_resume(run: Any) -> Any:
+    """The run's record when the CLI may resume it; ValueError, before any file is touched, for a pretrained run
+    and for one that a live process owns (a worker, the server that queued it, an evaluation), naming it."""
+    from genlib.jobs.manager import refuse_during_evaluation
+    from genlib.runs.pretrained import refuse_if_pretrained
+
+    record = run.record()
+    refuse_if_pretrained(run, "resumed")
+    owner = run.owner()
+    if owner is not None:
+        raise ValueError(f"run {run.id} is owned by {owner.describe()}: it cannot be resumed here while that "
+                         "process holds it. Stop it there (or wait for it to end), then resume it.")
+    refuse_during_evaluation(run, "resumed")
+    return record
+
+
 class _ProgressBar:
     """One line on stderr, redrawn at most ten times a second: step, epoch, images/s, time left, metrics."""
 
     def __init__(self, stream: Any) -> None:
-        self.stream, self.last = stream, 0.0
+        self.stream, self.last, self.closed = stream, 0.0, False
 
     def __call__(self, row: dict[str, Any]) -> None:
         now = time.monotonic()
-        if now - self.last < 0.1:
+        if now - self.last < 0.1 or self.closed:
             return
         self.last = now
         metrics = " ".join(f"{k}={v:.4g}" for k, v in row.items()
@@ -216,58 +313,129 @@ class _ProgressBar:
         self.stream.flush()
 
     def close(self) -> None:
-        self.stream.write("\n")
+        if not self.closed:  # once: the end-of-run evaluation's report closes it before its own lines
+            self.closed = True
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+class EvaluationReport:
+    """An evaluation's announcement and progress on stderr: what it computes and its expected time on this machine
+    (timed by genlib.quality.estimate's probes), then "final evaluation: 30% (AIS step ...), ~60 s left", redrawn
+    at most twice a second on a terminal, else a line at most every 5 s (and the last)."""
+
+    def __init__(self, stream: Any, kind: str, *, quiet: bool = False, skip_hint: str = "",
+                 before: Any = None) -> None:
+        self.stream, self.kind, self.quiet, self.skip_hint = stream, kind, quiet, skip_hint
+        self.before = before  # called first (the training's progress bar ends its line)
+        self.tty = hasattr(stream, "isatty") and stream.isatty()
+        self.clock: Any = None
+        self.last, self.drawn = 0.0, False
+
+    def stage(self, message: str) -> None:
+        """A step after training that is not the evaluation (the last checkpoint and sample grid)."""
+        if self.before is not None:
+            self.before()
+        if not self.quiet:
+            self.stream.write(f"{message}...\n")
+            self.stream.flush()
+
+    def plan(self, stages: dict[str, float]) -> None:
+        from genlib.quality.estimate import StagedProgress, describe
+
+        if self.before is not None:
+            self.before()
+        self.clock = StagedProgress(stages)
+        hint = f"; {self.skip_hint}" if self.skip_hint else ""
+        self.stream.write(f"{self.kind} evaluation ({describe(stages)} on this machine{hint})\n")
         self.stream.flush()
+
+    def progress(self, stage_fraction: float, message: str) -> None:
+        if self.quiet or self.clock is None:
+            return
+        from genlib.quality.estimate import format_seconds
+
+        fraction = self.clock.fraction(stage_fraction, message)
+        now = time.monotonic()
+        if now - self.last < (0.5 if self.tty else 5.0) and fraction < 1.0:
+            return
+        self.last = now
+        line = (f"{self.kind} evaluation: {fraction:4.0%} ({message}), "
+                f"~{format_seconds(self.clock.seconds_left(fraction))} left")
+        self.stream.write(f"\r{line}\x1b[K" if self.tty else f"{line}\n")
+        self.drawn = self.tty
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.drawn:
+            self.stream.write("\n")
+            self.stream.flush()
 
 
 def _sample(args: argparse.Namespace) -> int:
     import numpy as np
+
+    run, step, images = sample_run(args.run_dir, args.n, seed=args.seed, device=args.device)
+    images = images.numpy()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out, images=images.astype(np.float32))
+    print(json.dumps({"run_dir": str(run.path), "out": str(out), "shape": list(images.shape), "step": step}))
+    return 0
+
+
+def sample_run(run_dir: Any, n: int, *, seed: int = 0, device: str = "auto") -> tuple[Any, int, Any]:
+    """The sample command's work, shared with genlib.api.sample: (run, checkpoint step, images), the images n new
+    samples from the run's newest weights (Run.latest_weights) as a float32 CPU tensor (n, C, H, W) in [0, 1]."""
     import torch
 
     from genlib.runs.checkpoints import load_checkpoint, model_from_checkpoint
     from genlib.devices import resolve_device
     from genlib.runs.store import open_run
 
-    if not 1 <= args.n <= 100_000:
-        raise ValueError(f"--n must be between 1 and 100000, got {args.n}")
-    run = open_run(args.run_dir)
-    path = run.checkpoint_path if run.checkpoint_path.exists() else run.snapshot_path
-    if not path.exists():
+    if not 1 <= n <= 100_000:
+        raise ValueError(f"n (the number of samples) must be between 1 and 100000, got {n}")
+    run = open_run(run_dir)
+    path = run.latest_weights()
+    if path is None:
         raise FileNotFoundError(f"run {run.id} has no checkpoint yet")
-    device = resolve_device(args.device)
-    ckpt = load_checkpoint(path, device=device)
-    model = model_from_checkpoint(ckpt, device=device)
-    images = model.sample(args.n, generator=torch.Generator().manual_seed(args.seed)).float().cpu().numpy()
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out, images=images.astype(np.float32))
-    print(json.dumps({"run_dir": str(run.path), "out": str(out), "shape": list(images.shape), "step": ckpt.step}))
-    return 0
+    dev = resolve_device(device)
+    ckpt = load_checkpoint(path, device=dev)
+    model = model_from_checkpoint(ckpt, device=dev)
+    images = model.sample(n, generator=torch.Generator().manual_seed(seed)).float().cpu()  # (n, C, H, W)
+    return run, ckpt.step, images
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from genlib.data import DatasetUnavailable
-    from genlib.quality.evaluate import evaluate_run, settings_for
+    """One evaluation of genlib.quality (the dashboard's and the worker's), recorded in the run folder; its record,
+    the run's identity and the figures grouped per model as the JSON line (genlib.quality.records.result_line)."""
+    from genlib.data import dataset_available, default_data_root
+    from genlib.quality.records import evaluate_saved_run, evaluation_device, result_line
+    from genlib.quality.settings import settings_for
     from genlib.runs.store import open_run
 
-    settings = settings_for(args.quick, iwae_k=args.k, ais_steps=args.ais_steps, ais_chains=args.ais_chains,
-                            n_samples=args.n_samples, n_test=args.n_test, seed=args.seed)
-    last = [0.0]
-
-    def progress(fraction: float, message: str) -> None:  # one stderr line per second at most, and the last
-        now = time.monotonic()
-        if now - last[0] >= 1.0 or fraction >= 1.0:
-            last[0] = now
-            print(f"[{100 * fraction:5.1f}%] {message}", file=sys.stderr, flush=True)
-
-    try:
-        result = evaluate_run(open_run(args.run_dir), quick=args.quick, device=args.device, data_root=args.data_root,
-                              cache_dir=args.cache_dir, train_classifier=args.train_classifier, settings=settings,
-                              progress=progress)
-    except DatasetUnavailable as e:
-        print(f"error: {e}", file=sys.stderr)
+    kind = "cheap" if args.quick else args.kind
+    settings = settings_for(kind, iwae_k=args.k, ais_steps=args.ais_steps, ais_chains=args.ais_chains,
+                            n_samples=args.n_samples, n_test=args.n_test, vae_n_test=args.n_test, seed=args.seed,
+                            train_classifier=args.train_classifier)
+    run = open_run(args.run_dir)
+    if run.latest_weights() is None:
+        raise FileNotFoundError(f"run {run.id} has no checkpoint yet")
+    info = run.info()
+    dataset, root = run.dataset(), args.data_root or (info.get("train_config") or {}).get("data_root")
+    if not dataset_available(dataset, root):  # said before anything is recorded, as a missing run folder is
+        print(f"error: the run's dataset {dataset} is not on disk in {root or default_data_root()}: pass "
+              "--data-root (the folder that holds it)", file=sys.stderr)
         return 2
-    print(json.dumps(result))
+    device = evaluation_device(args.device)
+    report = EvaluationReport(sys.stderr, kind)
+    record = evaluate_saved_run(run, settings, device=device, data_root=args.data_root, cache_dir=args.cache_dir,
+                                progress=report.progress, on_plan=report.plan)
+    report.close()
+    print(json.dumps(result_line(run, record, device=device), default=str))
+    if record.get("error"):
+        print(f"error: {record['error']}", file=sys.stderr)
+        return 1
     return 0
 
 

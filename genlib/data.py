@@ -7,7 +7,6 @@ indexing a shuffled permutation, with no per-item transforms (the seed's `ToTens
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -16,8 +15,10 @@ import torch
 import torch.nn.functional as F
 
 from genlib.idx import find_split_files, read_splits
+from genlib.ising import dataset as ising_dataset
+from genlib.sampling.bernoulli import bernoulli
+from genlib.settings import DATA_ROOT_ENV, current as current_settings
 
-DATA_ROOT_ENV = "GENLIB_DATA_ROOT"
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 OFFLINE_DATASET = "digits"
 
@@ -28,7 +29,7 @@ class DatasetUnavailable(RuntimeError):
 
 def default_data_root() -> Path:
     """The data root: $GENLIB_DATA_ROOT, else ./data."""
-    return Path(os.environ.get(DATA_ROOT_ENV) or "data")
+    return current_settings().data_root
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,8 +93,6 @@ def binarize(x01: torch.Tensor, mode: str = "stochastic", generator: torch.Gener
     result has x01's dtype.
     """
     if mode == "stochastic":
-        from genlib.sampling.bernoulli import bernoulli
-
         return bernoulli(x01, generator=generator)
     if mode == "threshold":
         return (x01 > 0.5).to(x01.dtype)
@@ -176,9 +175,7 @@ def _load_digits(root: Path, download: bool) -> ImageData:
 
 def _load_ising(root: Path, download: bool, options: str = "", device: torch.device | str = "cpu") -> ImageData:
     """Ising configurations (genlib.ising.dataset): sampled on `device` on first use, then read from root/ising."""
-    from genlib import ising_data  # imported here: only this dataset needs the Monte Carlo sampler
-
-    return ising_data.load(root, download, options, device)
+    return ImageData(**ising_dataset.load(root, download, options, device)._asdict())
 
 
 DATASETS: dict[str, DatasetSpec] = {

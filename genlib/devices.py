@@ -142,3 +142,11 @@ def flush_denormals_in_process() -> bool:
     inherit the flag only when they are created). Returns whether the CPU supports it.
     """
     return bool(torch.set_flush_denormal(True))
+
+
+def device_generator(generator: torch.Generator | None, device: torch.device) -> torch.Generator | None:
+    """A generator on `device` seeded from a CPU `generator`, so draws are reproducible and stay on the device."""
+    if generator is None:
+        return None
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())
+    return torch.Generator(device=device).manual_seed(seed)

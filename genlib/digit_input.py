@@ -14,6 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from genlib.config import check, check_number, is_int
+
 
 @dataclass(frozen=True, kw_only=True)
 class DigitPrep:
@@ -24,10 +26,9 @@ class DigitPrep:
     ink_threshold: float = 0.05  # intensities above this count as ink when finding the bounding box
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.size, int) and isinstance(self.box, int) and 1 <= self.box <= self.size):
-            raise ValueError(f"need integers 1 <= box <= size, got box={self.box!r}, size={self.size!r}")
-        if not 0.0 <= self.ink_threshold < 1.0:
-            raise ValueError(f"ink_threshold must be in [0, 1), got {self.ink_threshold!r}")
+        check(is_int(self.size) and is_int(self.box) and 1 <= self.box <= self.size,
+              f"need integers 1 <= box <= size, got box={self.box!r}, size={self.size!r}")
+        check_number("ink_threshold", self.ink_threshold, 0.0, 1.0, hi_open=True)
 
 
 class EmptyDrawing(ValueError):

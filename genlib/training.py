@@ -14,7 +14,8 @@ import torch
 
 from genlib.data import DATASETS, ImageData
 from genlib.devices import flush_denormals
-from genlib.models.base import PRECISIONS, GenerativeModel, check
+from genlib.config import check, check_choice, check_int, check_number
+from genlib.models.base import PRECISIONS, GenerativeModel
 
 # The seed's own settings per model: lr, batch size and epochs of its reference code.
 SEED_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -56,37 +57,25 @@ class TrainConfig:
         check(self.data_root is None or (isinstance(self.data_root, str) and 0 < len(self.data_root) <= 4096
                                          and "\x00" not in self.data_root),
               f"data_root must be a folder path or None, got {self.data_root!r}")
-        _whole("epochs", self.epochs, 1, 100_000)
+        check_int("epochs", self.epochs, 1, 100_000)
         if self.max_steps is not None:
-            _whole("max_steps", self.max_steps, 1, 10**9)
-        _whole("batch_size", self.batch_size, 1, 65_536)
-        _number("lr", self.lr, 0.0, 10.0)
-        _whole("seed", self.seed, 0, 2**63 - 1)
+            check_int("max_steps", self.max_steps, 1, 10**9)
+        check_int("batch_size", self.batch_size, 1, 65_536)
+        check_number("lr", self.lr, 0.0, 10.0, lo_open=True, hi_open=True)
+        check_int("seed", self.seed, 0, 2**63 - 1)
         check(isinstance(self.device, str) and DEVICE_RE.match(self.device.strip().lower()) is not None,
               f"device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
-        check(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        _whole("log_every", self.log_every, 1, 100_000)
+        check_choice("precision", self.precision, PRECISIONS)
+        check_int("log_every", self.log_every, 1, 100_000)
         for name in ("checkpoint_every_s", "snapshot_every_s", "live_every_s"):
-            _number(name, getattr(self, name), 0.0, 86_400.0, upper_open=False)
-        _whole("n_samples", self.n_samples, 1, 400)
-        _whole("sample_seed", self.sample_seed, 0, 2**63 - 1)
+            check_number(name, getattr(self, name), 0.0, 86_400.0, lo_open=True)
+        check_int("n_samples", self.n_samples, 1, 400)
+        check_int("sample_seed", self.sample_seed, 0, 2**63 - 1)
         if self.threads is not None:
-            _whole("threads", self.threads, 1, 256)
+            check_int("threads", self.threads, 1, 256)
 
 
 DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:[0-9]{1,3})?)$")
-
-
-def _whole(name: str, value: Any, lo: int, hi: int) -> None:
-    check(isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi,
-          f"{name} must be a whole number between {lo:,} and {hi:,}, got {value!r}")
-
-
-def _number(name: str, value: Any, lo: float, hi: float, *, upper_open: bool = True) -> None:
-    """A finite number in (lo, hi) (or (lo, hi] when not `upper_open`)."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and lo < value \
-        and (value < hi if upper_open else value <= hi)
-    check(ok, f"{name} must be a number above {lo:g} and {'below' if upper_open else 'at most'} {hi:g}, got {value!r}")
 
 
 def default_train_config(model_name: str, **overrides: Any) -> TrainConfig:

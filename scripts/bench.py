@@ -548,7 +548,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch threads in every benchmark (default: PyTorch's)")
     ap.add_argument("--peak-size", type=int, default=2048, help="side of the square matmul of the peak measurement")
     ap.add_argument("--peak-reps", type=int, default=10, help="timed repetitions of the peak matmul (best is kept)")
-    ap.add_argument("--markdown", action="store_true", help="also print the table as markdown (for the README)")
+    ap.add_argument("--markdown", action="store_true", help="also print the table as markdown (for docs/benchmarks.md)")
     ap.add_argument("--json", default=None, help="also write the raw results to this file")
     ap.add_argument("--list", action="store_true", help="list the benchmark ids and exit")
     ap.add_argument("--rounds", type=int, default=1,

@@ -78,7 +78,7 @@ def score(model: Any, plan: Plan, data: Any, classifier: Any) -> dict[str, Any]:
     from genlib.quality.frechet import sample_quality
 
     q = sample_quality(model, classifier, data.x_train, data.x_test, n=plan.n_samples, seed=0)
-    return {"fd": q["frechet_distance"], "floor": q["frechet_floor_train_vs_test"], "entropy": q["class_entropy"],
+    return {"fd": q["frechet_distance"], "floor": q["frechet_floor"], "entropy": q["class_entropy"],
             "classes_seen": q["class_classes_seen"]}
 
 

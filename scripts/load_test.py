@@ -8,13 +8,20 @@ the browser holds. On a 2-core machine twenty Chromium tabs would starve the ser
 Reports: exceptions (must be none), sessions held, page visits and timeouts, the server's peak memory and its trend
 (first vs last third, slope over the second half), the points in the loss charts (downsampled, so bounded however
 long the runs train), and the slider latency (slider change -> new image fetched) idle vs under load, separately for
-the websocket clients and the browsers. The summary block is printed and written to --out; the server's samples
-(seconds, RSS MB, connections, threads) go beside it as <out>.server.csv.
+the websocket clients and the browsers; the server's CPU per viewer and the two training jobs' speed (steps/s) under
+load. The summary block is printed and written to --out; the server's samples (seconds, RSS MB, connections,
+threads) go beside it as <out>.server.csv.
 
     nice .venv/bin/python scripts/load_test.py --minutes 3 --ws-sessions 17 --browser-sessions 3 \\
         --out artifacts/load-test.txt
 
-Everything runs in a temporary runs folder with an empty data root (the offline `digits` dataset), never in runs/.
+`--hostile-sessions N` adds N websocket students trying to take the server (hostile_session: every expensive link
+with a fresh seed so no cache helps, every button pressed, in a loop); their own figures are reported apart, so the
+others' slider latency and the jobs' speed can be compared with a run without them. The server runs in teacher mode
+(a GENLIB_TEACHER_TOKEN nobody types), as in a lecture: a student's presses must be refused.
+
+Everything runs in a temporary runs folder with an empty data root (the offline `digits` dataset) and the shipped
+pretrained runs installed, never in runs/.
 Exit status 1 if any session saw an exception or broke.
 """
 
@@ -25,6 +32,7 @@ import asyncio
 import json
 import os
 import random
+import secrets
 import signal
 import statistics
 import subprocess
@@ -52,7 +60,7 @@ SERVER_SLIDERS = "vae-server=true"
 def new_mode() -> dict:
     return {"sessions": 0, "held": 0, "visits": 0, "timeouts": [], "exceptions": [], "session_errors": [],
             "latency": [], "idle_latency": [], "page_load": [], "idle_page_load": [], "unchanged": 0,
-            "chart_points": 0, "images": 0, "images_gone": 0, "overtaken": 0}
+            "chart_points": 0, "images": 0, "images_gone": 0, "overtaken": 0, "pressed": 0, "image_bytes": 0}
 
 
 # ---- websocket students ----
@@ -141,6 +149,67 @@ async def ws_idle(url: str, runs: dict[str, str], moves: int, mode: dict) -> Non
                 mode["idle_page_load"].append(run.seconds)
             await ws_slider_walk(s, runs["explore"], n, random.Random(7 + n), latencies, mode, think=False)
     mode["unchanged"] = 0
+
+
+# ---- a hostile student: every expensive link and every button, in a loop ----
+
+def hostile_links(runs: dict[str, str], rng: random.Random) -> list[tuple[str, str, dict]]:
+    """(page, query, widgets to set after opening) of the links that cost the server most, each with a fresh seed
+    so that no cache serves it: the RBM's longest Gibbs chains and their animation, its in-browser decoder's weights,
+    the epochs' animation of a live and a finished run, the EBM's longest Langevin chains, the RBM-as-EBM chains,
+    the VAE's largest manifold, the runs page."""
+    from urllib.parse import urlencode
+
+    rbm, ebm, vae, gan = runs["rbm"], runs["ebm"], runs["explore"], runs["gan"]
+    seed = rng.randrange(2**31 - 1)
+    chain = {"run": rbm, "rbm-tab": "Gibbs chain", f"rbm-gchains-{rbm}": 16, f"rbm-gsteps-{rbm}": 1000,
+             f"rbm-gseed-{rbm}": seed}
+    return [
+        ("rbm", urlencode(chain), {}),
+        ("rbm", urlencode({**chain, f"rbm-gseed-{rbm}": seed + 1, f"rbm-gplay-{rbm}": "true"}), {}),
+        ("rbm", urlencode({"run": rbm, "rbm-tab": "Clamp hidden units"}), {}),
+        ("vae", urlencode({"run": vae, f"epoch-play-{vae}": "true", "vae-tab": "Manifold", f"vae-mn-{vae}": 20,
+                           f"vae-mspan-{vae}": round(rng.uniform(0.5, 4.0), 2)}), {}),
+        ("gan", urlencode({"run": gan, f"epoch-play-{gan}": "true"}), {}),
+        ("ebm", urlencode({"run": ebm, "ebm-tab": "Langevin chain"}),
+         {f"ebm-lsteps-{ebm}": 1000, f"ebm-lseed-{ebm}": seed}),
+        ("ebm", urlencode({"run": ebm, "ebm-tab": "An RBM as an EBM"}),
+         {f"ebm-rsteps-{ebm}": 1000, f"ebm-rseed-{ebm}": seed}),
+        ("runs", "", {}),
+    ]
+
+
+async def hostile_session(i: int, url: str, runs: dict[str, str], stop_at: float, mode: dict) -> None:
+    """One student trying to take the server until stop_at: open each expensive link, set its widgets to their most
+    expensive values, press every button on the page; again, with new seeds."""
+    rng = random.Random(5000 + i)
+    errors = 0
+    await asyncio.sleep(rng.uniform(0, 10))
+    while time.monotonic() < stop_at:
+        for page, query, widgets in hostile_links(runs, rng):
+            if time.monotonic() >= stop_at:
+                break
+            s = Session(url, timeout=TIMEOUT_S)
+            try:
+                async with s:
+                    run = await s.open(page, query)
+                    mode["visits"] += 1
+                    mode["page_load"].append(run.seconds)
+                    for key, value in widgets.items():
+                        if key in s.widget_keys():
+                            await s.set_widget(key, value)
+                    mode["pressed"] += len(await s.press_every_button())
+            except (asyncio.TimeoutError, TimeoutError) as e:
+                mode["timeouts"].append(f"hostile {i} on /{page}?{query}: {type(e).__name__}: {str(e)[:300]}")
+            except Exception as e:  # noqa: BLE001 - a refused or broken visit is a finding; the student goes on
+                errors += 1
+                mode["session_errors"].append(f"hostile {i} on /{page}?{query}: {type(e).__name__}: {str(e)[:200]}")
+                await asyncio.sleep(1)
+            finally:
+                mode["exceptions"] += [f"hostile on /{page}?{query}: {e[:300]}" for e in s.exceptions]
+                mode["images"] += s.images_fetched
+                mode["image_bytes"] += s.image_bytes
+    mode["held"] += errors == 0
 
 
 # ---- browser students (Streamlit's own e2e patterns, async) ----
@@ -272,15 +341,21 @@ async def browser_idle(browser, url: str, runs: dict[str, str], moves: int, mode
 
 # ---- the run ----
 
-async def sample_server(pid: int, port: int, stop: asyncio.Event, out: dict) -> None:
-    """The server's RSS (MB), open websocket/HTTP connections and threads every RSS_EVERY_S seconds."""
+async def sample_server(pid: int, port: int, stop: asyncio.Event, out: dict, job_steps=None) -> None:
+    """The server's RSS (MB), open websocket/HTTP connections, threads and CPU seconds, and the training jobs' steps
+    (job_steps(): {name: step}), every RSS_EVERY_S seconds."""
     import psutil
 
     proc = psutil.Process(pid)
     t0 = time.monotonic()
     while not stop.is_set():
         try:
-            out["rss"].append((time.monotonic() - t0, proc.memory_info().rss / 2**20))
+            now = time.monotonic() - t0
+            cpu = proc.cpu_times()
+            out["cpu"].append((now, cpu.user + cpu.system))
+            if job_steps is not None:
+                out["steps"].append((now, job_steps()))
+            out["rss"].append((now, proc.memory_info().rss / 2**20))
             out["connections"].append(sum(1 for c in proc.net_connections("tcp")
                                           if c.status == "ESTABLISHED" and c.laddr and c.laddr.port == port))
             out["threads"].append(proc.num_threads())
@@ -292,10 +367,11 @@ async def sample_server(pid: int, port: int, stop: asyncio.Event, out: dict) -> 
             pass
 
 
-async def drive(url: str, port: int, runs: dict[str, str], args, server_pid: int, start_jobs) -> dict:
-    out = {"ws": new_mode(), "browser": new_mode(), "page_errors": [], "heap_mb": [], "rss": [], "connections": [],
-           "threads": []}
+async def drive(url: str, port: int, runs: dict[str, str], args, server_pid: int, start_jobs, job_steps) -> dict:
+    out = {"ws": new_mode(), "browser": new_mode(), "hostile": new_mode(), "page_errors": [], "heap_mb": [],
+           "rss": [], "connections": [], "threads": [], "cpu": [], "steps": []}
     out["ws"]["sessions"], out["browser"]["sessions"] = args.ws_sessions, args.browser_sessions
+    out["hostile"]["sessions"] = args.hostile_sessions
     await ws_idle(url, runs, args.idle_moves, out["ws"])
     playwright = browser = None
     if args.browser_sessions:
@@ -309,11 +385,13 @@ async def drive(url: str, port: int, runs: dict[str, str], args, server_pid: int
         if args.trace_memory:
             os.kill(server_pid, signal.SIGUSR1)  # scripts/traced_server.py: start tracing now, after the imports
         stop = asyncio.Event()
-        sampler = asyncio.create_task(sample_server(server_pid, port, stop, out))
+        sampler = asyncio.create_task(sample_server(server_pid, port, stop, out, job_steps))
         stop_at = time.monotonic() + args.minutes * 60
         await asyncio.gather(*(ws_session(i, url, runs, stop_at, out["ws"]) for i in range(args.ws_sessions)),
                              *(browser_session(i, browser, url, runs, stop_at, out["browser"], out)
-                               for i in range(args.browser_sessions)))
+                               for i in range(args.browser_sessions)),
+                             *(hostile_session(i, url, runs, stop_at, out["hostile"])
+                               for i in range(args.hostile_sessions)))
         stop.set()
         await sampler
     finally:
@@ -347,20 +425,44 @@ def memory_trend(rss: list[tuple[float, float]]) -> tuple[float, float, float]:
     return statistics.mean(values[:third]), statistics.mean(values[-third:]), slope
 
 
+def cpu_per_viewer(cpu: list[tuple[float, float]], viewers: int) -> str:
+    """The server's CPU over the load phase: cores busy on average, and per viewer."""
+    if len(cpu) < 2 or viewers < 1:
+        return "server CPU: not sampled"
+    (t0, c0), (t1, c1) = cpu[0], cpu[-1]
+    cores = (c1 - c0) / max(1e-9, t1 - t0)
+    return (f"server CPU under load: {c1 - c0:,.0f} CPU-s in {t1 - t0:,.0f} s = {cores:.2f} cores busy on average, "
+            f"{cores / viewers * 100:.1f}% of a core per viewer ({viewers} viewers)")
+
+
+def job_speed(steps: list[tuple[float, dict]]) -> str:
+    """Each training job's steps per second over the second half of the load phase (the first half includes its
+    start: imports, data)."""
+    if len(steps) < 4:
+        return "jobs: speed not sampled"
+    (t0, s0), (t1, s1) = steps[len(steps) // 2], steps[-1]
+    rates = [f"{k} {(s1.get(k, 0) - s0.get(k, 0)) / max(1e-9, t1 - t0):.1f} steps/s" for k in sorted(s1)]
+    return "training jobs' speed over the second half of the load: " + ", ".join(rates)
+
+
 def report(out: dict, args, jobs_info: str, log_text: str) -> str:
     values = [m for _, m in out["rss"]] or [0.0]
     first, last, slope = memory_trend(out["rss"] or [(0.0, 0.0)])
     conns = out["connections"] or [0]
-    n_exc = len(out["ws"]["exceptions"]) + len(out["browser"]["exceptions"])
+    n_exc = len(out["ws"]["exceptions"]) + len(out["browser"]["exceptions"]) + len(out["hostile"]["exceptions"])
+    viewers = args.ws_sessions + args.browser_sessions + args.hostile_sessions
     lines = [
         "==== load test summary ====",
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPU cores; {args.minutes:g} min with "
         f"{args.ws_sessions} websocket sessions (scripts/st_ws_client.py) + {args.browser_sessions} Chromium "
-        "sessions (Playwright), two jobs training",
+        f"sessions (Playwright) + {args.hostile_sessions} hostile websocket sessions, two jobs training; load "
+        f"average at the start {args.load_at_start}",
         f"jobs: {jobs_info}",
+        job_speed(out["steps"]),
+        cpu_per_viewer(out["cpu"], viewers),
         f"EXCEPTIONS: {n_exc} in pages (websocket {len(out['ws']['exceptions'])}, browser "
-        f"{len(out['browser']['exceptions'])}); browser page errors {len(out['page_errors'])}; tracebacks in the "
-        f"server log {log_text.count('Traceback')}",
+        f"{len(out['browser']['exceptions'])}, hostile {len(out['hostile']['exceptions'])}); browser page errors "
+        f"{len(out['page_errors'])}; tracebacks in the server log {log_text.count('Traceback')}",
         f"server connections (TCP, established): peak {max(conns)}, median {statistics.median(conns):.0f}; server "
         f"threads: peak {max(out['threads'] or [0])}, last {(out['threads'] or [0])[-1]}",
         f"server RSS: start {values[0]:.0f} MB, peak {max(values):.0f} MB, first third mean {first:.0f} MB, last "
@@ -386,7 +488,15 @@ def report(out: dict, args, jobs_info: str, log_text: str) -> str:
             lines.append(f"[{label}] images fetched {m['images']:,}; image URLs already replaced when fetched (404, "
                          f"a newer run's image follows) {m['images_gone']:,}; slider moves overtaken by a full rerun "
                          f"of the page (Streamlit drops a fragment rerun then) {m['overtaken']}")
-    for name in ("ws", "browser"):
+    h = out["hostile"]
+    if h["sessions"]:
+        lines += [
+            f"[hostile] sessions held {h['held']}/{h['sessions']}; expensive links opened {h['visits']}, buttons "
+            f"pressed {h['pressed']}, timed out {len(h['timeouts'])}, broken visits {len(h['session_errors'])}; "
+            f"images fetched {h['images']:,} ({h['image_bytes'] / 2**20:,.1f} MB)",
+            f"[hostile] page load (open -> drawn) of the expensive links: {ms(h['page_load'])}",
+        ]
+    for name in ("ws", "browser", "hostile"):
         for kind in ("exceptions", "session_errors", "timeouts"):
             lines += [f"  {name} {kind}: {e}" for e in out[name][kind][:15]]
     lines += [f"  page error: {e}" for e in out["page_errors"][:15]]
@@ -398,6 +508,11 @@ def main() -> int:
     ap.add_argument("--minutes", type=float, default=3.0, help="how long the sessions run under load")
     ap.add_argument("--ws-sessions", type=int, default=17, help="browserless websocket sessions")
     ap.add_argument("--browser-sessions", type=int, default=3, help="Chromium sessions (0: no browser needed)")
+    ap.add_argument("--explore-from", metavar="RUN_DIR", help="copy this finished run folder (one --keep-explore "
+                    "saved) as the explored VAE instead of training it again")
+    ap.add_argument("--keep-explore", metavar="DIR", help="save the explored VAE's run folder into DIR")
+    ap.add_argument("--hostile-sessions", type=int, default=0,
+                    help="websocket sessions opening every expensive link and pressing every button in a loop")
     ap.add_argument("--idle-moves", type=int, default=12, help="slider moves timed for the idle figure")
     ap.add_argument("--out", default=str(ROOT / "artifacts" / "load-test.txt"), help="where the summary is written")
     ap.add_argument("--trace-memory", metavar="DIR", help="run the server under tracemalloc (scripts/traced_server.py),"
@@ -405,8 +520,10 @@ def main() -> int:
                     " not for the latency or RSS figures)")
     ap.add_argument("--trace-every", type=float, default=20.0, help="seconds between tracemalloc snapshots")
     args = ap.parse_args()
-    if args.ws_sessions < 0 or args.browser_sessions < 0 or args.ws_sessions + args.browser_sessions < 1:
+    if args.ws_sessions < 0 or args.browser_sessions < 0 or args.hostile_sessions < 0 \
+            or args.ws_sessions + args.browser_sessions < 1:
         ap.error("give at least one session: --ws-sessions N and/or --browser-sessions N, both >= 0")
+    args.load_at_start = " ".join(f"{x:.1f}" for x in os.getloadavg())
 
     base = Path(tempfile.mkdtemp(prefix="genlib-load-"))
     (base / "runs").mkdir()
@@ -414,18 +531,35 @@ def main() -> int:
     env = dict(os.environ, GENLIB_RUNS_DIR=str(base / "runs"), GENLIB_DATA_ROOT=str(base / "data"),
                GENLIB_JOB_BACKEND="process", GENLIB_MAX_JOBS="2", PYTHONUNBUFFERED="1", GENLIB_PRETRAINED_DIR="none",
                PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
-    env.pop("GENLIB_TEACHER_TOKEN", None)
+    # teacher mode, as in a lecture: a token nobody types, so every student's action that writes must be refused
+    env["GENLIB_TEACHER_TOKEN"] = secrets.token_hex(16)
     os.environ.update({k: env[k] for k in ("GENLIB_RUNS_DIR", "GENLIB_DATA_ROOT", "PYTHONPATH")})
     from genlib.jobs.manager import JobManager
     from genlib.runs.store import RunStore
 
     mgr = JobManager(RunStore(base / "runs"), backend="process", max_jobs=2)
-    print("pre-training the VAE the sessions explore...", file=sys.stderr)
-    # 80 epochs logged every step: 2,400 metric rows, more than a chart may draw (2,000), so the cap is exercised
-    explore = mgr.submit("vae", {"hidden": 64, "latent": 2},
-                         {"dataset": "digits", "batch_size": 50, "epochs": 80, "log_every": 1, "threads": 1,
-                          "n_samples": 16})
+    if args.explore_from:  # the finished VAE of an earlier load test: the same run, minutes less per measurement
+        import shutil
+
+        source = Path(args.explore_from)
+        shutil.copytree(source, base / "runs" / source.name)
+        explore = source.name
+    else:
+        print("pre-training the VAE the sessions explore...", file=sys.stderr)
+        # 80 epochs logged every step: 2,400 metric rows, more than a chart may draw (2,000), so the cap is exercised
+        explore = mgr.submit("vae", {"hidden": 64, "latent": 2},
+                             {"dataset": "digits", "batch_size": 50, "epochs": 80, "log_every": 1, "threads": 1,
+                              "n_samples": 16})
     assert mgr.wait(explore, timeout=600).state == "finished"
+    if args.keep_explore:
+        import shutil
+
+        shutil.copytree(base / "runs" / explore, Path(args.keep_explore) / explore, dirs_exist_ok=True)
+    # the shipped pretrained runs, as on a fresh install (read-only; the hostile links open its RBM and EBM)
+    from genlib.runs.pretrained import install
+
+    install(mgr.store, ROOT / "pretrained")
+    extra = {"rbm": "pretrained-rbm", "ebm": "pretrained-ebm"}
 
     def start_jobs() -> dict[str, str]:
         # two long jobs that log every step, so their metric logs outgrow the charts' 2,000-point cap
@@ -443,11 +577,12 @@ def main() -> int:
         server = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                                   stdin=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    runs = {"explore": explore}
+    runs = {"explore": explore, **extra}
     jobs = "not started"
     try:
         wait_healthy(url, server, 120)
-        out = asyncio.run(drive(url, port, runs, args, server.pid, start_jobs))
+        out = asyncio.run(drive(url, port, runs, args, server.pid, start_jobs,
+                                lambda: {k: mgr.status(runs[k]).step for k in ("vae", "gan") if k in runs}))
         rows = {k: sum(1 for _ in open(mgr.store.get(runs[k]).metrics_path)) for k in ("explore", "vae", "gan")}
         jobs = ", ".join(f"{k} {runs[k]} at step {mgr.status(runs[k]).step:,} ({rows[k]:,} metric rows)"
                          for k in ("explore", "vae", "gan"))
@@ -471,7 +606,8 @@ def main() -> int:
     series = Path(args.out).with_suffix(".server.csv")  # the samples behind the memory trend, for a plot
     series.write_text("seconds,rss_mb,connections,threads\n" + "".join(
         f"{t:.1f},{m:.1f},{c},{n}\n" for (t, m), c, n in zip(out["rss"], out["connections"], out["threads"])))
-    bad = any(out[m]["exceptions"] or out[m]["session_errors"] for m in ("ws", "browser")) or out["page_errors"]
+    bad = any(out[m]["exceptions"] or out[m]["session_errors"] for m in ("ws", "browser")) or out["page_errors"] \
+        or out["hostile"]["exceptions"]
     return 1 if bad else 0
 
 

@@ -22,6 +22,7 @@ numpy), so the table shows what the dashboard and genlib add to Streamlit's own 
 
     .venv/bin/python scripts/measure_ui.py --data-root ../shared/data               # ~7 min on 2 CPU cores
     .venv/bin/python scripts/measure_ui.py --moves 50 --backends process --json
+    .venv/bin/python scripts/measure_ui.py --gan --moves 30   # only the GAN page's latent-point sliders (~10 min)
 
 The training job is the VAE page's default (the seed's VAE: 784-512-512-8, batch 128) on MNIST when --data-root
 has it, else on the offline digits; the explored VAE is the same architecture, pre-trained for a few seconds. The
@@ -144,14 +145,14 @@ RECORDER_JS = """
 
 
 def slider_latencies(page, img_sel: str, slider_keys: list[str], moves: int,
-                     timeout_ms: int = 30_000) -> dict[str, Any]:
+                     timeout_ms: int = 30_000, per_slider: int | None = None) -> dict[str, Any]:
     """Press ArrowRight `moves` times on the given sliders (fresh values only: a slider is used from 0 up to its
     maximum, then the next one, so no image comes from a cache), each time waiting for the image under `img_sel`
     to be replaced and loaded; returns the latencies in ms, key press to image loaded, both timed in the page."""
     page.locator(img_sel + " img").first.wait_for(timeout=60_000)
     page.evaluate(RECORDER_JS, img_sel)
     page.wait_for_function("() => window.__lat.loads.length >= 1", timeout=timeout_ms)
-    per_slider = int(SLIDER_MAX / SLIDER_STEP)
+    per_slider = per_slider or int(SLIDER_MAX / SLIDER_STEP)
     out, missed = [], 0
     for i in range(moves):
         key = slider_keys[(i // per_slider) % len(slider_keys)]
@@ -172,6 +173,75 @@ def slider_latencies(page, img_sel: str, slider_keys: list[str], moves: int,
 
 def vae_slider_latencies(page, run_id: str, dims: list[int], moves: int) -> dict[str, Any]:
     return slider_latencies(page, f".st-key-vae-zimg-{run_id}", [f"vae-z{d}-{run_id}" for d in dims], moves)
+
+
+# The GAN page's "seed's latent points" sliders (dashboard/explore/gan.py): scale_means from 1.0 to 10 and
+# scale_stds from 1.0 to 10 in steps of 0.5 are 18 fresh positions each; one image grid of GAN_IMAGES digits.
+GAN_MOVES_PER_SLIDER = 18
+
+
+def gan_slider_latencies(page, run_id: str, moves: int) -> dict[str, Any]:
+    """ArrowRight on the means, then the stds slider -> the new grid loaded (at most 2 x GAN_MOVES_PER_SLIDER)."""
+    return slider_latencies(page, f".st-key-gan-grid-{run_id}", [f"gan-means-{run_id}", f"gan-stds-{run_id}"],
+                            min(moves, 2 * GAN_MOVES_PER_SLIDER), per_slider=GAN_MOVES_PER_SLIDER)
+
+
+def measure_gan(args, browser, env: dict[str, str], runs_dir: Path, dataset: str, data_root: str,
+                work: Path) -> dict[str, Any]:
+    """The GAN sliders' latency for each preset's run (the shipped 'fast' pretrained GAN, and a seed-preset GAN
+    trained a few steps here), idle and while a VAE job trains (a CLI job at the dashboard workers' niceness +10,
+    as dashboard/state.py starts them); each figure on a freshly opened page, on two servers side by side and
+    interleaved: grids computed one step ahead (the default) and made only when asked ($GENLIB_GAN_AHEAD=0, the
+    path before it)."""
+    from genlib.runs.pretrained import install
+    from genlib.runs.store import RunStore
+
+    store = RunStore(runs_dir)
+    install(store)
+    runs = {"fast": "pretrained-gan"}
+    log("GAN: training a seed-preset GAN for 20 steps (its sliders' latency does not depend on its quality)")
+    out = subprocess.run([sys.executable, "-m", "genlib", "train", "gan", "--preset", "seed", "--dataset", "digits",
+                          "--max-steps", "20", "--runs-dir", str(runs_dir), "--quiet"],
+                         cwd=REPO, env=env, capture_output=True, text=True, check=False)
+    if out.returncode == 0:
+        runs["seed"] = json.loads(out.stdout.strip().splitlines()[-1])["run_id"]
+    else:
+        log(f"GAN: the seed-preset run failed, measuring 'fast' only:\n{out.stderr[-1500:]}")
+    servers = {mode: Server(dict(env, GENLIB_JOB_BACKEND="process", GENLIB_GAN_AHEAD=flag),
+                            work / f"streamlit-gan-{mode}.log", options=args.st_option)
+               for mode, flag in (("ahead", "1"), ("asked", "0"))}
+    result: dict[str, Any] = {}
+    job = None
+    try:
+        ctx = browser.new_context(viewport={"width": 1400, "height": 900})
+        page = ctx.new_page()
+        for phase in ("idle", "training"):
+            if phase == "training":
+                cmd = ["nice", "-n", "10", sys.executable, "-m", "genlib", "train", "vae", "--dataset", dataset,
+                       "--data-root", data_root, "--hidden", str(VAE_CONFIG["hidden"]), "--latent",
+                       str(VAE_CONFIG["latent"]), "--batch-size", str(VAE_CONFIG["batch_size"]), "--epochs", "50",
+                       "--runs-dir", str(work / "gan-load-runs"), "--quiet"]
+                job = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                metrics = list((work / "gan-load-runs").glob("*/metrics.jsonl"))
+                t0 = time.time()
+                while not metrics and time.time() - t0 < 300:  # past its imports and data loading: training
+                    time.sleep(1)
+                    metrics = list((work / "gan-load-runs").glob("*/metrics.jsonl"))
+            for i, (preset, run_id) in enumerate(runs.items()):
+                order = list(servers) if i % 2 == 0 else list(servers)[::-1]  # interleaved: neither always first
+                for mode in order:
+                    open_page(page, f"{servers[mode].url}/gan?run={run_id}")
+                    log(f"GAN ({preset}, {mode}) {phase}: {args.moves} slider moves")
+                    res = gan_slider_latencies(page, run_id, args.moves)
+                    result[f"{preset}_{phase}_{mode}"] = summary(res["ms"]) | {"missed": res["missed"]}
+        ctx.close()
+    finally:
+        if job is not None:
+            job.terminate()
+            job.wait(30)
+        for server in servers.values():
+            server.close()
+    return result
 
 
 # The floor: Streamlit alone, one slider in a fragment and one 280 px PNG made without torch (numpy + Pillow).
@@ -480,6 +550,8 @@ def main(argv: list[str] | None = None) -> int:
                         "lets it compete with the job like any process on this machine")
     p.add_argument("--no-floor", action="store_true",
                    help="skip the floor (a bare Streamlit app with one slider and one image)")
+    p.add_argument("--gan", action="store_true",
+                   help="measure only the GAN page's latent-point sliders (each preset, idle and while a job trains)")
     p.add_argument("--json", action="store_true", help="also print every figure as one JSON object (last line)")
     p.add_argument("--keep", action="store_true", help="keep the temporary runs folder and server logs")
     args = p.parse_args(argv)
@@ -507,6 +579,33 @@ def main(argv: list[str] | None = None) -> int:
                               "streamlit_options": args.st_option, "browser_nice": args.browser_nice,
                               "loadavg_before": [round(x, 2) for x in load_before], "backends": {}}
     finished = False
+    if args.gan:
+        try:
+            with sync_playwright() as pw:
+                browser = pw.chromium.launch(executable_path=niced_chromium(args.browser_nice, work),
+                                             args=list(st_harness.CHROMIUM_ARGS))
+                try:
+                    if not args.no_floor:  # Streamlit's own round trip on this machine now: the least a move costs
+                        log(f"(a) the floor: a bare Streamlit slider and image, {args.moves} moves")
+                        report["floor"] = floor_latencies(browser, env, work, args.moves, args.st_option)
+                    report["gan"] = measure_gan(args, browser, env, runs_dir, dataset, data_root, work)
+                finally:
+                    browser.close()
+            finished = True
+        finally:
+            report["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
+            if not (args.keep or not finished):
+                shutil.rmtree(work, ignore_errors=True)
+        print(f"\nGAN latent-point sliders, ArrowRight -> new grid loaded (ms), {report['moves']} moves, load average "
+              f"{report['loadavg_before'][0]:.2f} before / {report['loadavg_after'][0]:.2f} after:")
+        shown = ({"floor (bare app)": report["floor"]} if "floor" in report else {}) | report["gan"]
+        for name, fig in shown.items():
+            nan = float("nan")
+            print(f"  {name:24s} median {fig.get('median_ms', nan):7.1f}  p95 {fig.get('p95_ms', nan):7.1f}"
+                  f"  (n={fig.get('n')}, missed {fig.get('missed')})")
+        if args.json:
+            print(json.dumps(report))
+        return 0
     try:
         log(f"pre-training the explored VAE ({PRETRAIN_STEPS} steps on {dataset})")
         explored = cli_train(runs_dir, env, dataset, data_root, PRETRAIN_STEPS)["run_id"]

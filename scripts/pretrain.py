@@ -87,7 +87,7 @@ def train_one(spec: PretrainSpec, runs_dir: Path, data_root: str | None, threads
     tc = dataclasses.asdict(default_train_config(spec.model, **train))
     mc = dataclasses.asdict(make_config(spec.model, spec.model_config))
     run = RunStore(runs_dir).create({"model": spec.model, "model_config": mc, "train_config": tc,
-                                     "dataset": dataset, "title": spec.title, "parent": None}, run_id=spec.run_id)
+                                     "dataset": dataset, "title": spec.title}, run_id=spec.run_id)
     run.send(command="run", lr=tc["lr"])
     timer = threading.Timer(spec.budget_min * 60, lambda: run.send(command="stop"))
     timer.daemon = True
@@ -110,7 +110,8 @@ def export(run: Any, spec: PretrainSpec, out_dir: Path, seconds: float, order: i
 
     from genlib.runs.checkpoints import checkpoint_bytes, load_checkpoint, model_from_checkpoint, read_checkpoint
     from genlib.images import grid, png_bytes
-    from genlib.runs.io import atomic_write_bytes, atomic_write_json
+    from genlib.runs.io import atomic_write_bytes
+    from genlib.runs.schema import ControlRecord, StateRecord
     from genlib.models import LatentModel
     from genlib.training import TrainConfig
 
@@ -152,18 +153,16 @@ def export(run: Any, spec: PretrainSpec, out_dir: Path, seconds: float, order: i
     atomic_write_bytes(target / "live.png", png_bytes(grid(half_images)))
     shutil.copyfile(run.metrics_path, target / "metrics.jsonl")
     created = 1_700_000_000.0 + order  # fixed, older than any real run: a teacher's own runs are always newer
-    atomic_write_json(target / "run.json", {
-        **info, "train_config": tc, "id": spec.run_id, "created": created, "title": spec.title,
-        "pretrained": {"script": "scripts/pretrain.py", "wall_seconds": round(seconds, 1), "threads": threads,
-                       "budget_min": spec.budget_min, "stopped_at_budget": at_budget,
-                       "cpu": platform.processor() or platform.machine(),
-                       "torch": torch.__version__, "half_max_pixel_diff": round(diff, 5),
-                       "half_mean_pixel_diff": round(mean_diff, 6)}})
+    dataclasses.replace(run.record(), train_config=tc, id=spec.run_id, created=created, title=spec.title, pretrained={
+        "script": "scripts/pretrain.py", "wall_seconds": round(seconds, 1), "threads": threads,
+        "budget_min": spec.budget_min, "stopped_at_budget": at_budget,
+        "cpu": platform.processor() or platform.machine(), "torch": torch.__version__, "half_max_pixel_diff": round(diff, 5),
+        "half_mean_pixel_diff": round(mean_diff, 6)}).save(target / "run.json")
     keep = ("step", "epoch", "images", "seconds", "total_steps", "steps_per_epoch", "images_per_second", "metrics")
-    atomic_write_json(target / "state.json", {**{k: state[k] for k in keep if k in state},
-                                              "state": state.get("state", "finished"), "eta_seconds": 0,
-                                              "message": None, "error": None, "updated": created})
-    atomic_write_json(target / "control.json", {"command": "run", "lr": info["train_config"]["lr"], "seq": 1})
+    StateRecord.from_dict({**{k: state[k] for k in keep if k in state}, "state": state.get("state", "finished"),
+                           "eta_seconds": 0, "message": None, "error": None, "updated": created},
+                          where=f"{spec.run_id}'s state").save(target / "state.json")
+    ControlRecord(command="run", seq=1, knobs={"lr": info["train_config"]["lr"]}).save(target / "control.json")
     size = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
     print(f"{spec.run_id}: {state.get('state')} at step {state.get('step')} (epoch {state.get('epoch')}) in "
           f"{seconds:.0f} s; folder {size / 2**20:.2f} MB; float16 vs float32 samples: max pixel diff {diff:.4f}, "

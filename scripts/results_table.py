@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""The README's results table: train the seed's default settings of each model on MNIST within a stated CPU budget,
-evaluate them with genlib.quality.evaluator's full settings, and print a markdown table beside the published references.
+"""The results table of docs/quality.md: train the seed's default settings of each model on MNIST within a stated CPU budget,
+evaluate them with genlib.quality's FULL settings (the same evaluation and record as `python -m genlib evaluate` and
+the dashboard's), and print a markdown table beside the published references.
 
     nice -n 10 .venv/bin/python scripts/results_table.py --data-root ../shared/data --out artifacts/results.json
     .venv/bin/python scripts/results_table.py --dataset digits --quick     # a smoke run in seconds
@@ -140,6 +141,11 @@ def fmt(value: Any, se: Any = None, digits: int = 2) -> str:
     return f"{value:.{digits}f}"
 
 
+def figures_of(r: dict) -> dict:
+    """A model's figures: from its quality record (genlib.quality.records.make_record), or an older --out file's."""
+    return (r.get("quality") or {}).get("figures") or r.get("figures") or {}
+
+
 def table(results: dict) -> str:
     """The markdown table: one row per figure, genlib's value beside the published reference."""
     rows = ["| model (seed settings) | trained here | figure | genlib | published reference |",
@@ -160,7 +166,7 @@ def table(results: dict) -> str:
 
     if "rbm" in results:
         r = results["rbm"]
-        f = r["figures"]
+        f = figures_of(r)
         name = "RBM 784-500, CD-1, SGD lr 0.1, batch 64"
         rows.append(f"| {name} | {trained(r)} | test log-likelihood, AIS {f['ais_steps']:,} x {f['ais_chains']}, "
                     f"nats | {fmt(f['test_log_likelihood'], f['test_log_likelihood_se'])} | {PAPERS['rbm']} |")
@@ -169,7 +175,7 @@ def table(results: dict) -> str:
         samples(name, r, f)
     if "vae" in results:
         r = results["vae"]
-        f = r["figures"]
+        f = figures_of(r)
         name = "VAE 784-512-512-8, Bernoulli, Adam 1e-3, batch 128"
         rows.append(f"| {name} | {trained(r)} | test -ELBO, binarised, nats | "
                     f"{fmt(f['neg_elbo'], f['neg_elbo_se'])} | |")
@@ -185,7 +191,7 @@ def table(results: dict) -> str:
         samples(name, r, f)
     if "gan" in results:
         r = results["gan"]
-        samples("GAN (the seed's DCGAN), Adam 1e-4, batch 256", r, r["figures"], trained(r))
+        samples("GAN (the seed's DCGAN), Adam 1e-4, batch 256", r, figures_of(r), trained(r))
     return "\n".join(rows)
 
 
@@ -221,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from genlib.data import load_dataset
     from genlib.quality.evaluator import QualityEvaluator
+    from genlib.quality.records import evaluate_record
     from genlib.quality.settings import settings_for
 
     if args.threads:
@@ -237,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
             progress_t["t"] = time.monotonic()
             log(f"  {fraction:4.0%} {message}")
 
-    evaluator = QualityEvaluator(data, cache_dir=args.cache_dir, progress=progress)
+    evaluator = QualityEvaluator(data, cache_dir=args.cache_dir)
     results: dict[str, Any] = {"dataset": data.name, "settings": dataclasses.asdict(settings),
                                "torch_threads": torch.get_num_threads()}
     epochs = {"rbm": args.rbm_epochs, "vae": args.vae_epochs, "gan": args.gan_epochs}
@@ -247,10 +254,12 @@ def main(argv: list[str] | None = None) -> int:
                         precision=args.gan_precision if name == "gan" else "fp32")
         model = r.pop("model")
         log(f"{name}: trained in {r['seconds']:.0f} s; evaluating")
-        t0 = time.perf_counter()
         model.eval()
-        r["figures"] = evaluator.evaluate(model, settings)
-        r["eval_seconds"] = time.perf_counter() - t0
+        r["quality"] = record = evaluate_record(evaluator, model, settings, r["steps"], on_progress=progress)
+        if record["error"] is not None:
+            log(f"{name}: the evaluation failed: {record['error']}\n{record.get('traceback', '')}")
+            return 1
+        r["eval_seconds"] = record["seconds"]
         if name == "vae":
             r["test_loss_grey"] = grey_pixel_loss(model.encode, model.decode_logits, data.x_test, args.seed)
         log(f"{name}: evaluated in {r['eval_seconds']:.0f} s")

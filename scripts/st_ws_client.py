@@ -137,6 +137,23 @@ class Session:
         self._states[wid] = state
         return await self._rerun(fragment_id=el.fragment_id)
 
+    async def press_every_button(self) -> list[str]:
+        """Press each enabled button on the page once, as a student clicking everything would (a trigger is sent
+        with one run only, as the frontend does); returns the keys (or ids) pressed. Buttons that a press made
+        disappear are skipped."""
+        pressed = []
+        for wid in [getattr(el.proto, "id", "") for el in self.widgets("button")]:
+            el = next((e for e in self.widgets("button") if getattr(e.proto, "id", "") == wid), None)
+            if el is None or getattr(el.proto, "disabled", False):
+                continue
+            self._states[wid] = _widget_state(wid, el, True)
+            try:
+                await self._rerun(fragment_id=el.fragment_id)
+            finally:
+                self._states.pop(wid, None)  # a trigger is true for the run it caused only
+            pressed.append(user_key(wid) or wid)
+        return pressed
+
     async def move_slider(self, slider_key: str, value: float, image_key: str) -> tuple[float | None, Run]:
         """Set a slider and time it: (seconds until the image in the container `image_key` was replaced by a new one
         and fetched, None if the run did not change it; the run it caused)."""

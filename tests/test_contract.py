@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from genlib.runs.checkpoints import checkpoint_bytes, model_from_checkpoint, read_checkpoint
-from genlib.models import MODELS, LatentModel, build_model, make_config
+from genlib.models import MODELS, DenseDecoder, EnergyModel, LatentModel, build_model, make_config
 
 SMALL = {"rbm": {"n_hidden": 32, "sample_steps": 20}, "vae": {"hidden": 32, "latent": 4}, "gan": {"preset": "fast"},
          "ebm": {"channels": (4, 4, 8, 8), "hidden": 8, "langevin_steps": 3, "buffer_size": 32, "sample_steps": 5}}
@@ -97,3 +97,50 @@ def test_bf16_precision_step_is_finite(model):
     model.configure_training(lr=1e-3, precision="bf16")
     metrics = model.train_step(torch.rand(8, 1, 28, 28))
     assert all(math.isfinite(float(v)) for v in metrics.values())
+
+
+# ---- what a model exports to code outside it (the dashboard never reaches into a model's layers) ----
+
+DENSE_DECODERS = {"vae", "rbm"}  # small dense decoders the dashboard runs in the browser; the GAN's are convolutions
+ENERGIES = {"rbm", "ebm"}  # an energy on images: the RBM's free energy, the EBM's network
+
+
+def test_exported_decoder_is_plain_tensors_that_decode_like_the_model(model):
+    if not isinstance(model, LatentModel):
+        return
+    net = model.export_decoder()
+    assert (net is not None) == (model.name in DENSE_DECODERS)
+    if net is None:
+        return
+    assert isinstance(net, DenseDecoder) and net.out in ("sigmoid", "tanh_half")
+    for layer in net.layers:
+        assert layer.act in ("relu", "none")
+        for t in (layer.weight, layer.bias):
+            assert t.device.type == "cpu" and t.dtype == torch.float32 and not t.requires_grad
+    assert net.layers[0].weight.shape[1] == model.latent_dim
+    assert net.layers[-1].weight.shape[0] == 28 * 28
+    z = model.sample_latent(4, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(net(z), model.decode(z).reshape(4, -1).double(), atol=1e-5, rtol=0)
+    before = model.decode(z)
+    net.layers[0].weight.zero_()  # a copy: changing it leaves the model alone
+    assert torch.equal(model.decode(z), before)
+
+
+def test_energy_on_images_is_per_image_finite_and_differentiable(model):
+    assert isinstance(model, EnergyModel) == (model.name in ENERGIES)
+    if not isinstance(model, EnergyModel):
+        return
+    x = torch.rand(3, 1, 28, 28, requires_grad=True)
+    e = model.image_energy(x)
+    assert e.shape == (3,) and torch.isfinite(e).all()
+    (grad,) = torch.autograd.grad(e.sum(), x)
+    assert grad.shape == x.shape and grad.abs().sum() > 0
+    # each image's energy is its own: a batch of one gives the same number
+    torch.testing.assert_close(model.image_energy(x[1:2].detach()), e[1:2].detach(), atol=1e-4, rtol=1e-4)
+
+
+def test_rbm_image_energy_is_its_free_energy():
+    rbm = build_model("rbm", SMALL["rbm"])
+    x = torch.rand(5, 1, 28, 28)
+    torch.testing.assert_close(rbm.image_energy(x), rbm.free_energy(x.reshape(5, -1)))
+    assert rbm.filters().shape == (rbm.latent_dim, rbm.n_visible)

@@ -1,5 +1,5 @@
 """Tests of genlib.quality.ais: exact log Z against brute force, AIS against exact log Z, the pseudo-log-likelihood
-against its definition, and the whole evaluation on a run folder.
+against its definition, and evaluate_rbm's whole report (a run folder's evaluation: tests/test_quality.py).
 
 AIS tolerance: the estimate's own standard error in log space, σ = std(w) / (sqrt(M) mean(w)), is what the paper's
 ±3σ interval reports; a correct sampler lands within 3σ of the truth except in ~0.3% of seeds (for near-Gaussian
@@ -18,7 +18,6 @@ import math
 import pytest
 import torch
 
-from genlib.runs.checkpoints import save_checkpoint
 from genlib.data import load_dataset, to_unit
 from genlib.quality.ais import (AISConfig, RBMEvalConfig, ais_betas, ais_log_partition, base_rate_biases,
                                  evaluate_rbm, log_likelihood, log_partition_exact, pseudo_log_likelihood,
@@ -210,21 +209,6 @@ def test_evaluate_rbm_reports_consistent_figures(trained_rbm, digits):
     again = evaluate_rbm(trained_rbm, digits.x_train, digits.x_test, cfg)
     timing = {"ais_seconds"}
     assert {k: v for k, v in again.items() if k not in timing} == {k: v for k, v in out.items() if k not in timing}
-
-
-def test_evaluate_run_on_an_rbm_run(tmp_path, trained_rbm):
-    from genlib.quality.evaluate import evaluate_run, settings_for
-    from genlib.runs.store import RunStore
-
-    run = RunStore(tmp_path / "runs").create({"model": "rbm", "model_config": {"n_hidden": 16},
-                                              "train_config": {"dataset": "digits"}, "dataset": "digits"})
-    save_checkpoint(run.checkpoint_path, trained_rbm, train_config={"dataset": "digits"}, progress={"step": 600})
-    out = evaluate_run(run, quick=True, device="cpu", cache_dir=tmp_path / "cache",
-                       settings=settings_for(True, ais_steps=300, ais_chains=20))
-    json.dumps(out)
-    assert out["model"] == "rbm" and out["step"] == 600 and out["dataset"] == "digits"
-    assert out["rbm"]["ais_steps"] == 300 and "test_log_likelihood" in out["rbm"]
-    assert "samples" not in out and "classifier" in out["samples_skipped"]  # nothing cached, none trained
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

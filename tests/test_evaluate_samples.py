@@ -171,7 +171,7 @@ def test_sample_quality_orders_models(cache, digits):
     bad = sample_quality(Noise(), model, digits.x_train, digits.x_test, n=300)
     json.dumps(good)
     assert sum(good["class_histogram"]) == 300 and good["n_floor"] == 300
-    assert good["frechet_distance"] < 2 * good["frechet_floor_train_vs_test"] + 1e-6
+    assert good["frechet_distance"] < 2 * good["frechet_floor"] + 1e-6
     assert bad["frechet_distance"] > 5 * good["frechet_distance"]
     assert bad["class_entropy"] < good["class_entropy"]
 
@@ -195,9 +195,14 @@ def test_cli_evaluates_a_gan_run(tmp_path, cache, capsys):
     out = json.loads(p.stdout.strip().splitlines()[-1])
     assert out["model"] == "gan" and out["step"] == 7 and out["quick"] is True
     assert out["samples"]["n_samples"] == 200 and sum(out["samples"]["class_histogram"]) == 200
-    assert out["samples"]["frechet_distance"] > out["samples"]["frechet_floor_train_vs_test"]  # an untrained GAN
+    assert out["samples"]["frechet_distance"] > out["samples"]["frechet_floor"]  # an untrained GAN
     assert out["classifier"]["dataset"] == "digits" and "rbm" not in out and "vae" not in out
     assert "samples:" in p.stderr  # progress went to stderr
+    # the one evaluation path: the same record as the worker's and the dashboard's, in the run folder
+    assert out["kind"] == "cheap" and out["error"] is None and out["figures"]["n_samples"] == 200
+    records = run.quality_records()[0]
+    assert len(records) == 1 and records[0]["kind"] == "cheap" and records[0]["step"] == 7
+    assert records[0]["figures"] == out["figures"]
 
     from genlib.cli import main  # the error path in-process: a message, exit status 2, no traceback
 

@@ -15,7 +15,6 @@ import math
 import pytest
 import torch
 
-from genlib.runs.checkpoints import save_checkpoint
 from genlib.data import load_dataset
 from genlib.quality.iwae import VAEEvalConfig, evaluate_vae, log_weights, vae_bounds
 from genlib.models.vae import VAE, VAEConfig
@@ -137,20 +136,3 @@ def test_evaluate_vae_on_digits_states_its_protocol():
     gaussian = VAE(VAEConfig(hidden=32, latent=4, decoder="gaussian"))
     out = evaluate_vae(gaussian, data.x_test, VAEEvalConfig(k=5, n_test=50))
     assert out["comparable"] is False and "not comparable" in out["units"] and "density" in out["data"]
-
-
-def test_evaluate_run_on_a_vae_run(tmp_path):
-    from genlib.quality.evaluate import evaluate_run, settings_for
-    from genlib.runs.store import RunStore
-
-    torch.manual_seed(0)
-    vae = VAE(VAEConfig(hidden=32, latent=2))
-    run = RunStore(tmp_path / "runs").create({"model": "vae", "model_config": {"hidden": 32, "latent": 2},
-                                              "train_config": {"dataset": "digits"}, "dataset": "digits"})
-    save_checkpoint(run.checkpoint_path, vae, train_config={"dataset": "digits"}, progress={"step": 3})
-    messages = []
-    out = evaluate_run(run, quick=True, device="cpu", cache_dir=tmp_path / "cache",
-                       settings=settings_for(True, iwae_k=10), progress=lambda f, m: messages.append(m))
-    json.dumps(out)
-    assert out["model"] == "vae" and out["vae"]["iwae_k"] == 10 and out["vae"]["n_test"] == 297
-    assert any(m.startswith("VAE: IWAE") for m in messages)

@@ -268,3 +268,41 @@ def test_missing_dataset_falls_back_to_the_offline_digits(runs_dir, tmp_path_fac
                                      "train_config": {"dataset": "mnist", "data_root": str(empty)}})
     data, note = test_data(run)
     assert data.name == "digits" and "mnist is not on this machine" in note
+
+
+# ---- the RBM's persistent chains (PCD) ----
+
+@pytest.mark.usefixtures("no_quality_evaluation")
+def test_rbm_page_shows_the_persistent_chains_of_a_pcd_run(runs_dir, media):
+    import dataclasses
+
+    from genlib.images import grid, png_bytes
+    from genlib.jobs.worker import run_job
+    from genlib.models.rbm import PCD_SHOWN
+    from genlib.runs.checkpoints import load_checkpoint, model_from_checkpoint
+    from genlib.training import TrainConfig
+
+    tc = TrainConfig(dataset="digits", epochs=1, batch_size=100, log_every=5, device="cpu")
+    run = RunStore(runs_dir).create({"model": "rbm", "model_config": {"n_hidden": 32, "persistent": True},
+                                     "train_config": dataclasses.asdict(tc), "dataset": "digits"})
+    assert run_job(run)["state"] == "finished"
+    saved = (run.path / "pcd_chains.png").read_bytes()
+    ckpt = load_checkpoint(run.checkpoint_path, device="cpu")  # the chain as training left it: (batch, n_hidden)
+    chain = ckpt.training_state["pcd_chain"]
+    assert chain.shape == (100, 32)
+    model = model_from_checkpoint(ckpt, device="cpu")
+    assert saved == png_bytes(grid(model.decode(chain[:PCD_SHOWN])))  # p(v|h) of the particles, not fresh samples
+    at = _tab(_open("rbm", run), "rbm", "Persistent chains")
+    img = read_png(_png(at, media, f"rbm-pcd-img-{run.id}"))
+    assert img.shape[1] >= read_png(saved).shape[1]
+    image_caption = at.get_by_key(f"rbm-pcd-img-{run.id}").image[0].proto.imgs[0].caption
+    assert f"{PCD_SHOWN} persistent chains" in image_caption
+    assert "Tieleman" in " ".join(c.value for c in at.caption)
+
+
+def test_rbm_without_pcd_says_it_has_no_persistent_chains(runs_dir, media):
+    run = _save_run(runs_dir, "rbm", _model("rbm"))
+    at = _tab(_open("rbm", run), "rbm", "Persistent chains")
+    assert any("no persistent chains to show" in i.value for i in at.info)
+    with pytest.raises(KeyError):
+        at.get_by_key(f"rbm-pcd-img-{run.id}")

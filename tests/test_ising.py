@@ -197,7 +197,7 @@ def test_ising_dataset_is_generated_once_then_read_from_the_cache(tmp_path, monk
     def refuse(*a, **k):
         raise AssertionError("sampled again instead of reading the cache")
 
-    monkeypatch.setattr(ising_data, "sample_temperature", refuse)
+    monkeypatch.setattr(dataset, "sample_temperature", refuse)
     again = load_dataset("ising:T=2.5,n=200,seed=1,L=8", root=tmp_path)  # any order of options, same cache
     assert torch.equal(again.x_train, data.x_train[:200])
     assert dataset.parse("T=2.5,n=200,seed=1,L=8").name == "ising:L=8,T=2.5,n=200,seed=1"
@@ -253,12 +253,12 @@ def test_sweep_plan_makes_valid_runs_one_per_temperature():
 
     plan = SweepPlan(sweep_id="s1", L=8, temperatures=(1.5, 2.5), n=1000, epochs=3)
     jobs = plan.jobs()
-    assert [j["parent"]["T"] for j in jobs] == [1.5, 2.5]
+    assert [j["sweep"]["T"] for j in jobs] == [1.5, 2.5]
     for j in jobs:
         config = make_config("rbm", j["model_config"])
         assert config.image_shape == (1, 8, 8) and config.centering and config.n_hidden == 256
         TrainConfig(**j["train_config"])
-        assert sweep_of({"model": "rbm", "dataset": j["train_config"]["dataset"], "parent": j["parent"]})[0] == "s1"
+        assert sweep_of({"model": "rbm", "dataset": j["train_config"]["dataset"], "sweep": j["sweep"]})[0] == "s1"
     assert sweep_of({"model": "rbm", "dataset": "ising:L=8,T=2", "id": "r1"}) == ("r1", 2.0)
     assert sweep_of({"model": "rbm", "dataset": "ising:L=8,T=2/3", "id": "r1"}) is None
     assert sweep_of({"model": "rbm", "dataset": "digits", "id": "r1"}) is None
@@ -283,7 +283,7 @@ def test_rbm_page_shows_an_ising_sweep_with_curves_table_and_lattices(dashboard_
     for job in SweepPlan(sweep_id="sweep-test", L=8, temperatures=(1.5, 3.0), n=1000, epochs=1).jobs():
         load_dataset(job["train_config"]["dataset"])  # the data a worker would have simulated
         run = store.create({"model": "rbm", "model_config": job["model_config"], "train_config": job["train_config"],
-                            "dataset": job["train_config"]["dataset"], "title": job["title"], "parent": job["parent"]})
+                            "dataset": job["train_config"]["dataset"], "title": job["title"], "sweep": job["sweep"]})
         save_checkpoint(run.checkpoint_path, build_model("rbm", job["model_config"]),
                         train_config=job["train_config"], progress={"step": 10, "epoch": 1, "images": 1000})
         run.write_state(state="finished", step=10, epoch=1)

@@ -220,7 +220,7 @@ def test_rbm_in_browser_clamp_sliders_start_from_the_link(runs_dir):
 def _release_app(run_id):
     import streamlit as st
 
-    from dashboard.explore.browser_decoder import _link_units, _linked_units
+    from dashboard.explore.rbm import _link_units, _linked_units
     from genlib.runs.store import RunStore
 
     run = RunStore().get(run_id)

@@ -268,3 +268,72 @@ def test_progress_text_says_epoch_step_speed_and_time_left():
     assert progress_text(s, 10) == "Running · epoch 3 of 10 · step 1,234/4,690 · 2,300 images/s · about 1 min 20 s left"
     q = JobStatus(**{**s.__dict__, "state": "queued", "queue_position": 2})
     assert "number 2 in line" in progress_text(q, 10)
+
+
+def test_progress_text_of_a_finished_run_says_what_it_trained_not_epochs_left():
+    from dashboard.training import progress_text
+    from genlib.jobs.manager import JobStatus
+
+    s = JobStatus(run_id="r", model="vae", dataset="mnist", state="finished", step=2030, total_steps=2030,
+                  epoch=4, images_per_second=None, eta_seconds=0, message=None, error=None, queue_position=None,
+                  metrics={})
+    assert progress_text(s, 5) == "Finished · 4 epochs trained · step 2,030/2,030"
+    stopped = JobStatus(**{**s.__dict__, "state": "stopped", "step": 1000, "epoch": 2})
+    assert progress_text(stopped, 5) == "Stopped · 2 of 5 epochs done · step 1,000/2,030"
+
+
+@pytest.fixture
+def shipped_copy(dashboard_env, monkeypatch):
+    """The repository's pretrained/ runs, copied (the GAN without its saved grids, so the home page must sample it)."""
+    import shutil
+
+    from conftest import ROOT
+
+    src = dashboard_env / "pretrained"
+    shutil.copytree(ROOT / "pretrained", src)
+    shutil.rmtree(src / "pretrained-gan" / "samples")
+    (src / "pretrained-gan" / "live.png").unlink()
+    monkeypatch.setenv("GENLIB_PRETRAINED_DIR", str(src))
+    return src
+
+
+def test_home_shows_a_sample_grid_of_every_model_from_its_best_pretrained_run(shipped_copy):
+    from genlib.images import read_png
+
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(APP, default_timeout=300).run()  # installs the runs and samples the GAN: slow when busy
+    assert not at.exception, at.exception
+    captions = [img.caption for el in at.image for img in el.proto.imgs]
+    for run_id, what in [("pretrained-rbm", "Gibbs"), ("pretrained-vae-latent8", "decoder"),
+                         ("pretrained-gan", "generator"), ("pretrained-ebm", "Langevin")]:
+        assert any(run_id in c and what in c for c in captions), (run_id, captions)
+    assert any("pretrained-gan" in c and "fresh samples" in c for c in captions)  # no saved grid: sampled once
+    assert any("pretrained-ebm" in c and "saved grid epoch-0002.png" in c for c in captions)
+    assert not any("latent2" in c for c in captions)
+    from dashboard import home_gallery
+    from genlib.runs.store import Run
+
+    run = Run(state_root(at) / "pretrained-gan")
+    png, where = home_gallery.gallery_image(run)
+    img = read_png(png)
+    assert where == "36 fresh samples" and img.shape[0] == img.shape[1] and img.std() > 10  # a 6x6 grid, not blank
+
+
+def state_root(at):
+    from dashboard import state
+
+    return state.get_store().root
+
+
+def test_a_model_page_opens_on_its_best_pretrained_run_and_reads_finished(shipped_copy):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.switch_page("app_pages/vae.py")
+    at.run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="vae-run-select").value == "pretrained-vae-latent8"
+    bars = [p.proto.text for p in at.get("progress")]
+    assert any(t.startswith("Finished · 4 epochs trained · step 2,030") for t in bars), bars
+    assert not any("epochs done" in t for t in bars)

@@ -92,7 +92,7 @@ def test_pretrained_runs_are_read_only_but_can_be_forked(exported, tmp_path):
         status = mgr.wait(fork_id, timeout=120)
         assert status.state == "finished" and status.step == 90
         fork = store.get(fork_id)
-        assert not is_pretrained(fork) and fork.info()["parent"]["run_id"] == "pretrained-vae-tiny"
+        assert not is_pretrained(fork) and fork.info()["forked_from"]["run_id"] == "pretrained-vae-tiny"
         assert load_checkpoint(fork.checkpoint_path).training_state["beta"] == 2.0
         assert store.get("pretrained-vae-tiny").state()["step"] == 60  # the original is untouched
     finally:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import time
 
 import pytest
 import torch
@@ -155,16 +156,16 @@ def test_the_worker_records_cheap_figures_within_budget_and_final_ones_at_the_en
     run = _tiny_run(tmp_path, epochs=6)
     summary = worker.run_job(run)
     assert summary["state"] == "finished" and run.state().get("message") is None
-    records, _ = run.quality_records()
-    cheap = [r for r in records if r["kind"] == "cheap"]
-    assert cheap and all(r["error"] is None for r in records)
+    saved, _ = run.quality_records()
+    cheap = [r for r in saved if r["kind"] == "cheap"]
+    assert cheap and all(r["error"] is None for r in saved)
     assert [r["step"] for r in cheap] == sorted(r["step"] for r in cheap)
     assert all("neg_elbo" in r["figures"] and "frechet_distance" in r["figures"] for r in cheap)
     # the cadence keeps cheap evaluations within 10% of the training time (plus the first one, at once)
     train_s = run.state()["seconds"]
     costs = [r["seconds"] for r in cheap]
     assert sum(costs) <= 0.1 * train_s + max(costs) + 0.05
-    final = records[-1]
+    final = saved[-1]
     assert final["kind"] == "final" and final["step"] == summary["steps"] and final["settings"]["iwae_k"] == 20
     assert run.quality_summary() == json.loads(json.dumps(final))  # quality.json: the same record
     assert run.quality_status()["state"] == "done" and not evaluation_running(run)
@@ -181,9 +182,9 @@ def test_a_failing_evaluation_is_recorded_and_the_job_still_finishes(tmp_path, m
     run = _tiny_run(tmp_path, epochs=2)
     summary = worker.run_job(run)
     assert summary["state"] == "finished" and summary["error"] is None
-    records, _ = run.quality_records()
-    assert records and all(r["error"] == "RuntimeError: boom" and r["figures"] == {} for r in records)
-    assert records[-1]["kind"] == "final" and "boom" in records[-1]["traceback"]
+    saved, _ = run.quality_records()
+    assert saved and all(r["error"] == "RuntimeError: boom" and r["figures"] == {} for r in saved)
+    assert saved[-1]["kind"] == "final" and "boom" in saved[-1]["traceback"]
     assert run.quality_summary() is None  # a failed evaluation never replaces the summary
     assert run.quality_status()["state"] == "failed"
 
@@ -225,3 +226,77 @@ def test_evaluating_a_run_without_a_checkpoint_records_the_error(tmp_path):
     run = _tiny_run(tmp_path)
     record = records.evaluate_saved_run(run, FULL)
     assert "no checkpoint yet" in record["error"] and run.quality_status()["state"] == "failed"
+
+
+# ---- a saved run's evaluation (what `python -m genlib evaluate` runs; moved from the former genlib/quality/evaluate.py)
+
+def _saved_run(tmp_path, model, name, model_config, step):
+    from genlib.runs.checkpoints import save_checkpoint
+
+    run = RunStore(tmp_path / "runs").create({"model": name, "model_config": model_config,
+                                              "train_config": {"dataset": "digits"}, "dataset": "digits"})
+    save_checkpoint(run.checkpoint_path, model, train_config={"dataset": "digits"}, progress={"step": step})
+    return run
+
+
+def test_evaluate_saved_run_on_an_rbm_run(tmp_path, digits):
+    from genlib.quality.ais import base_rate_biases
+
+    torch.manual_seed(0)
+    rbm = build_model("rbm", {"n_hidden": 16})
+    with torch.no_grad():
+        rbm.v_bias.copy_(base_rate_biases(digits.x_train).float())
+        rbm.W.normal_(0, 0.05)
+    run = _saved_run(tmp_path, rbm, "rbm", {"n_hidden": 16}, 600)
+    settings = settings_for("cheap", ais_steps=300, ais_chains=20, sample_models=("rbm",))
+    record = records.evaluate_saved_run(run, settings, device="cpu", cache_dir=tmp_path / "cache")
+    out = records.result_line(run, record, device="cpu")
+    json.dumps(out)
+    assert out["model"] == "rbm" and out["step"] == 600 and out["dataset"] == "digits" and out["error"] is None
+    assert out["rbm"]["ais_steps"] == 300 and "test_log_likelihood" in out["rbm"]
+    assert "samples" not in out and "classifier" in out["samples_skipped"]  # nothing cached, none trained
+    assert run.quality_records()[0] == [json.loads(json.dumps(record))]  # recorded, as every evaluation is
+
+
+def test_evaluate_saved_run_on_a_vae_run(tmp_path):
+    torch.manual_seed(0)
+    vae = build_model("vae", {"hidden": 32, "latent": 2})
+    run = _saved_run(tmp_path, vae, "vae", {"hidden": 32, "latent": 2}, 3)
+    messages = []
+    record = records.evaluate_saved_run(run, settings_for("cheap", iwae_k=10), device="cpu",
+                                        cache_dir=tmp_path / "cache", progress=lambda f, m: messages.append(m))
+    out = records.result_line(run, record)
+    json.dumps(out)
+    assert out["model"] == "vae" and out["vae"]["iwae_k"] == 10 and out["vae"]["vae_n_test"] == 297
+    assert any(m.startswith("IWAE: IWAE") for m in messages)
+
+
+# ---- the expected time of an evaluation, and its overall progress ----
+
+def test_the_estimate_covers_each_stage_and_is_near_the_actual_time(digits, tmp_path):
+    from genlib.quality.estimate import StagedProgress, describe, estimate_stages
+
+    torch.manual_seed(0)
+    rbm = build_model("rbm", {"n_hidden": 64})
+    settings = settings_for("cheap", ais_steps=2_000, ais_chains=32, n_test=300)
+    evaluator = QualityEvaluator(digits, cache_dir=tmp_path)
+    stages = estimate_stages(evaluator, rbm, settings)
+    assert list(stages) == ["AIS"] and stages["AIS"] > 0  # cheap: the RBM's samples wait for the final evaluation
+    assert describe(stages).startswith("AIS, ~")
+    seen = []
+    clock = StagedProgress(stages)
+    evaluator.progress = lambda f, m: seen.append(clock.fraction(f, m))
+    t0 = time.perf_counter()
+    evaluator.evaluate(rbm, settings)
+    actual = time.perf_counter() - t0
+    # the probe is 50 of the 2,000 steps: on a busy machine its pace may differ, but not by a factor of four
+    assert actual / 4 < stages["AIS"] < actual * 4 + 0.5, (stages, actual)
+    assert seen == sorted(seen) and seen[-1] == 1.0
+
+    vae = build_model("vae", {"hidden": 32, "latent": 2})
+    vae_stages = estimate_stages(evaluator, vae, SMALL_FINAL)  # no classifier cached: a final one trains it first
+    assert list(vae_stages) == ["IWAE", "classifier", "samples"] and all(v > 0 for v in vae_stages.values())
+    clock = StagedProgress(vae_stages)
+    assert clock.fraction(1.0, "IWAE: done") < clock.fraction(0.0, "classifier: epoch 1") + 1e-9
+    assert clock.fraction(0.5, "classifier: epoch 1") < clock.fraction(0.1, "samples: sampling") < 1.0
+    assert clock.fraction(1.0, "samples: sampling 300/300 images") == 1.0

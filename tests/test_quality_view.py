@@ -138,3 +138,44 @@ def test_pure_helpers():
     assert fig is not None and [t.name for t in fig.data] == ["cheap (during training)", "final (end of training)"]
     assert list(fig.data[0].error_y.array) == [1.0]
     assert trend_figure([recs[1]]) is None and histogram_figure(recs[0]) is None
+
+
+def test_trend_against_training_seconds_uses_each_records_clock():
+    from dashboard.quality_view import record_seconds, step_seconds, trend_figure
+
+    clock = step_seconds([{"step": 20, "seconds": 4.0}, {"step": 40, "seconds": 8.0}, {"step": 60, "seconds": 20.0},
+                          {"step": 7, "epoch": 0}])  # a row without seconds is skipped
+    assert clock == ([20, 40, 60], [4.0, 8.0, 20.0])
+    recs = [{"kind": "cheap", "step": 50, "t": 1, "figures": {"neg_elbo": 200.0}, "error": None},  # older: no clock
+            {"kind": "cheap", "step": 60, "t": 2, "train_seconds": 33.5, "figures": {"neg_elbo": 150.0},
+             "error": None}]
+    assert record_seconds(recs[0], clock) == 14.0  # halfway between steps 40 (8 s) and 60 (20 s)
+    assert record_seconds(recs[1], clock) == 33.5  # its own clock wins
+    assert record_seconds(recs[0], None) is None and record_seconds({"step": 10}, clock) == 2.0
+    fig = trend_figure(recs, x="seconds", clock=clock)
+    assert list(fig.data[0].x) == [14.0, 33.5] and fig.layout.xaxis.title.text == "training seconds"
+    assert list(trend_figure(recs, x="seconds").data[0].x) == [33.5]  # no clock: the undated record is left out
+    assert list(trend_figure(recs).data[0].x) == [50, 60]
+    with pytest.raises(ValueError):
+        trend_figure(recs, x="minutes")
+
+
+def test_panel_plots_quality_against_training_seconds_by_default(quality_env):
+    run = finished_run(quality_env, "vae", {"hidden": 32, "latent": 2}, epochs=1)
+    records, _ = run.quality_records()
+    assert records and all(isinstance(r.get("train_seconds"), float) and r["train_seconds"] > 0 for r in records)
+    at = app("app_pages/vae.py", run.id)
+    assert not at.exception, at.exception
+    assert at.radio(key="quality-x-vae").value == "seconds"
+    specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    trend = [s for s in specs if any(t.get("name", "").startswith("final") for t in s["data"])]
+    assert trend and trend[0]["layout"]["xaxis"]["title"]["text"] == "training seconds"
+    final = next(t for t in trend[0]["data"] if t.get("name", "").startswith("final"))
+    assert final["x"][0] == pytest.approx(run.quality_summary()["train_seconds"])
+    at.radio(key="quality-x-vae").set_value("step").run()
+    assert not at.exception, at.exception
+    specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    trend = [s for s in specs if any(t.get("name", "").startswith("final") for t in s["data"])]
+    assert trend[0]["layout"]["xaxis"]["title"]["text"] == "step"
+    final = next(t for t in trend[0]["data"] if t.get("name", "").startswith("final"))
+    assert final["x"] == [run.quality_summary()["step"]]

@@ -135,11 +135,37 @@ def test_a_full_disk_gives_a_message_and_keeps_what_was_saved(manager, monkeypat
     assert [s.run_id for s in manager.statuses()] == [run_id]
 
 
-def test_run_ids_in_the_address_cannot_leave_the_runs_folder(manager):
+def test_run_ids_in_the_address_cannot_leave_the_runs_folder(manager, monkeypatch):
+    """Each id is refused with its message on the page, and no path is built from it: nothing outside the runs folder
+    (and the data root the pages read) is listed, opened or even looked at (Path.stat, behind exists/is_dir)."""
+    import pathlib
+
+    tiny_run(manager)  # the runs page lists runs: a folder to list, and a run to show instead
+    runs = os.path.normpath(manager.store.root.resolve())
+    allowed = (runs, os.path.normpath(os.path.realpath(os.environ["GENLIB_DATA_ROOT"])))
+    touched: list[str] = []
+    for name in ("iterdir", "stat", "open", "glob", "rglob"):
+        def spy(self, *args, _original=getattr(pathlib.Path, name), **kwargs):
+            touched.append(str(self))
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(pathlib.Path, name, spy)
+    tmp_root = os.path.dirname(runs)
     for bad in ("../../etc", "..", "/etc/passwd", "vae-1/../../x", "%2e%2e%2f"):
         for page in ("app_pages/vae.py", "app_pages/runs.py", "app_pages/gan.py"):
+            touched.clear()
             at = app(page, {"run": bad})
             no_traceback(at)
+            assert any("was refused" in w.value and "not a valid run id" in w.value and repr(bad) in w.value
+                       for w in at.warning), (bad, page, [w.value for w in at.warning])
+            assert touched, "the spies saw no file access at all"
+            for path in touched:
+                normal = os.path.normpath(os.path.join(runs, path))
+                assert not normal.startswith("/etc"), (bad, page, path)
+                if normal.startswith(tmp_root):  # the test's folder: only the runs folder and the data root
+                    assert any(normal == a or normal.startswith(a + os.sep) for a in allowed), (bad, page, path)
+                if bad != "..":  # ".." is also a path component every resolve() may meet
+                    assert bad not in path, (bad, page, path)
 
 
 # ---- uploads ----
@@ -195,6 +221,11 @@ def test_upload_refuses_hostile_and_broken_files_with_a_message(manager, tmp_pat
              "truncated.safetensors": (good[: len(good) // 2], "truncated"),
              "empty.safetensors": (b"", "too short|truncated"),
              "noise.safetensors": (os.urandom(3000), "not a safetensors|truncated")}
+    from test_two_writers import DAMAGED_STATES, upload_bytes
+
+    for name in ("deep", "not-pairs", "wrong-optimiser"):  # a hand-made training state: the upload's message
+        files[f"{name}.safetensors"] = (upload_bytes(DAMAGED_STATES[name]),
+                                        f"'{name}.safetensors'.*(training state|nested)")
     at = app("app_pages/runs.py")
     for name, (data, message) in files.items():
         upload(at, name, data)

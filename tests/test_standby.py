@@ -23,6 +23,8 @@ TRAIN = {"dataset": "digits", "max_steps": 12, "batch_size": 50, "log_every": 4,
 @pytest.fixture
 def manager(tmp_path, monkeypatch):
     monkeypatch.setattr(standby, "START_DELAY_S", 0.0)
+    # the end-of-run FINAL evaluation (minutes on a loaded CPU) is not what these tests are about
+    monkeypatch.setenv("GENLIB_WORKER_EVALUATE", "cheap")
     m = JobManager(RunStore(tmp_path / "runs"), backend="process", worker_nice=2, standby=True)
     yield m
     m.close(stop_jobs=True)

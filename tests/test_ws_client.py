@@ -25,6 +25,13 @@ import streamlit as st
 
 st.title("tiny")
 st.checkbox("boom", key="boom")
+st.session_state.setdefault("presses", [])
+if st.button("press me", key="press"):
+    st.session_state.presses.append("press")
+if st.button("no key"):
+    st.session_state.presses.append("unkeyed")
+st.button("never", key="never", disabled=True)
+st.write("presses " + ",".join(st.session_state.presses))
 if st.session_state.boom:
     raise ValueError("boom was ticked")
 
@@ -117,8 +124,25 @@ def test_a_session_loads_the_page_moves_a_slider_and_follows_auto_reruns(tiny_ur
         pool.submit(asyncio.run, scenario()).result()
 
 
+def test_a_hostile_session_presses_every_enabled_button_once(tiny_url):
+    async def scenario():
+        async with Session(tiny_url, timeout=30) as s:
+            await s.open()
+            pressed = await s.press_every_button()
+            assert len(pressed) == 2 and "press" in pressed  # the keyed one by its key, the other by its id
+            assert "never" not in pressed  # disabled: a student cannot press it
+            await s.move_slider("v", 0.25, "img")  # a later run: the triggers are not sent again
+            await s.open()
+            texts = [el.proto.body for el in s.elements.values() if el.kind == "markdown"]
+            assert "presses press,unkeyed" in texts, texts
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, scenario()).result()
+
+
 def test_the_load_test_script_documents_its_modes():
     out = subprocess.run([sys.executable, str(ROOT / "scripts" / "load_test.py"), "--help"], capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "--ws-sessions" in out.stdout and "--browser-sessions" in out.stdout and "--out" in out.stdout
+    assert "--hostile-sessions" in out.stdout

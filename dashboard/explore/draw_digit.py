@@ -17,8 +17,12 @@ import streamlit as st
 import torch
 
 from dashboard.explore import widgets
+from dashboard.explore.vae import test_means
 from dashboard.explore.widgets import key, show_image, to_png
 from genlib.digit_input import EmptyDrawing, prepare_digit
+from genlib.latent import pca_2d
+from genlib.sampling.gibbs import gibbs_chain
+from genlib.sampling.langevin import trajectory_energies
 
 CANVAS_PX = 280  # 10 screen pixels per MNIST pixel
 PEN_PX = 20  # MNIST's strokes are 2-3 pixels wide in 28: about 20 on a 280-pixel canvas
@@ -29,7 +33,7 @@ FRAMES = 11  # images in a chain's strip: the start and ten more
 
 def read_canvas(canvas_key: str) -> np.ndarray | None:
     """Draw the canvas; returns its picture (H, W, 4) uint8 RGBA once something is drawn, else None."""
-    from streamlit_drawable_canvas import st_canvas
+    from streamlit_drawable_canvas import st_canvas  # lazily: only the "Your digit" tab needs the canvas
 
     result = st_canvas(stroke_width=PEN_PX, stroke_color="#FFFFFF", background_color="#000000",
                        height=CANVAS_PX, width=CANVAS_PX, drawing_mode="freedraw", update_streamlit=True,
@@ -85,7 +89,7 @@ def _draw_panel(model_name: str, show: Any, model: Any, run: Any, step: int) -> 
 def _latent_figure(coords: np.ndarray, labels: np.ndarray, classes: tuple[str, ...], mine: np.ndarray,
                    axis_titles: tuple[str, str]) -> Any:
     """The test digits' codes as dots (one colour per class) and the drawing's code as a large star."""
-    import plotly.graph_objects as go
+    import plotly.graph_objects as go  # lazily: plotly's import costs start-up time on pages that draw no chart
     from plotly.colors import qualitative
 
     fig = go.Figure()
@@ -113,9 +117,6 @@ def vae_answer(model: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor,
 def show_vae(snap: Any, run: Any, picture: np.ndarray | None) -> None:
     """The VAE's answer to a drawing: what it sees, its reconstruction, and where its code lies among the test
     digits' codes (PCA of the codes when the latent is wider than 2)."""
-    from dashboard.explore.vae import test_means
-    from genlib.latent import pca_2d
-
     x = _prepared(picture)
     if x is None:
         return
@@ -154,10 +155,8 @@ def draw_vae_panel(model: Any, run: Any, step: int) -> None:
 @st.cache_data(max_entries=16, show_spinner=False)
 def gibbs_strip(version: str, picture_key: bytes, steps: int, seed: int, _model: Any, _x: torch.Tensor) -> bytes:
     """PNG of FRAMES images: the prepared drawing, then p(v|h) every steps // (FRAMES - 1) Gibbs steps from it."""
-    from genlib.sampling.gibbs import gibbs_chain
-
     every = max(1, steps // (FRAMES - 1))
-    v0 = _x.reshape(1, -1).to(_model.W.dtype)  # (1, n_visible): grey levels used as the visibles' probabilities
+    v0 = _x.reshape(1, -1).to(_model.dtype)  # (1, n_visible): grey levels used as the visibles' probabilities
     g = torch.Generator().manual_seed(int(seed))
     with torch.inference_mode():
         traj = gibbs_chain(_model, v0, every * (FRAMES - 1), generator=g, every=every, return_trajectory=True)
@@ -190,8 +189,6 @@ def draw_rbm_panel(model: Any, run: Any, step: int) -> None:
 def langevin_strip(version: str, picture_key: bytes, steps: int, seed: int, _model: Any,
                    _x: torch.Tensor) -> tuple[bytes, list[float]]:
     """(PNG of FRAMES images from the drawing downhill, the energy of each) for `steps` Langevin steps."""
-    from genlib.sampling.langevin import trajectory_energies
-
     every = max(1, steps // (FRAMES - 1))
     g = torch.Generator().manual_seed(int(seed))
     chain = _model.langevin(_x, every * (FRAMES - 1), generator=g, every=every, return_trajectory=True)
@@ -217,3 +214,7 @@ def show_ebm(snap: Any, run: Any, picture: np.ndarray | None) -> None:
 def draw_ebm_panel(model: Any, run: Any, step: int) -> None:
     """The EBM explorer's tab: draw, then watch Langevin dynamics pull the digit downhill."""
     _draw_panel("ebm", show_ebm, model, run, step)
+
+
+# the "Your digit" tab of each model's explorer (dashboard.explore.panel places it after the model's own PANELS)
+PANELS = {"vae": draw_vae_panel, "rbm": draw_rbm_panel, "ebm": draw_ebm_panel}

@@ -14,14 +14,18 @@ import plotly.graph_objects as go
 import streamlit as st
 import torch
 
+from dashboard import work_meter
 from dashboard.explore import widgets
 from dashboard import state
+from dashboard.run_images import grid_png
 from dashboard.explore.widgets import key, step_caption
 from genlib.data import binarize, to_unit
 from genlib.images import png_bytes, upscale
 from genlib.sampling.langevin import free_energy_fn, langevin_chain, trajectory_energies
 from genlib.runs.store import Run
 from genlib.sampling.gibbs import gibbs_chain
+from genlib.work_budget import (forward_flops, free_energy_flops, gibbs_step_flops, langevin_step_flops,
+                                plan_chains)
 
 MAX_FRAMES = 200  # a chain records at most this many frames (every = steps // MAX_FRAMES)
 CHAIN_COUNTS = (1, 4, 8)
@@ -87,6 +91,23 @@ def thumb_png(frame: bytes) -> bytes:
     return png_bytes(upscale(img, THUMB_PX // 28))
 
 
+@st.cache_data(max_entries=16, show_spinner=False)
+def energy_flops(version: str, _model: Any) -> float:
+    """FLOPs of one image's energy E(x) (PyTorch's counter on one forward pass), per weights version."""
+    return forward_flops(_model.energy, torch.zeros(1, 1, 28, 28, device=_model.device))
+
+
+def _within_budget(k: dict[str, Any], step_flops: float, setting: tuple) -> bool:
+    """Fit the knobs' chains x steps under the per-setting work cap (genlib.work_budget), in place; say so when
+    it cut them (a wide EBM's 8 chains x 1,000 steps can be 10 TFLOP). False when this tab's share of the server
+    is spent for now (dashboard.work_meter says when it can run)."""
+    plan = plan_chains(step_flops, k["chains"], k["steps"], max_frames=MAX_FRAMES)
+    if plan.capped:
+        st.info(plan.note, icon=":material/speed:")
+    k["chains"], k["steps"] = plan.chains, plan.steps
+    return work_meter.allowed((*setting, *sorted(k.items())), plan.flops)
+
+
 # ---- building blocks ----
 
 def _row(frames: np.ndarray, energies: np.ndarray, container_key: str, label: str = "E") -> None:
@@ -148,6 +169,10 @@ def _langevin(model: Any, run: Run | None, step: int) -> None:
     data, note = widgets.test_data(run)
     cfg = snap.model.config
     k = _chain_knobs("l", run, data, (cfg.step_size, cfg.noise))
+    forward = energy_flops(snap.version, snap.model)
+    # a step, and its recorded frame's energy at most
+    if not _within_budget(k, langevin_step_flops(forward) + forward, ("ebm-langevin", snap.version, data.name)):
+        return
     frames, energies, every = ebm_chain(snap.version, data.name, k["start"], k["first"], k["chains"], k["steps"],
                                         k["step_size"], k["noise"], k["seed"], snap.model, data)
     t = _frame_slider("lframe", k["steps"], every, run, "Langevin step")
@@ -171,8 +196,6 @@ def _langevin(model: Any, run: Run | None, step: int) -> None:
 
 
 def _replay(model: Any, run: Run | None, step: int) -> None:
-    from dashboard.training import grid_png
-
     path = run.path / "replay.png" if run is not None else None
     if path is None or not path.exists():
         st.info("The replay buffer's grid appears a few seconds after training starts.")
@@ -209,6 +232,11 @@ def _rbm_compare(model: Any, run: Run | None, step: int) -> None:
         return
     data, note = widgets.test_data(rbm_run)
     k = _chain_knobs("r", run, data, (10.0, 0.005))
+    n_v, n_h = snap.model.n_visible, snap.model.latent_dim
+    # a Langevin step on F(v), a Gibbs step, and the recorded frames' F of both chains at most
+    if not _within_budget(k, langevin_step_flops(free_energy_flops(n_v, n_h)) + gibbs_step_flops(n_v, n_h)
+                          + 2 * free_energy_flops(n_v, n_h), ("ebm-rbm", snap.version, data.name)):
+        return
     clip = 0.03
     out = rbm_chains(snap.version, data.name, k["start"], k["first"], k["chains"], k["steps"], k["step_size"],
                      k["noise"], clip, k["seed"], snap.model, data)
@@ -237,9 +265,5 @@ def _rbm_compare(model: Any, run: Run | None, step: int) -> None:
     st.caption(f"RBM weights of run {rbm_run.id}, step {snap.step:,}.")
 
 
-def render(model: Any, run: Run | None, step: int) -> None:
-    """The EBM's exploration tabs for `model` (the weights of `run` at `step`)."""
-    from dashboard.explore.draw_digit import draw_ebm_panel
-
-    widgets.tabbed_panels("ebm", {"Langevin chain": _langevin, "Replay buffer": _replay,
-                                  "An RBM as an EBM": _rbm_compare, "Your digit": draw_ebm_panel}, model, run, step)
+# the EBM's exploration tabs, each panel(model, run, step); dashboard.explore.panel adds "Your digit" (draw_digit)
+PANELS = {"Langevin chain": _langevin, "Replay buffer": _replay, "An RBM as an EBM": _rbm_compare}

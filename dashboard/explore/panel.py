@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard.explore import ebm, gan, rbm, vae
-from dashboard.explore.widgets import (REFRESH_S, is_live, key, load_snapshot, refresh_every, weights_file)
+from dashboard.explore import draw_digit, ebm, gan, rbm, vae
+from dashboard.explore.widgets import (REFRESH_S, is_live, key, load_snapshot, refresh_every, tabbed_panels,
+                                       weights_file)
 from genlib.runs.store import LIVE_STATES, Run
 
-EXPLORERS = {"vae": vae, "gan": gan, "rbm": rbm, "ebm": ebm}  # model name -> module with render(model, run, step)
+EXPLORERS = {"vae": vae, "gan": gan, "rbm": rbm, "ebm": ebm}  # model name -> module with PANELS {tab: panel}
+YOUR_DIGIT = "Your digit"  # the last tab of the models that can take in a drawing (draw_digit.PANELS)
 
 
 def _status(run: Run, step: int, was_live: bool) -> None:
@@ -69,4 +71,7 @@ def render(model_name: str, run: Run | None) -> None:
     if explorer is None:
         st.info(f"No latent-space explorer for {model_name!r} models.")
         return
-    explorer.render(snap.model, run, snap.step)
+    panels = dict(explorer.PANELS)
+    if model_name in draw_digit.PANELS:
+        panels[YOUR_DIGIT] = draw_digit.PANELS[model_name]
+    tabbed_panels(model_name, panels, snap.model, run, snap.step)

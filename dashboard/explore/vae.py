@@ -1,15 +1,15 @@
 """VAE explorer: latent sliders, a 2-D manifold, interpolation between test digits, the latent map, reconstructions.
 
 Layout only: each image is one cached call (decode + PNG) keyed by the weights' version and the rounded latent. The
-latent sliders decode in the browser (dashboard.explore.browser_decoder), Streamlit sliders decoded here being the fallback;
-both read and write one code per run (session key vae-code-<run>, URL parameters vae-z<d>-<run>), which the manifold's
-and the latent map's clicks can move.
+latent sliders decode in the browser (dashboard.explore.browser_decoder), Streamlit sliders decoded here being the
+fallback; both read and write one code per run (session key vae-code-<run>, URL parameters vae-z<d>-<run>), which the
+manifold's and the latent map's clicks can move.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import streamlit as st
@@ -17,6 +17,8 @@ import torch
 from streamlit.errors import StreamlitAPIException
 
 from dashboard.explore import widgets
+from dashboard.explore.browser_decoder import SLIDER_STEP, browser_decoder
+from dashboard.explore.latent_click import clicked_code, clicked_tile, manifold_figure, map_figure
 from dashboard.explore.widgets import key, show_image, step_caption, to_png
 from dashboard.share import BIND
 from genlib.data import to_unit
@@ -25,6 +27,7 @@ from genlib.runs.store import Run
 
 MAX_SLIDERS = 8  # latents wider than this get a multiselect choosing which dimensions have sliders
 Z_RANGE = 3.0  # sliders span [-3, 3]: 99.7% of the N(0, 1) prior
+MAX_BROWSER_SLIDERS = 16  # wider codes get in-browser sliders for their first 16 dimensions (the rest stay at 0)
 
 
 # ---- cached computations: the model is passed unhashed (_model); `version` names its weights ----
@@ -157,9 +160,26 @@ def _server_sliders(snap: Any, run: Run | None, code: list[float]) -> list[float
     return z
 
 
-def _sliders(model: Any, run: Run | None, step: int) -> None:
-    from dashboard.explore.browser_decoder import smooth_vae_sliders
+def smooth_vae_sliders(snap: Any, run: Any, code: list[float],
+                       on_release: Callable[[list[float]], None] | None = None) -> list[float] | None:
+    """The VAE's latent sliders decoded in the page on every input event, starting at `code` (k,); `on_release`
+    gets the code where a released slider left them, which is also returned on that run (see browser_decoder)."""
+    k = snap.model.latent_dim
+    dims = range(min(k, MAX_BROWSER_SLIDERS))
+    sliders = [{"index": d, "label": f"z{d}", "min": -Z_RANGE, "max": Z_RANGE, "step": SLIDER_STEP,
+                "value": round(float(code[d]), 2)} for d in dims]
+    released = browser_decoder(key=widgets.key("vae", "smooth", run), version=snap.version, model=snap.model,
+                               sliders=sliders, base=[float(v) for v in code],
+                               image_shape=tuple(snap.model.image_shape[1:]), on_release=on_release)
+    wider = f" (the first {MAX_BROWSER_SLIDERS} of {k} dimensions)" if k > len(dims) else ""
+    st.caption(f"Each slider sets one coordinate of the code z{wider}; the image is the decoder's mean p(x|z), "
+               "computed in this browser, so it follows the thumb while you drag. Codes near 0 (where the prior puts "
+               "its mass) give the clearest digits; far out, the decoder has seen no training codes and the images "
+               "blur. If no image appears, turn on 'Server-side sliders'.")
+    return released
 
+
+def _sliders(model: Any, run: Run | None, step: int) -> None:
     snap = widgets.current(run, widgets.local_snapshot(model, step))
     k = snap.model.latent_dim
     code = current_code(run, k)
@@ -197,8 +217,6 @@ def _manifold(model: Any, run: Run | None, step: int) -> None:
     if i == j:
         st.warning("Choose two different dimensions.")
         return
-    from dashboard.explore.latent_click import clicked_tile, manifold_figure
-
     png = manifold_png(snap.version, i, j, n, span, quantiles, snap.model)
     values = manifold_values(n, span, quantiles).numpy()  # (n,) the grid's coordinates along z_i and z_j
     left, right = st.columns([3, 2])
@@ -253,8 +271,6 @@ def _interpolation(model: Any, run: Run | None, step: int) -> None:
 
 
 def _latent_map(model: Any, run: Run | None, step: int) -> None:
-    from dashboard.explore.latent_click import clicked_code, map_figure
-
     snap = widgets.current(run, widgets.local_snapshot(model, step))
     data, note = widgets.test_data(run)
     n = min(widgets.TEST_IMAGES, data.x_test.shape[0])
@@ -306,10 +322,6 @@ def _reconstructions(model: Any, run: Run | None, step: int) -> None:
     step_caption(snap, run)
 
 
-def render(model: Any, run: Run | None, step: int) -> None:
-    """The VAE's exploration tabs for `model` (the weights of `run` at `step`)."""
-    from dashboard.explore.draw_digit import draw_vae_panel
-
-    widgets.tabbed_panels("vae", {"Latent sliders": _sliders, "Manifold": _manifold, "Interpolation": _interpolation,
-                                  "Latent map": _latent_map, "Reconstructions": _reconstructions,
-                                  "Your digit": draw_vae_panel}, model, run, step)
+# the VAE's exploration tabs, each panel(model, run, step); dashboard.explore.panel adds "Your digit" (draw_digit)
+PANELS = {"Latent sliders": _sliders, "Manifold": _manifold, "Interpolation": _interpolation,
+          "Latent map": _latent_map, "Reconstructions": _reconstructions}

@@ -15,6 +15,8 @@ from typing import Any, Callable
 import streamlit as st
 
 from dashboard import share, state
+from genlib.data import OFFLINE_DATASET, dataset_available
+from genlib.images import grid, png_bytes, upscale
 from genlib.runs.store import LIVE_STATES, Run
 
 REFRESH_S = 5.0  # seconds between panel refreshes while a run trains (its snapshots come every ~5 s)
@@ -33,9 +35,8 @@ class Snapshot:
 
 
 def weights_file(run: Run) -> Path | None:
-    """The run's freshest weights file: the snapshot while it trains, else the last checkpoint (as state.py picks)."""
-    files = [p for p in (run.snapshot_path, run.checkpoint_path) if p.exists()]
-    return max(files, key=lambda p: p.stat().st_mtime) if files else None
+    """The run's freshest weights file (genlib.runs.store.Run.latest_weights, as state.load_run_model picks)."""
+    return run.latest_weights()
 
 
 def load_snapshot(run: Run) -> Snapshot | None:
@@ -130,21 +131,18 @@ def to_png(images: Any, nrow: int | None = None, width_px: int = IMAGE_PX, pad: 
     """Images (N, 1, H, W) in [0, 1] -> one PNG: tiled (nrow per row), nearest-neighbour upscaled to about width_px.
 
     A single image gets no border. PNG (not JPEG) keeps the digits' edges; compress level 1 costs ~0.2 ms."""
-    from genlib.images import grid, png_bytes, upscale
-
     tiles = grid(images, nrow=nrow, pad=0 if images.shape[0] == 1 else pad)  # (rows, cols) uint8
     factor = max(1, round(width_px / tiles.shape[1]))  # at most 1.5 x width_px, below Streamlit's 1460 px cap
     return png_bytes(upscale(tiles, factor))
 
 
 def test_data(run: Run | None):
-    """The test images of the run's dataset (CPU, cached per process), falling back to the offline digits when the
-    dataset's files are not on this machine. Returns (ImageData, note or None)."""
-    from genlib.data import OFFLINE_DATASET, dataset_available
-
+    """The test images of the run's dataset (Run.dataset(); CPU, cached per process), falling back to the offline
+    digits, with a note saying so, when the dataset's files are not on this machine (or there is no run). Returns
+    (ImageData, note or None)."""
     info = run.info() if run is not None else {}
     train_config = info.get("train_config") or {}
-    name = info.get("dataset") or train_config.get("dataset") or OFFLINE_DATASET
+    name = run.dataset() if run is not None else OFFLINE_DATASET
     root = train_config.get("data_root")
     note = None
     if name != OFFLINE_DATASET:

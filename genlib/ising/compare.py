@@ -14,10 +14,11 @@ from typing import Any
 import torch
 
 from genlib.ising.observables import Thermo, thermodynamics, to_spins
-from genlib.models.base import device_generator
+from genlib.devices import device_generator
+from genlib.runs.schema import RunRecord
 from genlib.sampling.gibbs import gibbs_chain
 
-SWEEP_KIND = "ising-sweep"  # the run's "parent" marks it as one temperature of a sweep: {"kind", "id", "T"}
+SWEEP_KIND = "ising-sweep"  # a run's "sweep" (genlib.runs.schema.SweepMember) marks one temperature of a sweep
 
 
 @torch.no_grad()
@@ -33,6 +34,18 @@ def rbm_spins(model: Any, n: int, *, steps: int = 1000, seed: int = 0) -> torch.
     v = torch.rand(pv.shape, generator=g, device=pv.device) < pv  # one draw of the visibles
     side = model.image_shape[-1]
     return to_spins(v.reshape(n, side, side).cpu())
+
+
+def live_spins(model: Any, *, chains: int, steps: int, seed: int = 0) -> tuple[torch.Tensor | None, Any]:
+    """The dashboard's sampling of one RBM snapshot within genlib.work_budget's cap: spins (n, L, L) from up to
+    `chains` chains (fewer for large RBMs), or None when even the fewest useful chains would exceed it; and the
+    plan (its `note` says what the cap did)."""
+    from genlib.work_budget import plan_ising
+
+    plan = plan_ising(model.n_visible, model.latent_dim, chains, steps)
+    if plan.chains == 0:
+        return None, plan
+    return rbm_spins(model, plan.chains, steps=plan.steps, seed=seed), plan
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -86,7 +99,7 @@ class SweepPlan:
     temperatures: tuple[float, ...]
     n: int = 50_000  # Monte Carlo configurations per temperature (Torlai & Melko: 10^5)
     seed: int = 0
-    # the recipe of the README's Ising results (L = 8): four hidden units per spin (two per nearest-neighbour bond;
+    # the recipe of the Ising study in docs/ising.md (L = 8): four hidden units per spin (two per nearest-neighbour bond;
     # one per bond represents the Ising Boltzmann weight exactly, but 2N = 128 units left E/N 0.005-0.018 too high),
     # centred gradient steps, CD-10, weights started at std 0.1 (the seed's 0.01 starts the couplings at the W = 0
     # saddle), 20,000 updates of 500 configurations with momentum 0.9 and a step size decaying linearly to 0
@@ -120,21 +133,21 @@ class SweepPlan:
                      "threads": 1 if self.L <= 16 else None}
             out.append({"model_name": "rbm", "model_config": model, "train_config": train,
                         "title": f"Ising L={self.L} T={T:g}",
-                        "parent": {"kind": SWEEP_KIND, "id": self.sweep_id, "T": float(T)}})
+                        "sweep": {"kind": SWEEP_KIND, "id": self.sweep_id, "T": float(T)}})
         return out
 
 
 def sweep_of(info: dict[str, Any]) -> tuple[str, float] | None:
     """(sweep id, T) of a run's info when it is an Ising run (a lone Ising run is a sweep of one), else None."""
-    dataset = str(info.get("dataset") or "")
-    if info.get("model") != "rbm" or dataset.partition(":")[0] != "ising":
+    record = RunRecord.from_dict(info, where=f"run {info.get('id', '?')}")  # old folders: the sweep was "parent"
+    dataset = record.resolved_dataset
+    if record.model != "rbm" or dataset.partition(":")[0] != "ising":
         return None
-    parent = info.get("parent") or {}
-    if parent.get("kind") == SWEEP_KIND:
-        return str(parent["id"]), float(parent["T"])
+    if record.sweep is not None and record.sweep.kind == SWEEP_KIND:
+        return record.sweep.id, record.sweep.T
     from genlib.ising.dataset import parse
 
     temps = parse(dataset.partition(":")[2]).temperatures
     if len(temps) != 1:  # trained on several temperatures pooled: no one temperature to compare at
         return None
-    return str(info.get("id")), float(temps[0])
+    return record.id, float(temps[0])

@@ -9,12 +9,15 @@ temperatures "ising:L=8,T=1.5/2.0/2.5" (their configurations pooled; the label i
 from __future__ import annotations
 
 import io
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
+from genlib.config import check, check_int, is_int, is_number
 from genlib.runs.io import atomic_write_bytes, atomic_write_json, read_json
 from genlib.ising.monte_carlo import IsingConfig, SamplingReport, sample_temperature
 from genlib.ising.observables import T_C
@@ -34,16 +37,15 @@ class IsingDataOptions:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check(is_int(self.L) and self.L % 2 == 0 and 4 <= self.L <= 64,
+              f"ising: L must be an even number from 4 to 64, got {self.L!r}")
+        check_int("ising: n (configurations per temperature)", self.n, 10, 1_000_000)
+        check(isinstance(self.temperatures, tuple) and len(self.temperatures) > 0
+              and all(is_number(t) and 0.05 <= t <= 100 for t in self.temperatures),
+              f"ising: temperatures must be numbers in [0.05, 100], got {self.temperatures!r}")
+        check_int("ising: seed", self.seed, 0)
         # temperatures as the name writes them (5 significant digits): the name, the cache file and the sampled T agree
         object.__setattr__(self, "temperatures", tuple(float(format_temperature(float(t))) for t in self.temperatures))
-        if not (isinstance(self.L, int) and self.L % 2 == 0 and 4 <= self.L <= 64):
-            raise ValueError(f"ising: L must be an even number from 4 to 64, got {self.L!r}")
-        if not (isinstance(self.n, int) and 10 <= self.n <= 1_000_000):
-            raise ValueError(f"ising: n (configurations per temperature) must be 10 to 1,000,000, got {self.n!r}")
-        if not self.temperatures or not all(0.05 <= t <= 100 for t in self.temperatures):
-            raise ValueError(f"ising: temperatures must be in [0.05, 100], got {self.temperatures!r}")
-        if not (isinstance(self.seed, int) and self.seed >= 0):
-            raise ValueError(f"ising: seed must be a non-negative int, got {self.seed!r}")
 
     @property
     def name(self) -> str:
@@ -96,8 +98,13 @@ def load_temperature(root: Path | str, L: int, T: float, n: int, seed: int, *,
     meta_path = path.with_suffix(".json")
     meta = read_json(meta_path)
     if path.exists() and meta and meta.get("version") == CACHE_VERSION:
-        with np.load(path, allow_pickle=False) as f:
-            return torch.from_numpy(f["spins"].astype(np.int8)), meta
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                spins = torch.from_numpy(f["spins"].astype(np.int8))
+            os.utime(path)  # last used: the cache's retention drops the least recently used first
+            return spins, meta
+        except FileNotFoundError:  # evicted by another job between the check and the read: sample it again
+            pass
     total = n + max(1, n // TEST_FRACTION)
     cfg = IsingConfig(L=L, temperatures=(float(T),), n=total, seed=seed)
     spins, report = sample_temperature(cfg, float(T), device=device)
@@ -106,13 +113,47 @@ def load_temperature(root: Path | str, L: int, T: float, n: int, seed: int, *,
     atomic_write_bytes(path, buf.getvalue())
     meta = {"version": CACHE_VERSION, "L": L, "T": float(T), "n": n, "seed": seed, "report": asdict(report)}
     atomic_write_json(meta_path, meta)
+    evict(Path(root), keep=path)
     return spins.cpu(), meta
 
 
-def load(root: Path, download: bool = False, options: str = "", device: torch.device | str = "cpu"):
-    """The ImageData of an ising dataset name's options (the loader genlib.data's registry calls)."""
-    from genlib.data import ImageData  # here: genlib.data imports this module's loader lazily too
+def evict(root: Path, *, keep: Path | None = None, cap: int | None = None) -> list[Path]:
+    """Delete the least recently used cached temperatures (and their reports) until the cache holds at most `cap`
+    bytes (genlib.work_budget's, 2 GB), never `keep`: a long course's many sweeps cannot fill the disk, and a
+    deleted temperature is only sampled again when a run asks for it. Returns the files deleted."""
+    from genlib.work_budget import CAPS, cache_to_evict
 
+    files = []
+    for f in (Path(root) / NAME).glob("*.npz"):
+        try:
+            info = f.stat()
+        except FileNotFoundError:
+            continue
+        files.append((str(f), info.st_size, info.st_mtime))
+    gone = []
+    for name in cache_to_evict(files, CAPS.ising_cache_bytes if cap is None else cap,
+                               protect=[str(keep)] if keep else []):
+        f = Path(name)
+        f.with_suffix(".json").unlink(missing_ok=True)  # the report first: a report without its data is not trusted
+        f.unlink(missing_ok=True)
+        gone.append(f)
+    return gone
+
+
+class IsingImages(NamedTuple):
+    """A sampled Ising dataset as images: genlib.data's registry wraps these fields in its ImageData."""
+
+    name: str
+    source: str
+    classes: tuple[str, ...]  # "T=2.5", one per temperature: the labels
+    x_train: torch.Tensor  # (n * temperatures, 1, L, L) uint8, 0 or 255
+    y_train: torch.Tensor  # (n * temperatures,) int64, the temperature's index
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+
+def load(root: Path, download: bool = False, options: str = "", device: torch.device | str = "cpu") -> IsingImages:
+    """The images of an ising dataset name's options (the loader genlib.data's registry calls)."""
     opts = parse(options)
     train, test, y_train, y_test, reports = [], [], [], [], []
     for i, T in enumerate(opts.temperatures):
@@ -127,9 +168,9 @@ def load(root: Path, download: bool = False, options: str = "", device: torch.de
         f"T={format_temperature(r['T'])} {r['algorithm']}, {r['equilibration']} sweeps to equilibrate, "
         f"{r['decorrelation']} between samples (tau_int {max(r['tau_energy'], r['tau_abs_m']):.1f})" for r in reports)
     classes = tuple(f"T={format_temperature(t)}" for t in opts.temperatures)
-    return ImageData(name=opts.name, source=source, classes=classes,
-                     x_train=torch.cat(train).contiguous(), y_train=torch.cat(y_train),
-                     x_test=torch.cat(test).contiguous(), y_test=torch.cat(y_test))
+    return IsingImages(name=opts.name, source=source, classes=classes,
+                       x_train=torch.cat(train).contiguous(), y_train=torch.cat(y_train),
+                       x_test=torch.cat(test).contiguous(), y_test=torch.cat(y_test))
 
 
 def sampling_reports(root: Path | str, name: str) -> list[dict]:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from genlib.config import check, check_choice, check_int, is_int, is_number
 from genlib.ising.observables import T_C, energy_per_spin, magnetisation
 
 ALGORITHMS = ("auto", "metropolis", "wolff")
@@ -38,28 +39,20 @@ class IsingConfig:
     pilot: int = 200  # sweeps whose energy and |m| series give tau_int (they count as equilibration too)
 
     def __post_init__(self) -> None:
-        def bad(msg: str) -> None:
-            raise ValueError(msg)
-
-        if not (isinstance(self.L, int) and self.L % 2 == 0 and 4 <= self.L <= 128):
-            bad(f"L must be an even int in [4, 128] (the checkerboard needs even L), got {self.L!r}")
-        if not (isinstance(self.temperatures, tuple) and self.temperatures
-                and all(isinstance(t, (int, float)) and 0.05 <= t <= 100 for t in self.temperatures)):
-            bad(f"temperatures must be a non-empty tuple of numbers in [0.05, 100], got {self.temperatures!r}")
-        for name in ("n", "chains", "min_equilibration", "pilot"):
-            value = getattr(self, name)
-            if not (isinstance(value, int) and 1 <= value <= 10**7):
-                bad(f"{name} must be a positive int, got {value!r}")
-        if self.pilot < 20:
-            bad(f"pilot must be at least 20 sweeps to measure an autocorrelation time, got {self.pilot}")
-        for name in ("equilibration", "decorrelation"):
-            value = getattr(self, name)
-            if value is not None and not (isinstance(value, int) and 0 <= value <= 10**7):
-                bad(f"{name} must be None (chosen from tau_int) or a non-negative int, got {value!r}")
-        if self.algorithm not in ALGORITHMS:
-            bad(f"algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
-        if not (isinstance(self.seed, int) and 0 <= self.seed < 2**62):
-            bad(f"seed must be a non-negative int, got {self.seed!r}")
+        check(is_int(self.L) and self.L % 2 == 0 and 4 <= self.L <= 128,
+              f"L must be an even int in [4, 128] (the checkerboard needs even L), got {self.L!r}")
+        check(isinstance(self.temperatures, tuple) and len(self.temperatures) > 0
+              and all(is_number(t) and 0.05 <= t <= 100 for t in self.temperatures),
+              f"temperatures must be a non-empty tuple of numbers in [0.05, 100], got {self.temperatures!r}")
+        for name in ("n", "chains", "min_equilibration"):
+            check_int(name, getattr(self, name), 1, 10**7)
+        # fewer pilot sweeps cannot measure an autocorrelation time
+        check_int("pilot", self.pilot, 20, 10**7)
+        for name in ("equilibration", "decorrelation"):  # None: chosen from tau_int
+            if getattr(self, name) is not None:
+                check_int(name, getattr(self, name), 0, 10**7)
+        check_choice("algorithm", self.algorithm, ALGORITHMS)
+        check_int("seed", self.seed, 0, 2**62 - 1)
 
 
 # ---- updates ----

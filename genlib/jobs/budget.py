@@ -27,6 +27,7 @@ SAFETY = 0.8  # refuse what needs more than this share of the free memory: the r
 MAX_PARAMETERS = 2**31  # beyond this no classroom device can hold the model, whatever it reports
 DATASET_IMAGES = {"mnist": 70_000, "fashion-mnist": 70_000, "digits": 1_797}  # uint8 images held on the device
 DEFAULT_IMAGE_SHAPE = (1, 28, 28)
+ISING_CONVERSION_BYTES = 12  # per spin of the temperature being loaded: int8 + int16 + 2 float32 + uint8 (dataset.load)
 STATE_BYTES = 4  # a replay buffer holds fp32 images
 STATE_COPIES = 2  # the buffer, and the clone training_state() makes of it for every checkpoint
 
@@ -93,9 +94,25 @@ def estimate(model_name: str, model_config: Any, *, batch_size: int, precision: 
     buffers = sum(b.numel() for b in model.buffers())
     activation_bytes = per_example * batch_size * ACTIVATION_BYTES.get(precision, 4) * ACTIVATION_COPIES
     parameter_bytes = (n_params * (1 + GRAD_COPIES + OPTIMIZER_COPIES) + buffers) * PARAM_BYTES
-    data_bytes = DATASET_IMAGES.get(dataset or "", 0) * pixels
+    data_bytes = dataset_bytes(dataset, pixels)
     return Estimate(parameters=n_params, parameter_bytes=parameter_bytes, activation_bytes=activation_bytes,
                     data_bytes=data_bytes, state_bytes=state_elements(model.config, shape) * STATE_BYTES * STATE_COPIES)
+
+
+def dataset_bytes(dataset: str | None, pixels: int) -> int:
+    """Bytes a dataset takes while a job loads and trains on it: MNIST-like sets as uint8 images of `pixels`; an Ising
+    set ("ising:L=..,T=..,n=..") from its options, as genlib.ising.dataset.load builds it: every temperature's
+    configurations as uint8 images twice (the per-temperature parts and their concatenation), plus one temperature
+    in flight (its int8 spins, int16 and float32 conversions: ISING_CONVERSION_BYTES a spin). Raises ValueError for
+    an Ising name that does not parse."""
+    name, _, options = (dataset or "").partition(":")
+    if name != "ising":
+        return DATASET_IMAGES.get(dataset or "", 0) * pixels
+    from genlib.ising.dataset import TEST_FRACTION, parse
+
+    opts = parse(options)
+    per_temperature = (opts.n + max(1, opts.n // TEST_FRACTION)) * opts.L * opts.L  # spins of one temperature
+    return 2 * per_temperature * len(opts.temperatures) + ISING_CONVERSION_BYTES * per_temperature
 
 
 def state_elements(config: Any, image_shape: tuple[int, ...]) -> int:
@@ -136,6 +153,8 @@ def check_fits(model_name: str, model_config: Any, *, batch_size: int, precision
     free = free_bytes(device) if available is None else available
     if est.total > SAFETY * free:
         buffer_hint = ", a smaller replay buffer (buffer_size)" if est.state_bytes else ""
+        if (dataset or "").startswith("ising") and est.data_bytes > est.total / 2:
+            buffer_hint += ", fewer Ising configurations (n), temperatures or a smaller lattice (L)"
         raise ValueError(f"This {model_name.upper()} at batch size {batch_size:,} needs {est.describe()}, but only "
                          f"{_size(free)} is free on {torch.device(device).type.upper()}: use a smaller batch size, "
                          f"fewer hidden units or a smaller model{buffer_hint}, or wait for other jobs to finish.")

@@ -1,35 +1,34 @@
-"""Background training jobs owned by the server, not by a browser session: a queue with a per-device concurrency
-limit, each job a worker process (or a thread) running one run folder, controlled through that folder.
+"""Background jobs owned by the server, not by a browser session: a queue with a per-device concurrency limit
+(counted across every server on the runs folder: genlib.jobs.admission), each job a training run or an evaluation of
+one run folder, controlled through that folder and started by a launcher (genlib.jobs.launchers: a worker process, a
+thread, or a Ray job on a cluster).
 
 Pages poll run folders for state; no worker ever touches the UI. A worker process keeps the server's GIL free so
-pages stay responsive while the CPU trains (measured: see README, "Threads or processes").
+pages stay responsive while the CPU trains (measured: docs/ui.md).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from genlib.jobs import admission
+from genlib.jobs.launchers import BACKENDS, Launcher, ProcessLauncher, ThreadLauncher
+from genlib.jobs.ray_launcher import RayLauncher, RaySettings  # Ray itself is imported only by RayLauncher()
+from genlib.runs.schema import RunRecord, SweepMember
 from genlib.runs.store import LIVE_STATES, Run, RunStore
-from genlib.jobs.standby import Standby
-
-BACKENDS = ("process", "thread")
+from genlib.settings import current as current_settings
 
 
 def default_max_jobs(device_type: str) -> int:
     """Concurrent jobs per device: one per two CPU cores on the CPU, four on a GPU; $GENLIB_MAX_JOBS overrides."""
-    env = os.environ.get("GENLIB_MAX_JOBS")
-    if env:
-        n = int(env)
-        if n < 1:
-            raise ValueError(f"GENLIB_MAX_JOBS must be at least 1, got {n}")
+    n = current_settings().max_jobs
+    if n is not None:
         return n
     if device_type == "cpu":
         return max(1, (os.cpu_count() or 2) // 2)
@@ -40,9 +39,17 @@ def default_max_jobs(device_type: str) -> int:
 class _Job:
     run: Run
     device: str
-    handle: Any = None  # Popen or Thread
+    kind: str = "train"  # or "evaluate" (genlib.jobs.launchers.KINDS)
+    quality: str = "full"  # an evaluation's settings (genlib.quality.settings.KINDS)
+    handle: Any = None  # the launcher's handle, once started
     started: float | None = None
-    error: str | None = None  # what killed a worker thread, caught by its wrapper
+    place: int | None = None  # the place in line last written to the run folder, for the other servers
+    place_written: float = 0.0
+
+
+def _key(run_id: str, kind: str = "train") -> str:
+    """A job's key in the queue: the run id for training, "<run id>:evaluate" for its evaluation."""
+    return run_id if kind == "train" else f"{run_id}:{kind}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,11 +79,25 @@ class JobStatus:
         return min(1.0, self.step / self.total_steps) if self.total_steps else 0.0
 
 
+def make_launcher(backend: str, *, python: str, nice: int = 0, standby: bool = False) -> Launcher:
+    """The launcher of a backend name ($GENLIB_JOB_BACKEND); "ray" imports Ray, and reads its settings from the
+    environment (genlib.jobs.ray_launcher.RaySettings). Here, above both launcher modules, so that the Ray launcher
+    can use launchers.py's helpers without an import cycle."""
+    if backend == "process":
+        return ProcessLauncher(python, nice, standby=standby)
+    if backend == "thread":
+        return ThreadLauncher()
+    if backend == "ray":
+        return RayLauncher(RaySettings.from_env(python=python, nice=nice))
+    raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+
+
 class JobManager:
     """Starts, queues, pauses, resumes and stops training runs; thread-safe, one per server process."""
 
     def __init__(self, store: RunStore, *, backend: str = "process", max_jobs: int | None = None,
-                 python: str | None = None, worker_nice: int = 0, standby: bool = False) -> None:
+                 python: str | None = None, worker_nice: int = 0, standby: bool = False,
+                 launcher: Launcher | None = None) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         self.store = store
@@ -85,10 +106,11 @@ class JobManager:
         self.python = python or sys.executable
         if not 0 <= worker_nice <= 19:
             raise ValueError(f"worker_nice must be in 0..19 (a Unix niceness increment), got {worker_nice}")
-        self.worker_nice = worker_nice  # process backend: how much lower the workers' CPU priority is
+        self.worker_nice = worker_nice  # process and ray backends: how much lower the workers' CPU priority is
         # process backend: a worker started ahead of time takes the next job (genlib.jobs.standby), saving its imports
-        self._standby = Standby(self.python, worker_nice) if standby and backend == "process" else None
-        self._jobs: dict[str, _Job] = {}
+        self.launcher = launcher or make_launcher(backend, python=self.python, nice=worker_nice,
+                                                  standby=standby and backend == "process")
+        self._jobs: dict[str, _Job] = {}  # by _key: queued and started jobs of this server
         self._queue: list[str] = []
         self._lost: dict[str, tuple[str, str]] = {}  # run id -> (error, message) of failures the disk refused
         self._lock = threading.RLock()
@@ -96,10 +118,16 @@ class JobManager:
         self._monitor = threading.Thread(target=self._watch, name="genlib-job-monitor", daemon=True)
         self._monitor.start()
 
+    @property
+    def _standby(self) -> Any:
+        """The process launcher's standby worker (genlib.jobs.standby), or None."""
+        return getattr(self.launcher, "standby", None)
+
     # ---- commands ----
     def submit(self, model_name: str, model_config: dict[str, Any], train_config: dict[str, Any],
-               *, title: str | None = None, parent: dict[str, Any] | None = None) -> str:
-        """Create a run folder and queue it; returns the run id. Configs are validated before anything is written."""
+               *, title: str | None = None, sweep: dict[str, Any] | None = None) -> str:
+        """Create a run folder and queue it; returns the run id. Configs are validated before anything is written.
+        `sweep` marks one temperature of an Ising sweep (genlib.runs.schema.SweepMember's fields)."""
         from genlib.models import make_config
         from genlib.training import TrainConfig
 
@@ -114,33 +142,35 @@ class JobManager:
         train_cfg = dataclasses.asdict(tc)
         check_fits(model_name, model_cfg, batch_size=tc.batch_size, precision=tc.precision, dataset=tc.dataset,
                    device=resolve_device(tc.device))
-        run = self.store.create({"model": model_name, "model_config": model_cfg, "train_config": train_cfg,
-                                 "dataset": train_cfg["dataset"], "title": title, "parent": parent})
+        run = self.store.create(RunRecord(model=model_name, model_config=model_cfg, train_config=train_cfg,
+                                          dataset=train_cfg["dataset"], title=title,
+                                          sweep=SweepMember.from_dict(sweep, "sweep") if sweep else None))
         run.send(command="run", lr=train_cfg["lr"])
         self._enqueue(run, train_cfg["device"])
         return run.id
 
     def resume(self, run_id: str, *, epochs: int | None = None, max_steps: int | None = None) -> None:
-        """Continue a finished, stopped, failed or interrupted run from its last checkpoint (optionally longer)."""
-        from genlib.training import TrainConfig
-
+        """Continue a finished, stopped, failed or interrupted run from its last checkpoint (optionally longer:
+        `epochs` and `max_steps` as genlib.runs.resume.resumed_train_config says). Refused while the run is live,
+        pretrained, or being evaluated (the evaluation reads the checkpoint the worker would overwrite)."""
         from genlib.runs.pretrained import refuse_if_pretrained
+        from genlib.runs.resume import resumed_train_config
 
         run = self.store.get(run_id)
         refuse_if_pretrained(run, "resumed")
+        refuse_during_evaluation(run, "resumed")
         self._finish_exiting(run)
         with self._lock:
             if run_id in self._jobs or (run.effective_state() in LIVE_STATES and run_id not in self._lost):
-                raise ValueError(f"run {run_id} is already live; pause/resume it instead")
-            info = run.info()
-            tc = dict(info["train_config"])
-            if epochs is not None:
-                tc["epochs"] = epochs
-            if max_steps is not None:
-                tc["max_steps"] = max_steps
-            info["train_config"] = dataclasses.asdict(TrainConfig(**tc))
+                owner = run.owner()
+                raise ValueError(f"run {run_id} is already live" + (f", owned by {owner.describe()}" if owner else "")
+                                 + "; pause/resume it instead")
+            record = run.record()
+            record = record.with_train_config(resumed_train_config(record.train_config, epochs=epochs,
+                                                                   max_steps=max_steps))
+            info = record.to_dict()
             try:
-                run.write_info(info)
+                run.write_info(record)
                 run.send(command="run")
                 run.write_state(state="queued", message="waiting to resume", error=None)
             except OSError as e:  # a full disk: each write above is atomic, so what was saved stays as it was
@@ -162,6 +192,11 @@ class JobManager:
                 self._queue.remove(run_id)
                 self._jobs.pop(run_id, None)
                 run.write_state(state="stopped", message="stopped before it started")
+            elif run_id not in self._jobs:  # queued by another server on this runs folder: its queue drops it
+                with admission.admission_lock(self.store.root):
+                    state = run.state()
+                    if state.get("state") == "queued" and not state.get("admitted"):
+                        run.write_state(state="stopped", message="stopped before it started", queue_place=None)
 
     def set_knobs(self, run_id: str, **knobs: Any) -> None:
         """Change live settings (lr, and model knobs) of a running job; the worker applies them within a second.
@@ -182,13 +217,41 @@ class JobManager:
         self._enqueue(run, run.info()["train_config"]["device"])
         return run.id
 
+    def evaluate(self, run_id: str, kind: str = "full") -> None:
+        """Queue an evaluation of a saved run's checkpoint (genlib.quality.records): the same queue, caps and launcher
+        as training, at the workers' priority; ValueError when one of this run is already queued or running (here,
+        or on another server: its status file says so, read under the admission lock)."""
+        from genlib.quality.records import evaluation_running
+        from genlib.quality.settings import settings_for
+
+        settings_for(kind)  # an unknown kind is refused here, not in a worker
+        run = self.store.get(run_id)
+        key = _key(run_id, "evaluate")
+        with self._lock, admission.admission_lock(self.store.root):
+            if key in self._jobs or evaluation_running(run):
+                raise ValueError(f"an evaluation of run {run_id} is already queued or running")
+            if run_id in self._jobs or _status(run, None, False).live:  # its checkpoint is still being rewritten
+                raise ValueError(f"run {run_id} is still training: evaluate it once it has stopped")
+            try:  # a cancel left over from an earlier evaluation must not cancel this one
+                run.quality_cancel_path.unlink(missing_ok=True)
+            except OSError:
+                pass
+            self._jobs[key] = _Job(run=run, device="cpu", kind="evaluate", quality=kind)
+            self._queue.append(key)
+            admission.write_evaluation_status(run, kind, "queued", queued=True)
+        self._schedule()
+
     def delete(self, run_id: str) -> None:
         from genlib.runs.pretrained import refuse_if_pretrained
 
-        refuse_if_pretrained(self.store.get(run_id), "deleted")
+        run = self.store.get(run_id)
+        refuse_if_pretrained(run, "deleted")
+        refuse_during_evaluation(run, "deleted")
         with self._lock:
-            if run_id in self._jobs:
+            if run_id in self._jobs or _key(run_id, "evaluate") in self._jobs:
                 raise ValueError(f"run {run_id} is still training; stop it first")
+            if _status(run, None, False).live:  # a job of another server on this runs folder
+                raise ValueError(f"run {run_id} is still training (started through another server); stop it first")
             self.store.delete(run_id)
 
     # ---- queries ----
@@ -199,6 +262,12 @@ class JobManager:
             owned = run_id in self._jobs
             lost = self._lost.get(run_id)
         return _status(run, position, owned, lost)
+
+    def evaluation_position(self, run_id: str) -> int | None:
+        """The place in line of a queued evaluation of `run_id` on this server, or None."""
+        with self._lock:
+            key = _key(run_id, "evaluate")
+            return self._queue.index(key) + 1 if key in self._queue else None
 
     def statuses(self) -> list[JobStatus]:
         with self._lock:
@@ -218,63 +287,103 @@ class JobManager:
     # ---- machinery ----
     def _enqueue(self, run: Run, device: str) -> None:
         with self._lock:
-            self._jobs[run.id] = _Job(run=run, device=_device_key(device))
+            self._jobs[run.id] = _Job(run=run, device=admission.device_key(device))
             self._queue.append(run.id)
             self._lost.pop(run.id, None)
+            try:  # a slot held by an earlier admission of this run is given up; other servers see who queued it
+                run.write_state(admitted=None, queued_by=admission.server_mark())
+            except OSError:
+                pass  # a full disk: the job still queues here; the write that starts it will say so
         self._schedule()
 
     def _limit(self, device_key: str) -> int:
         return self.max_jobs or default_max_jobs(device_key)
 
     def _schedule(self) -> None:
+        """Start what the caps allow, oldest first. The slots in use are this server's jobs and every job the runs
+        folder shows live (other servers' too), counted and marked under the runs folder's admission lock."""
         with self._lock:
-            for run_id in list(self._queue):
-                job = self._jobs[run_id]
-                running = sum(1 for j in self._jobs.values() if j.handle is not None and j.device == job.device)
-                if running >= self._limit(job.device):
-                    continue
-                self._queue.remove(run_id)
-                job.started = time.time()
+            self._drop_stopped()
+            if not self._queue:
+                return
+            mine: dict[str, set[str]] = {}
+            for key, job in self._jobs.items():
+                if job.handle is not None:
+                    mine.setdefault(job.device, set()).add(key)
+            if all(len(mine.get(self._jobs[k].device, ())) >= self._limit(self._jobs[k].device) for k in self._queue):
+                self._write_places()
+                return  # full on this server's own count: no need to read the runs folder
+            with admission.admission_lock(self.store.root):
+                used = admission.slots_in_use(self.store)
+                for device, keys in mine.items():
+                    used.setdefault(device, set()).update(keys)
+                for key in list(self._queue):
+                    job = self._jobs[key]
+                    if len(used.get(job.device, ())) >= self._limit(job.device):
+                        continue
+                    self._queue.remove(key)
+                    used.setdefault(job.device, set()).add(key)
+                    self._start(key, job)
+            self._write_places()
+
+    def _start(self, key: str, job: _Job) -> None:
+        """Mark the job admitted in its run folder (its slot, for every server), then launch it."""
+        job.started = time.time()
+        try:
+            if job.kind == "train":
+                job.run.write_state(admitted=job.started, queue_place=None)
+            else:
+                admission.write_evaluation_status(job.run, job.quality, "starting", admitted=job.started)
+            job.handle = self.launcher.start(job.run, job.kind, quality=job.quality)
+        except (OSError, RuntimeError) as e:  # no process or thread to be had: this job fails, alone
+            del self._jobs[key]
+            what = "training worker" if job.kind == "train" else "evaluation"
+            error = f"the {what} could not start: {type(e).__name__}: {e}"
+            try:
+                if job.kind == "train":
+                    job.run.write_state(state="failed", error=error, message=error, admitted=None)
+                else:
+                    admission.write_evaluation_status(job.run, job.quality, error, state="failed")
+            except OSError:
+                if job.kind == "train":
+                    self._lost[job.run.id] = (error, error)
+
+    def _drop_stopped(self) -> None:
+        """Queued runs stopped (or started) through another server on this runs folder leave this queue."""
+        for key in list(self._queue):
+            job = self._jobs[key]
+            if job.kind != "train":
+                continue
+            try:
+                state, command = job.run.state().get("state"), job.run.control().get("command")
+            except OSError:
+                continue
+            if state == "queued" and command == "stop":
                 try:
-                    job.handle = self._launch(job.run)
-                except (OSError, RuntimeError) as e:  # no process or thread to be had: this job fails, alone
-                    del self._jobs[run_id]
-                    error = f"the training worker could not start: {type(e).__name__}: {e}"
-                    try:
-                        job.run.write_state(state="failed", error=error, message=error)
-                    except OSError:
-                        self._lost[run_id] = (error, error)
+                    job.run.write_state(state="stopped", message="stopped before it started", queue_place=None)
+                except OSError:
+                    continue
+            elif state == "queued":
+                continue
+            self._queue.remove(key)
+            del self._jobs[key]
 
-    def _launch(self, run: Run) -> Any:
-        if self.backend == "thread":
-            t = threading.Thread(target=self._thread_main, args=(run,), name=f"genlib-train-{run.id}", daemon=True)
-            t.start()
-            return t
-        proc = self._standby.take(run.path) if self._standby is not None else None
-        if proc is not None:
-            return proc
-        log = open(run.log_path, "ab")
-        try:
-            env = dict(os.environ, PYTHONUNBUFFERED="1")
-            return subprocess.Popen([self.python, "-m", "genlib", "worker", str(run.path),
-                                     "--nice", str(self.worker_nice)],
-                                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    env=env, cwd=os.getcwd(), start_new_session=True)
-        finally:
-            log.close()
-
-    def _thread_main(self, run: Run) -> None:
-        """A worker thread: run_job records its own failures; whatever escapes it (a full disk while recording,
-        SystemExit, a bug) is kept here so the job shows as failed with that error, not as running forever."""
-        from genlib.jobs.worker import run_job
-
-        try:
-            run_job(run)
-        except BaseException as e:  # noqa: BLE001 - the thread ends here either way; the error must be seen
-            with self._lock:
-                job = self._jobs.get(run.id)
-                if job is not None:
-                    job.error = f"{type(e).__name__}: {e}".strip().rstrip(":")
+    def _write_places(self) -> None:
+        """Each queued job's place in line, into its run folder, for the pages of the other servers (rewritten when it
+        changes, and every QUEUE_BEAT_S as the queue's heartbeat)."""
+        now = time.time()
+        for place, key in enumerate(self._queue, start=1):
+            job = self._jobs[key]
+            if job.place == place and now - job.place_written < admission.QUEUE_BEAT_S:
+                continue
+            try:
+                if job.kind == "train":
+                    job.run.write_state(queue_place=place)
+                else:
+                    admission.write_evaluation_status(job.run, job.quality, "queued", queued=True, place=place)
+            except OSError:
+                continue
+            job.place, job.place_written = place, now
 
     def _finish_exiting(self, run: Run, timeout: float = 15.0) -> None:
         """A worker that has written its final state may still be exiting: wait for it, then reap it."""
@@ -282,45 +391,47 @@ class JobManager:
             job = self._jobs.get(run.id)
         if job is None or job.handle is None or run.state().get("state") in LIVE_STATES:
             return
-        if isinstance(job.handle, threading.Thread):
-            job.handle.join(timeout)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self.launcher.status(job.handle).alive:
+                    break
+            time.sleep(0.05)
         else:
-            try:
-                job.handle.wait(timeout)
-            except subprocess.TimeoutExpired:
-                return
+            return
         self._reap()
 
     def _reap(self) -> None:
         with self._lock:
-            for run_id, job in list(self._jobs.items()):
-                h = job.handle
-                if h is None:
+            for key, job in list(self._jobs.items()):
+                if job.handle is None:
                     continue
-                alive = h.is_alive() if isinstance(h, threading.Thread) else h.poll() is None
-                if alive:
+                liveness = self.launcher.status(job.handle)
+                if liveness.alive:
                     continue
-                del self._jobs[run_id]
+                del self._jobs[key]
+                if job.kind == "evaluate":
+                    admission.fail_silent_evaluation(job.run, job.quality, liveness.reason)
+                    continue
                 state = job.run.state()
                 if state.get("state") in LIVE_STATES:  # the worker died without saying why
-                    error = job.error or _exit_reason(h, job.run)
+                    error = liveness.reason or "the training worker ended without recording a result"
                     message = ("The training worker stopped unexpectedly; Continue training resumes from the last "
                                "checkpoint.")
                     try:
-                        job.run.write_state(state="failed", error=error, message=message)
+                        job.run.write_state(state="failed", error=error, message=message, admitted=None)
                     except OSError as e:  # a full disk: remember it here, so the page still says what happened
-                        self._lost[run_id] = (f"{error}; the failure could not be recorded either "
-                                              f"({e.strerror or e})", message)
+                        self._lost[key] = (f"{error}; the failure could not be recorded either "
+                                           f"({e.strerror or e})", message)
         self._schedule()
 
     def _watch(self) -> None:
         while not self._closed.wait(0.5):
             try:
                 self._reap()
-                if self._standby is not None:
-                    with self._lock:
-                        if not self._closed.is_set():
-                            self._standby.tend()
+                with self._lock:
+                    if not self._closed.is_set():
+                        self.launcher.tend()
             except Exception:  # noqa: BLE001 - the monitor must outlive any single bad run folder
                 continue
 
@@ -328,9 +439,20 @@ class JobManager:
         """Stop the monitor; with stop_jobs, ask every job to stop and wait for them."""
         if stop_jobs:
             with self._lock:
-                ids = list(self._jobs)
-            for run_id in ids:
-                self.stop(run_id)
+                jobs = list(self._jobs.items())
+            for key, job in jobs:
+                if job.kind == "train":
+                    self.stop(key)
+                else:  # an evaluation: cancelled through its run folder, or dropped from the queue
+                    with self._lock:
+                        if key in self._queue:
+                            self._queue.remove(key)
+                            self._jobs.pop(key, None)
+                            admission.fail_silent_evaluation(job.run, job.quality, "cancelled before it started")
+                    try:
+                        job.run.quality_cancel_path.touch()
+                    except OSError:
+                        pass
             deadline = time.time() + timeout
             while time.time() < deadline:
                 self._reap()
@@ -339,9 +461,8 @@ class JobManager:
                         break
                 time.sleep(0.1)
         self._closed.set()
-        if self._standby is not None:
-            with self._lock:
-                self._standby.close()
+        with self._lock:
+            self.launcher.close()
 
     def wait(self, run_id: str, timeout: float = 60.0) -> JobStatus:
         """Block until a run leaves the live states (for tests and scripts, never for pages)."""
@@ -354,35 +475,13 @@ class JobManager:
         raise TimeoutError(f"run {run_id} still {self.status(run_id).state} after {timeout} s")
 
 
-def _device_key(device: str) -> str:
-    return "cpu" if device == "cpu" else ("cuda" if device.startswith("cuda") else device)
-
-
-def _exit_reason(handle: Any, run: Run) -> str:
-    """Why a worker ended without recording it: the signal or exit code, and the last line of its log."""
-    import signal
-
-    code = getattr(handle, "returncode", None)
-    if code is None:
-        reason = "the training thread ended without recording a result"
-    elif code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        hint = " (the system may have run out of memory)" if name == "SIGKILL" else ""
-        reason = f"the training worker was killed by {name}{hint}"
-    else:
-        reason = f"the training worker exited unexpectedly (code {code})"
-    try:
-        with open(run.log_path, "rb") as f:
-            f.seek(max(0, f.seek(0, 2) - 2000))
-            lines = [ln for ln in f.read().decode(errors="replace").splitlines() if ln.strip()]
-        if lines:
-            reason += f": {lines[-1].strip()[:300]}"
-    except OSError:
-        pass
-    return reason
+def refuse_during_evaluation(run: Run, action: str) -> None:
+    """ValueError naming the evaluation (pid, host) while a final/full evaluation of `run` runs: resuming would
+    overwrite the checkpoint it reads, deleting would pull the folder from under it."""
+    owner = run.evaluation_owner()
+    if owner is not None:
+        raise ValueError(f"run {run.id} cannot be {action} while {owner.describe()} of it runs: wait for it to "
+                         "finish (its progress shows in the quality panel) or cancel it, then try again.")
 
 
 def _status(run: Run, queue_position: int | None, owned: bool,
@@ -394,12 +493,12 @@ def _status(run: Run, queue_position: int | None, owned: bool,
         name = "failed"
     elif not owned:
         name = run.effective_state()
-        if name == "queued":  # queued by a server that is gone
+        if name == "queued" and admission.queued_elsewhere(state):  # another server's queue holds it: its place, as written
+            queue_position = state.get("queue_place") if isinstance(state.get("queue_place"), int) else None
+        elif name == "queued":  # queued by a server that is gone
             name = "interrupted"
     return JobStatus(run_id=run.id, model=info.get("model", "?"), dataset=info.get("dataset", "?"), state=name,
                      step=int(state.get("step", 0)), total_steps=state.get("total_steps"),
                      epoch=int(state.get("epoch", 0)), images_per_second=state.get("images_per_second"),
                      eta_seconds=state.get("eta_seconds"), message=state.get("message"), error=state.get("error"),
                      queue_position=queue_position, metrics=dict(state.get("metrics") or {}))
-
-

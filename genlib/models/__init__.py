@@ -9,7 +9,7 @@ import dataclasses
 import importlib
 from typing import Any
 
-from genlib.models.base import GenerativeModel, LatentModel
+from genlib.models.base import DenseDecoder, EnergyModel, GenerativeModel, LatentModel
 
 # name -> (module, class, config class)
 _REGISTRY: dict[str, tuple[str, str, str]] = {
@@ -20,8 +20,8 @@ _REGISTRY: dict[str, tuple[str, str, str]] = {
 }
 MODEL_NAMES: tuple[str, ...] = tuple(_REGISTRY)
 
-__all__ = ["MODEL_NAMES", "MODELS", "GenerativeModel", "LatentModel", "model_class", "make_config", "build_model",
-           "RBM", "RBMConfig", "VAE", "VAEConfig", "GAN", "GANConfig",
+__all__ = ["MODEL_NAMES", "MODELS", "GenerativeModel", "LatentModel", "EnergyModel", "DenseDecoder", "model_class",
+           "make_config", "build_model", "RBM", "RBMConfig", "VAE", "VAEConfig", "GAN", "GANConfig",
            "EBM", "EBMConfig"]
 
 

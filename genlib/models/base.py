@@ -11,40 +11,17 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
+from genlib.config import check, check_choice, check_number
 from genlib.data import to_unit
+from genlib.devices import device_generator  # noqa: F401 - the models and evaluators take it from their contract
 
 PRECISIONS = ("fp32", "bf16")
-
-
-def check(condition: bool, message: str) -> None:
-    """Raise ValueError(message) unless `condition`: configs refuse bad values instead of fixing them silently."""
-    if not condition:
-        raise ValueError(message)
-
-
-def check_int_in(name: str, value: Any, lo: int, hi: int) -> None:
-    """An int (not a bool: JSON's true would pass isinstance(True, int)) in [lo, hi], else ValueError."""
-    check(isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi,
-          f"{name} must be an int in [{lo}, {hi}], got {value!r}")
-
-
-def check_unit_interval(name: str, value: Any) -> None:
-    """A real number (not a bool) in [0, 1), else ValueError: slopes, dropout rates, momenta, Adam's beta1."""
-    check(isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value < 1.0,
-          f"{name} must be a number in [0, 1), got {value!r}")
-
-
-def device_generator(generator: torch.Generator | None, device: torch.device) -> torch.Generator | None:
-    """A generator on `device` seeded from a CPU `generator`, so draws are reproducible and stay on the device."""
-    if generator is None:
-        return None
-    seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())
-    return torch.Generator(device=device).manual_seed(seed)
 
 
 class GenerativeModel(nn.Module, ABC):
@@ -68,8 +45,8 @@ class GenerativeModel(nn.Module, ABC):
     # ---- training ----
     def configure_training(self, *, lr: float, precision: str = "fp32") -> None:
         """Create the optimisers (or the closed-form update's state) for learning rate `lr`."""
-        check(lr > 0 and lr < 10, f"learning rate must be in (0, 10), got {lr}")
-        check(precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {precision!r}")
+        check_number("learning rate", lr, 0.0, 10.0, lo_open=True, hi_open=True)
+        check_choice("precision", precision, PRECISIONS)
         self.lr = float(lr)
         self.precision = precision
         self._make_optimizers(self.lr)
@@ -93,7 +70,7 @@ class GenerativeModel(nn.Module, ABC):
 
     def set_lr(self, lr: float) -> None:
         """Change the learning rate of a running training without restarting it."""
-        check(lr > 0 and lr < 10, f"learning rate must be in (0, 10), got {lr}")
+        check_number("learning rate", lr, 0.0, 10.0, lo_open=True, hi_open=True)
         self.lr = float(lr)
         for opt in self.optimizers().values():
             for group in opt.param_groups:
@@ -104,8 +81,7 @@ class GenerativeModel(nn.Module, ABC):
         """ValueError unless `value` is a valid setting for the live knob `name` (checked before it is sent)."""
         check(name in cls.live_knobs, f"{cls.__name__} has no live setting {name!r}; it has {', '.join(cls.live_knobs)}")
         if name == "lr":
-            check(isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 10,
-                  f"learning rate must be in (0, 10), got {value!r}")
+            check_number("learning rate", value, 0.0, 10.0, lo_open=True, hi_open=True)
 
     def knobs(self) -> dict[str, Any]:
         """The live knobs' current values, e.g. {"lr": 1e-3, "beta": 1.0}."""
@@ -145,14 +121,60 @@ class GenerativeModel(nn.Module, ABC):
             return t.device
         return torch.device("cpu")
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The parameters' dtype (float32, or float64 for the reference path): what inputs are cast to."""
+        for t in self.parameters():
+            return t.dtype
+        return torch.float32
+
     def config_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self.config)
+
+
+@dataclass(frozen=True)
+class DenseLayer:
+    """One fully connected layer of an exported decoder: y = act(weight @ x + bias)."""
+
+    weight: torch.Tensor  # (n_out, n_in) float32 on the CPU, detached
+    bias: torch.Tensor  # (n_out,)
+    act: str  # "relu" or "none"
+
+
+@dataclass(frozen=True)
+class DenseDecoder:
+    """A decoder as plain tensors, for code that must run it elsewhere (the dashboard's in-browser sliders):
+    inputs (n_in,) -> each layer in turn -> `out` ("sigmoid", or "tanh_half": clamp(tanh + 0.5, 0, 1)) = the image's
+    pixel means, exactly what the model's `decode` returns (flattened)."""
+
+    layers: tuple[DenseLayer, ...]
+    out: str
+
+    def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The reference computation, in float64: inputs (B, n_in) -> pixel means (B, n_out)."""
+        x = inputs.double()
+        for layer in self.layers:
+            x = x @ layer.weight.double().t() + layer.bias.double()
+            if layer.act == "relu":
+                x = x.clamp_min(0.0)
+        return torch.sigmoid(x) if self.out == "sigmoid" else (torch.tanh(x) + 0.5).clamp(0.0, 1.0)
+
+
+def dense_layer(weight: torch.Tensor, bias: torch.Tensor, act: str) -> DenseLayer:
+    """A DenseLayer of copies of `weight` (n_out, n_in) and `bias` (n_out,) in float32 on the CPU."""
+    return DenseLayer(weight.detach().to("cpu", torch.float32).clone(), bias.detach().to("cpu", torch.float32).clone(),
+                      act)
 
 
 class LatentModel(ABC):
     """Models with a latent variable z that a slider can move: the VAE's z, the GAN's noise, the RBM's hidden units."""
 
     latent_dim: int
+
+    def export_decoder(self) -> DenseDecoder | None:
+        """The decoder z -> pixel means as plain tensors when it is a small dense network (the VAE's, the RBM's
+        p(v|h)); None when it is not (the GAN's convolutions), and then nothing outside the model runs it."""
+        return None
 
     @abstractmethod
     def sample_latent(self, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -161,6 +183,17 @@ class LatentModel(ABC):
     @abstractmethod
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Images (n, C, H, W) in [0, 1] for latents z (n, latent_dim); no gradients, eval mode."""
+
+
+class EnergyModel(ABC):
+    """Models that define an energy on images, p(x) ~ exp(-E(x)): the EBM's network E(x), the RBM's free energy F(v).
+
+    `image_energy` takes images (B, C, H, W) with pixels in [0, 1] (grey values too) and returns energies (B,), lower
+    for more likely images; it is differentiable in x, so a Langevin chain (genlib.sampling.langevin) runs on it."""
+
+    @abstractmethod
+    def image_energy(self, x: torch.Tensor) -> torch.Tensor:
+        """Energies (B,) of images x (B, C, H, W) in [0, 1]."""
 
 
 def keep_fused(optimizer: torch.optim.Optimizer) -> None:

@@ -23,15 +23,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from genlib.sampling.langevin import LangevinChain, langevin_chain
-from genlib.models.base import GenerativeModel, check, check_int_in, device_generator
+from genlib.config import check_declared, check_ints, number, whole
+from genlib.models.base import EnergyModel, GenerativeModel, device_generator
 
 IMAGE_SHAPE = (1, 28, 28)
 REPLAY_GRID = "replay"  # the worker writes the buffer's grid to <run folder>/replay.png
-
-
-def _number(name: str, value: Any, lo: float, hi: float, *, lo_open: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (lo < value if lo_open else lo <= value)
-    check(ok and value <= hi, f"{name} must be a number in {'(' if lo_open else '['}{lo:g}, {hi:g}], got {value!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -42,37 +38,23 @@ class EBMConfig:
     Pixels live in [0, 1] here, [-1, 1] in Foster: step 10 with clip 0.03 moves a pixel twice as far as his."""
 
     channels: tuple[int, int, int, int] = (16, 32, 64, 64)  # widths of the four strided convolutions
-    hidden: int = 64  # units of the dense layer before the energy
-    langevin_steps: int = 20  # Langevin steps per training batch (Foster: 60)
-    step_size: float = 10.0  # multiplies the clipped gradient dE/dx (pixels in [0, 1])
-    noise: float = 0.005  # standard deviation of the Langevin noise per step
-    grad_clip: float = 0.03  # each component of dE/dx clipped to [-grad_clip, grad_clip]: a pixel moves <= 0.3 a step
-    buffer_size: int = 2048  # replay buffer of negatives (Foster: 8192)
-    reinit: float = 0.05  # share of chains restarted from uniform noise each step
-    reg_weight: float = 0.1  # alpha of the energy-magnitude regulariser
-    data_noise: float = 0.005  # Gaussian noise on the data, so its energy surface is smooth around each image
-    param_clip: float = 0.1  # the parameters' gradient norm is clipped to this (Lippe's gradient_clip_val)
-    adam_beta1: float = 0.0  # Adam's beta1; 0 (no momentum) as in Du & Mordatch and Lippe, for stability
-    sample_steps: int = 500  # Langevin steps of `sample`, from uniform noise (digits form in 200-500)
+    hidden: int = whole(64, 1, 4096)  # units of the dense layer before the energy
+    langevin_steps: int = whole(20, 1, 1000)  # Langevin steps per training batch (Foster: 60)
+    step_size: float = number(10.0, 0.0, 1000.0, lo_open=True)  # multiplies the clipped dE/dx (pixels in [0, 1])
+    noise: float = number(0.005, 0.0, 1.0)  # standard deviation of the Langevin noise per step
+    # each component of dE/dx is clipped to [-grad_clip, grad_clip]: a pixel moves <= 0.3 a step
+    grad_clip: float = number(0.03, 0.0, 10.0, lo_open=True)
+    buffer_size: int = whole(2048, 1, 100_000)  # replay buffer of negatives (Foster: 8192)
+    reinit: float = number(0.05, 0.0, 1.0)  # share of chains restarted from uniform noise each step
+    reg_weight: float = number(0.1, 0.0, 100.0)  # alpha of the energy-magnitude regulariser
+    data_noise: float = number(0.005, 0.0, 1.0)  # noise on the data, so its energy is smooth around each image
+    param_clip: float = number(0.1, 0.0, 1e6, lo_open=True)  # gradient norm clip (Lippe's gradient_clip_val)
+    adam_beta1: float = number(0.0, 0.0, 1.0, hi_open=True)  # 0 (no momentum) as Du & Mordatch and Lippe: stable
+    sample_steps: int = whole(500, 1, 100_000)  # Langevin steps of `sample`, from uniform noise (digits at 200-500)
 
     def __post_init__(self) -> None:
-        ch = self.channels
-        check(isinstance(ch, tuple) and len(ch) == 4
-              and all(isinstance(c, int) and not isinstance(c, bool) and 1 <= c <= 512 for c in ch),
-              f"channels must be four ints in [1, 512], got {ch!r}")
-        check_int_in("hidden", self.hidden, 1, 4096)
-        check_int_in("langevin_steps", self.langevin_steps, 1, 1000)
-        _number("step_size", self.step_size, 0.0, 1000.0, lo_open=True)
-        _number("noise", self.noise, 0.0, 1.0)
-        _number("grad_clip", self.grad_clip, 0.0, 10.0, lo_open=True)
-        check_int_in("buffer_size", self.buffer_size, 1, 100_000)
-        _number("reinit", self.reinit, 0.0, 1.0)
-        _number("reg_weight", self.reg_weight, 0.0, 100.0)
-        _number("data_noise", self.data_noise, 0.0, 1.0)
-        _number("param_clip", self.param_clip, 0.0, 1e6, lo_open=True)
-        check(isinstance(self.adam_beta1, (int, float)) and 0.0 <= self.adam_beta1 < 1.0,
-              f"adam_beta1 must be in [0, 1), got {self.adam_beta1!r}")
-        check_int_in("sample_steps", self.sample_steps, 1, 100_000)
+        check_ints("channels", self.channels, 4, 1, 512)
+        check_declared(self)
 
 
 class EnergyNet(nn.Module):
@@ -98,7 +80,7 @@ class EnergyNet(nn.Module):
         return self.fc2(h).squeeze(1)  # (B,) energies
 
 
-class EBM(GenerativeModel):
+class EBM(GenerativeModel, EnergyModel):
     """An energy network `net`, its Adam optimiser and the replay buffer of Langevin negatives."""
 
     name: ClassVar[str] = "ebm"
@@ -134,6 +116,10 @@ class EBM(GenerativeModel):
             raise ValueError(f"the EBM takes images of shape {IMAGE_SHAPE}, got {tuple(x.shape[1:])}")
         with self.autocast():
             return self.net(x.to(self.device)).float()
+
+    def image_energy(self, x: torch.Tensor) -> torch.Tensor:
+        """The contract's energy on images (EnergyModel): E(x) itself."""
+        return self.energy(x)
 
     def langevin(self, x0: torch.Tensor, steps: int, *, step_size: float | None = None, noise: float | None = None,
                  clip: float | None = None, generator: torch.Generator | None = None, every: int = 1,

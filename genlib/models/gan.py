@@ -22,7 +22,8 @@ from torch import nn
 
 from genlib.data import from_signed, to_signed
 from genlib.sampling.bernoulli import SCALE, uniform15_, words_for
-from genlib.models.base import GenerativeModel, LatentModel, check, check_int_in, check_unit_interval, keep_fused
+from genlib.config import check_declared, choice, flag, number, whole
+from genlib.models.base import GenerativeModel, LatentModel, keep_fused
 
 # preset -> (generator widths: dense channels, conv-T 1, conv-T 2; discriminator widths: conv 1, conv 2).
 # "seed" is the course's model (2.5M parameters, 62M multiply-adds per image); "fast" divides every width by 4
@@ -40,23 +41,17 @@ ADAM_EPS = 1e-7  # Keras Adam epsilon
 class GANConfig:
     """Constructor arguments of a GAN; the defaults are the seed's Keras model (lr 1e-4 is set by the trainer)."""
 
-    preset: str = "seed"  # "seed" (2.3M + 0.2M parameters) or "fast" (widths / 4, for CPUs)
-    noise_dim: int = 100  # dimension of the generator's input noise z
-    leaky_slope: float = 0.3  # Keras LeakyReLU's default alpha, which the seed uses
-    dropout: float = 0.3  # the discriminator's dropout rate
-    adam_beta1: float = 0.9  # Keras's default; DCGAN's paper recommends 0.5
+    preset: str = choice("seed", PRESETS)  # "seed" (2.3M + 0.2M parameters) or "fast" (widths / 4, for CPUs)
+    noise_dim: int = whole(100, 1, 1024)  # dimension of the generator's input noise z
+    leaky_slope: float = number(0.3, 0.0, 1.0, hi_open=True)  # Keras LeakyReLU's default alpha, which the seed uses
+    dropout: float = number(0.3, 0.0, 1.0, hi_open=True)  # the discriminator's dropout rate
+    adam_beta1: float = number(0.9, 0.0, 1.0, hi_open=True)  # Keras's default; DCGAN's paper recommends 0.5
     # NHWC memory format for the convolutions: on by default, the fastest layout measured on a 2-core Xeon (bf16:
     # 2.67x the seed port against 2.28x in NCHW; fp32 1.19x against 1.10x) and on recent GPUs
-    channels_last: bool = True
+    channels_last: bool = flag(True)
 
     def __post_init__(self) -> None:
-        check(isinstance(self.preset, str) and self.preset in PRESETS,  # a list from JSON must not raise TypeError
-              f"preset must be one of {tuple(PRESETS)}, got {self.preset!r}")
-        check_int_in("noise_dim", self.noise_dim, 1, 1024)
-        check_unit_interval("leaky_slope", self.leaky_slope)
-        check_unit_interval("dropout", self.dropout)
-        check_unit_interval("adam_beta1", self.adam_beta1)
-        check(isinstance(self.channels_last, bool), f"channels_last must be a bool, got {self.channels_last!r}")
+        check_declared(self)
 
 
 class Generator(nn.Module):

@@ -27,12 +27,14 @@ from torch import nn
 from genlib.data import binarize
 from genlib.sampling.bernoulli import draw_, words_for
 from genlib.sampling.kernels.cd import CDKernels, load as load_cd_kernels, new_stream
-from genlib.models.base import (GenerativeModel, LatentModel, check, check_int_in, check_unit_interval,
-                                device_generator)
+from genlib.config import bounds, check_declared, check_ints, choice, flag, number, whole
+from genlib.models.base import DenseDecoder, EnergyModel, GenerativeModel, LatentModel, dense_layer, device_generator
 from genlib.sampling.gibbs import gibbs_chain
 
 BINARIZE_MODES = ("stochastic", "threshold")
 PARAMS = ("W", "v_bias", "h_bias")
+PCD_GRID = "pcd_chains"  # extra_grids' name: the worker saves the persistent chains as pcd_chains.png
+PCD_SHOWN = 64  # persistent chains in that grid
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,39 +42,26 @@ class RBMConfig:
     """Constructor arguments of an RBM; the defaults are the seed's (784 visible, 500 hidden, CD-1, plain SGD)."""
 
     image_shape: tuple[int, int, int] = (1, 28, 28)  # n_visible = C * H * W
-    n_hidden: int = 500
-    k: int = 1  # Gibbs steps of the negative phase (CD-k / PCD-k); RBM.set_k changes it during training
-    persistent: bool = False  # PCD: the negative chain continues across batches instead of restarting at the data
-    momentum: float = 0.0  # SGD momentum, torch.optim.SGD's convention
-    weight_decay: float = 0.0  # L2 penalty added to the gradient, torch.optim.SGD's convention
-    binarize: str = "stochastic"  # [0, 1] pixels -> {0, 1}: Bernoulli draws (the seed's data.bernoulli()) or > 0.5
-    init_std: float = 0.01  # W ~ N(0, init_std^2), the seed's randn * 1e-2
-    sample_steps: int = 500  # Gibbs steps of `sample`, from uniform random visibles
+    n_hidden: int = whole(500, 1, 10_000)
+    k: int = whole(1, 1, 1000)  # Gibbs steps of the negative phase (CD-k / PCD-k); RBM.set_k changes it in training
+    persistent: bool = flag(False)  # PCD: the negative chain continues across batches instead of restarting at the data
+    momentum: float = number(0.0, 0.0, 1.0, hi_open=True)  # SGD momentum, torch.optim.SGD's convention
+    weight_decay: float = number(0.0, 0.0, 1.0, hi_open=True)  # L2 penalty added to the gradient, as torch.optim.SGD
+    binarize: str = choice("stochastic", BINARIZE_MODES)  # [0, 1] -> {0, 1}: Bernoulli draws (the seed's) or > 0.5
+    init_std: float = number(0.01, 0.0, 1.0, lo_open=True)  # W ~ N(0, init_std^2), the seed's randn * 1e-2
+    sample_steps: int = whole(500, 1, 100_000)  # Gibbs steps of `sample`, from uniform random visibles
     # 0: constant step size. N: the step size falls linearly from lr to 0 over the first N updates (set N to the run's
     # total steps): the SGD noise of a constant lr leaves the model's statistics off the data's (Robbins-Monro)
-    lr_decay_steps: int = 0
+    lr_decay_steps: int = whole(0, 0, 10**9)
     # Centering (Montavon & Mueller 2012; Melchior, Fischer & Wiskott, JMLR 17, 2016): the SGD step is taken in the
     # coordinates E = -(v-mu).b~ - (h-lam).c~ - (h-lam)^T W (v-mu), with mu and lam running means of the data's
     # visibles and p(h|v). The model (W, b, c) is the same RBM; only the gradient's conditioning changes, which
     # matters where 0/1 units code a symmetric variable (Ising spins)
-    centering: bool = False
+    centering: bool = flag(False)
 
     def __post_init__(self) -> None:
-        shape = self.image_shape
-        check(isinstance(shape, tuple) and len(shape) == 3
-              and all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in shape),
-              f"image_shape must be three positive ints (C, H, W), got {shape!r}")
-        check_int_in("n_hidden", self.n_hidden, 1, 10_000)
-        check_int_in("k", self.k, 1, 1000)
-        check(isinstance(self.persistent, bool), f"persistent must be a bool, got {self.persistent!r}")
-        check_unit_interval("momentum", self.momentum)
-        check_unit_interval("weight_decay", self.weight_decay)
-        check(self.binarize in BINARIZE_MODES, f"binarize must be one of {BINARIZE_MODES}, got {self.binarize!r}")
-        check(isinstance(self.init_std, (int, float)) and not isinstance(self.init_std, bool)
-              and 0.0 < self.init_std <= 1.0, f"init_std must be a number in (0, 1], got {self.init_std!r}")
-        check_int_in("sample_steps", self.sample_steps, 1, 100_000)
-        check_int_in("lr_decay_steps", self.lr_decay_steps, 0, 10**9)
-        check(isinstance(self.centering, bool), f"centering must be a bool, got {self.centering!r}")
+        check_ints("image_shape", self.image_shape, 3, 1)
+        check_declared(self)
 
 
 class CDChain(NamedTuple):
@@ -135,7 +124,7 @@ class _Scratch:
         return draw_(p, out, self.words)
 
 
-class RBM(GenerativeModel, LatentModel):
+class RBM(GenerativeModel, LatentModel, EnergyModel):
     """A Bernoulli-Bernoulli RBM; `train_step` takes images in [0, 1], binarises them and takes one CD-k/PCD-k step."""
 
     name: ClassVar[str] = "rbm"
@@ -183,11 +172,11 @@ class RBM(GenerativeModel, LatentModel):
     def check_knob(cls, name: str, value: Any) -> None:
         super().check_knob(name, value)
         if name == "k":
-            check_int_in("k", value, 1, 1000)
+            bounds(RBMConfig, "k").check("k", value)
 
     def set_k(self, k: int) -> None:
         """Change the number of Gibbs steps of the negative phase during training."""
-        check_int_in("k", k, 1, 1000)
+        bounds(RBMConfig, "k").check("k", k)
         self.k = k
 
     # ---- energies and conditionals ----
@@ -203,6 +192,10 @@ class RBM(GenerativeModel, LatentModel):
     def free_energy(self, v: torch.Tensor) -> torch.Tensor:
         """F(v) = -log sum_h exp(-E(v, h)) per example (B,) for visibles v (B, n_visible)."""
         return self._free_energy_from(v, self._h_logits(v), self.v_bias)
+
+    def image_energy(self, x: torch.Tensor) -> torch.Tensor:
+        """The contract's energy on images (EnergyModel): F(v) of images x (B, C, H, W) flattened to v (B, n_v)."""
+        return self.free_energy(x.reshape(x.shape[0], -1).to(self.device, self.dtype))
 
     def energy(self, v: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """E(v, h) = -v.b - h.c - h^T W v per example (B,) for v (B, n_visible), h (B, n_hidden)."""
@@ -485,6 +478,22 @@ class RBM(GenerativeModel, LatentModel):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Images (n, C, H, W) in [0, 1]: p(v|h) for hidden vectors z (n, n_hidden), binary or not."""
         return self.p_v_given_h(z.to(self.device, self.W.dtype)).reshape(z.shape[0], *self.image_shape)
+
+    @torch.no_grad()
+    def extra_grids(self) -> dict[str, torch.Tensor]:
+        """With PCD: p(v|h) of the first PCD_SHOWN persistent chains at their current hidden states (n, C, H, W),
+        as PCD_GRID (the training worker saves it beside live.png); nothing without PCD or before the first batch."""
+        if not self.config.persistent or self.pcd_chain is None:
+            return {}
+        return {PCD_GRID: self.decode(self.pcd_chain[:PCD_SHOWN])}
+
+    def export_decoder(self) -> DenseDecoder:
+        """p(v|h) = sigmoid(W^T h + b) as one layer from the hidden units (n_h) to the pixels (n_v)."""
+        return DenseDecoder((dense_layer(self.W.t(), self.v_bias, "none"),), "sigmoid")
+
+    def filters(self) -> torch.Tensor:
+        """Each hidden unit's weights to the pixels, the rows of W (n_hidden, n_visible): a detached copy."""
+        return self.W.detach().clone()
 
     @torch.no_grad()
     def sample(self, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -20,15 +20,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genlib.models.base import GenerativeModel, LatentModel, check, keep_fused
+from genlib.config import bounds, check_declared, check_ints, choice, number, whole
+from genlib.models.base import DenseDecoder, GenerativeModel, LatentModel, dense_layer, keep_fused
 
 DECODERS = ("bernoulli", "gaussian")
 GAUSSIAN_SHIFT = 0.5  # the seed's transforms.Normalize(0.5, 1): x in [0, 1] -> x - 0.5 in [-0.5, 0.5]
 
 
 def _check_beta(beta: float) -> None:
-    check(isinstance(beta, (int, float)) and not isinstance(beta, bool) and 0.0 <= beta <= 10.0,
-          f"beta must be in [0, 10], got {beta!r}")
+    bounds(VAEConfig, "beta").check("beta", beta)  # the config's declaration: one range for config, knob and form
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -36,21 +36,14 @@ class VAEConfig:
     """Constructor arguments of a VAE; the defaults are the seed's (784-512-8, lr 1e-3 set by the trainer)."""
 
     image_shape: tuple[int, int, int] = (1, 28, 28)
-    hidden: int = 512  # H, width of both hidden layers of the encoder and of the decoder's one
-    latent: int = 8  # dimension of z
-    decoder: str = "bernoulli"  # "bernoulli" (logits, BCE) or "gaussian" (the seed's Normal(tanh(.), 1))
-    beta: float = 1.0  # weight of the KL term at the start of training; VAE.set_beta changes it later
+    hidden: int = whole(512, 8, 4096)  # H, width of both hidden layers of the encoder and of the decoder's one
+    latent: int = whole(8, 2, 64)  # dimension of z
+    decoder: str = choice("bernoulli", DECODERS)  # "bernoulli" (logits, BCE) or the seed's Normal(tanh(.), 1)
+    beta: float = number(1.0, 0.0, 10.0)  # weight of the KL term at the start of training; VAE.set_beta changes it
 
     def __post_init__(self) -> None:
-        shape = self.image_shape
-        check(isinstance(shape, tuple) and len(shape) == 3 and all(isinstance(s, int) and s >= 1 for s in shape),
-              f"image_shape must be three positive ints (C, H, W), got {shape!r}")
-        check(isinstance(self.hidden, int) and 8 <= self.hidden <= 4096,
-              f"hidden must be an int in [8, 4096], got {self.hidden!r}")
-        check(isinstance(self.latent, int) and 2 <= self.latent <= 64,
-              f"latent must be an int in [2, 64], got {self.latent!r}")
-        check(self.decoder in DECODERS, f"decoder must be one of {DECODERS}, got {self.decoder!r}")
-        _check_beta(self.beta)
+        check_ints("image_shape", self.image_shape, 3, 1)
+        check_declared(self)
 
 
 class VAE(GenerativeModel, LatentModel):
@@ -158,6 +151,13 @@ class VAE(GenerativeModel, LatentModel):
         if self.config.decoder == "bernoulli":
             return torch.sigmoid(raw)
         return (torch.tanh(raw) + GAUSSIAN_SHIFT).clamp_(0.0, 1.0)
+
+    def export_decoder(self) -> DenseDecoder:
+        """The decoder Linear-ReLU-Linear and its output (sigmoid, or tanh + 0.5) as plain tensors."""
+        first, last = self.decoder[0], self.decoder[2]  # Sequential(Linear(k, h), ReLU, Linear(h, d))
+        out = "sigmoid" if self.config.decoder == "bernoulli" else "tanh_half"
+        layers = (dense_layer(first.weight, first.bias, "relu"), dense_layer(last.weight, last.bias, "none"))
+        return DenseDecoder(layers, out)
 
     # ---- the loss ----
     def recon_term(self, raw: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from genlib.data import binarize, to_unit
-from genlib.models.base import check, device_generator
+from genlib.config import check_choice, check_int, check_number
+from genlib.devices import device_generator
 
 ProgressFn = Callable[[float, str], None]  # (fraction done in [0, 1], message)
 
@@ -42,14 +43,12 @@ class AISConfig:
     progress_every: int = 500  # steps between progress callbacks
 
     def __post_init__(self) -> None:
-        check(isinstance(self.n_steps, int) and 1 <= self.n_steps <= 10_000_000,
-              f"n_steps must be an int in [1, 10000000], got {self.n_steps!r}")
-        check(isinstance(self.n_chains, int) and 2 <= self.n_chains <= 1_000_000,
-              f"n_chains must be an int in [2, 1000000], got {self.n_chains!r}")
-        check(self.schedule in ("paper", "linear"), f"schedule must be 'paper' or 'linear', got {self.schedule!r}")
-        check(0.0 <= self.base_pseudocount <= 1.0, f"base_pseudocount must be in [0, 1], got {self.base_pseudocount}")
-        check(isinstance(self.progress_every, int) and self.progress_every >= 1,
-              f"progress_every must be a positive int, got {self.progress_every!r}")
+        check_int("n_steps", self.n_steps, 1, 10_000_000)
+        check_int("n_chains", self.n_chains, 2, 1_000_000)
+        check_choice("schedule", self.schedule, ("paper", "linear"))
+        check_number("base_pseudocount", self.base_pseudocount, 0.0, 1.0)
+        check_int("seed", self.seed, 0)
+        check_int("progress_every", self.progress_every, 1)
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)  # eq=False: it holds a tensor, which has no truth value to compare
@@ -74,7 +73,7 @@ def ais_betas(n_steps: int, schedule: str = "paper", *, dtype: torch.dtype = tor
     "paper" splits K over [0, 0.5], [0.5, 0.9] and [0.9, 1] in the ratio 500 : 4,000 : 10,000 (exactly the paper's
     schedule for K = 14,500), so the steps are finest near β = 1 where the distributions change fastest.
     """
-    check(isinstance(n_steps, int) and n_steps >= 1, f"n_steps must be a positive int, got {n_steps!r}")
+    check_int("n_steps", n_steps, 1)
     if schedule == "linear":
         return torch.linspace(0.0, 1.0, n_steps + 1, dtype=dtype)
     if schedule != "paper":
@@ -275,9 +274,12 @@ class RBMEvalConfig:
     exact_max_units: int = 20  # also enumerate log Z exactly when the smaller layer is this small
 
     def __post_init__(self) -> None:
-        check(self.binarize in ("stochastic", "threshold"),
-              f"binarize must be 'stochastic' or 'threshold', got {self.binarize!r}")
-        check(self.n_test is None or self.n_test >= 1, f"n_test must be positive, got {self.n_test}")
+        check_choice("binarize", self.binarize, ("stochastic", "threshold"))
+        check_int("binarize_seed", self.binarize_seed, 0)
+        check_int("pll_seed", self.pll_seed, 0)
+        if self.n_test is not None:
+            check_int("n_test", self.n_test, 1)
+        check_int("exact_max_units", self.exact_max_units, 0, 24)
 
 
 def binarized_test_set(images: torch.Tensor, mode: str, seed: int) -> torch.Tensor:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,9 +21,9 @@ from torch import nn
 
 from genlib.data import ImageData, load_dataset, to_unit
 from genlib.runs.io import atomic_write_bytes
-from genlib.models.base import check
+from genlib.config import check, check_int, check_ints, check_number
+from genlib.settings import current as current_settings
 
-CACHE_ENV = "GENLIB_CACHE"
 FORMAT = "genlib-classifier"
 FORMAT_VERSION = 1
 ProgressFn = Callable[[float, str], None]  # (fraction done in [0, 1], message)
@@ -36,7 +35,7 @@ class ClassifierError(ValueError):
 
 def default_cache_dir() -> Path:
     """Where classifiers are cached: $GENLIB_CACHE, else ~/.cache/genlib."""
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "genlib")
+    return current_settings().cache_dir
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,10 +49,12 @@ class ClassifierConfig:
     dropout: float = 0.25
 
     def __post_init__(self) -> None:
+        check_ints("image_shape", self.image_shape, 3, 1)
         check(tuple(self.image_shape[1:]) == (28, 28), f"the classifier takes 28x28 images, got {self.image_shape}")
-        check(len(self.channels) == 2 and all(c >= 1 for c in self.channels), f"bad channels {self.channels}")
-        check(self.features >= 2 and self.n_classes >= 2, "features and n_classes must be at least 2")
-        check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
+        check_ints("channels", self.channels, 2, 1, 4096)
+        check_int("features", self.features, 2)
+        check_int("n_classes", self.n_classes, 2)
+        check_number("dropout", self.dropout, 0.0, 1.0, hi_open=True)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,10 +69,12 @@ class ClassifierTrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        check(1 <= self.epochs <= 1000, f"epochs must be in [1, 1000], got {self.epochs}")
-        check(1 <= self.batch_size <= 65_536, f"batch_size must be in [1, 65536], got {self.batch_size}")
-        check(0 < self.lr < 1, f"lr must be in (0, 1), got {self.lr}")
-        check(0 <= self.max_shift <= 8, f"max_shift must be in [0, 8], got {self.max_shift}")
+        check_int("epochs", self.epochs, 1, 1000)
+        check_int("batch_size", self.batch_size, 1, 65_536)
+        check_number("lr", self.lr, 0.0, 1.0, lo_open=True, hi_open=True)
+        check_number("weight_decay", self.weight_decay, 0.0, 1.0)
+        check_int("max_shift", self.max_shift, 0, 8)
+        check_int("seed", self.seed, 0)
 
 
 def default_train_config(dataset: str) -> ClassifierTrainConfig:

@@ -3,9 +3,11 @@ RBM's AIS test log-likelihood and pseudo-log-likelihood (Salakhutdinov & Murray 
 ELBO and IWAE bound (Burda et al. 2016), and the Fréchet distance and class histogram of any model's samples in
 genlib's classifier's feature space (Heusel et al. 2017), recorded in the run folder.
 
-Three settings (genlib/quality/settings.py): CHEAP runs on a time cadence inside the training worker (at most ~10%
-of its time, see worker.py), FINAL once when a run finishes, FULL (the papers' settings) when asked for from the
-dashboard or a script. Where the
+This is genlib's one evaluation path: the training worker, `python -m genlib evaluate`, genlib.evaluate, the
+dashboard's quality panel and scripts/results_table.py all use it and store the same record. Three settings
+(genlib/quality/settings.py): CHEAP runs on a time cadence inside the training worker (at most ~10% of its time, see
+worker.py), FINAL once when a dashboard run finishes (the CLI's `train --evaluate` chooses), FULL (the papers'
+settings) when asked for from the dashboard, the command line or a script. Where the
 classifier comes from: a cheap evaluation only uses a cached one (it never holds training up for the ~80 s that
 training it on MNIST takes on two CPU cores); the first final or full evaluation that needs it trains and caches it,
 in the background job, with its progress shown in the quality panel.

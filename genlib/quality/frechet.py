@@ -121,7 +121,7 @@ def sample_quality(model: Any, classifier: Any, x_train: torch.Tensor, x_test: t
     counts = torch.bincount(preds, minlength=classifier.config.n_classes).tolist()
     return {
         "frechet_distance": frechet_distance_from_stats(*gaussian_stats(f_gen), *ref),
-        "frechet_floor_train_vs_test": frechet_distance_from_stats(*gaussian_stats(f_train), *ref),
+        "frechet_floor": frechet_distance_from_stats(*gaussian_stats(f_train), *ref),
         "n_samples": int(n),
         "n_floor": int(pick.shape[0]),  # fewer than n only when the training set is smaller
         "n_reference": int(x_test.shape[0]),

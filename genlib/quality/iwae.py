@@ -22,7 +22,8 @@ from typing import Any, Callable
 import torch
 
 from genlib.data import binarize, to_unit
-from genlib.models.base import check, device_generator
+from genlib.config import check_int
+from genlib.devices import device_generator
 
 ProgressFn = Callable[[float, str], None]  # (fraction done in [0, 1], message)
 LOG_2PI = math.log(2.0 * math.pi)
@@ -39,9 +40,12 @@ class VAEEvalConfig:
     n_test: int | None = None  # the first n test images (None: all)
 
     def __post_init__(self) -> None:
-        check(isinstance(self.k, int) and 1 <= self.k <= 10_000_000, f"k must be an int in [1, 10^7], got {self.k!r}")
-        check(isinstance(self.max_rows, int) and self.max_rows >= 1, f"max_rows must be positive, got {self.max_rows}")
-        check(self.n_test is None or self.n_test >= 1, f"n_test must be positive, got {self.n_test}")
+        check_int("k", self.k, 1, 10_000_000)
+        check_int("max_rows", self.max_rows, 1)
+        check_int("binarize_seed", self.binarize_seed, 0)
+        check_int("sample_seed", self.sample_seed, 0)
+        if self.n_test is not None:
+            check_int("n_test", self.n_test, 1)
 
 
 @torch.no_grad()

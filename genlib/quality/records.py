@@ -16,16 +16,21 @@ import threading
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from genlib.runs.io import append_jsonl, atomic_write_json
+from genlib.runs.schema import QUALITY_VERSION, QualityStatus, RunRecord
+from genlib.runs.store import this_host
+from genlib.quality.estimate import estimate_stages
 from genlib.quality.evaluator import EvaluationCancelled, ProgressFn, QualityEvaluator
 from genlib.quality.settings import CHEAP, FINAL, FULL, KINDS, QualitySettings, settings_for
 
 STATUS_WRITE_S = 0.5  # the evaluation status file is rewritten at most this often
 STATUS_STALE_S = 300.0  # a 'running' status not refreshed for this long belongs to an evaluation that died
+
+PlanFn = Callable[[dict[str, float]], None]  # the stages an evaluation will run and their expected seconds
 
 
 # ---- records in the run folder ----
@@ -33,7 +38,8 @@ STATUS_STALE_S = 300.0  # a 'running' status not refreshed for this long belongs
 def make_record(kind: str, step: int, figures: dict[str, Any] | None = None, *, error: str | None = None,
                 seconds: float = 0.0, settings: QualitySettings | None = None, **extra: Any) -> dict[str, Any]:
     """One evaluation as stored: what, when, how long, with which settings, and the figures or the error."""
-    return {"kind": kind, "step": int(step), "t": round(time.time(), 3), "seconds": round(seconds, 3),
+    return {"version": QUALITY_VERSION, "kind": kind, "step": int(step), "t": round(time.time(), 3),
+            "seconds": round(seconds, 3),
             "settings": dataclasses.asdict(settings) if settings is not None else None,
             "figures": figures or {}, "error": error, **extra}
 
@@ -42,7 +48,7 @@ def save_record(run: Any, record: dict[str, Any]) -> None:
     """Append to quality.jsonl; a final or full evaluation with figures also becomes quality.json (atomically)."""
     append_jsonl(run.quality_path, [record])
     if record["kind"] in ("final", "full") and record.get("error") is None:
-        atomic_write_json(run.quality_summary_path, record)
+        atomic_write_json(run.quality_summary_path, record, within=run.path)  # never recreates a deleted run
 
 
 def _error_text(e: BaseException) -> str:
@@ -64,19 +70,51 @@ class _Status:
             return
         self.last = now
         try:
-            atomic_write_json(self.run.quality_status_path,
-                              {"state": state, "kind": self.kind, "fraction": round(min(max(fraction, 0.0), 1.0), 4),
-                               "message": message, "pid": os.getpid(), "updated": time.time(), **extra})
+            QualityStatus(state=state, kind=self.kind, fraction=round(min(max(fraction, 0.0), 1.0), 4),
+                          message=message, pid=os.getpid(), host=this_host(), updated=time.time(),
+                          extra=extra).save(self.run.quality_status_path)  # never recreates a deleted run
         except OSError:
             pass  # a status line is a courtesy: a full disk must not fail the evaluation for it
 
 
-def run_evaluation(run: Any, evaluator: QualityEvaluator, model: Any, settings: QualitySettings, step: int,
-                   *, on_progress: ProgressFn | None = None, **extra: Any) -> dict[str, Any]:
-    """Evaluate, record the figures or the error, and return the record; never raises (but KeyboardInterrupt).
+def evaluate_record(evaluator: QualityEvaluator, model: Any, settings: QualitySettings, step: int, *,
+                    on_progress: ProgressFn | None = None, on_plan: PlanFn | None = None,
+                    **extra: Any) -> dict[str, Any]:
+    """Evaluate `model` and return its record (make_record: the figures, or the error), saving nothing; never
+    raises (but KeyboardInterrupt). Every evaluation's record is made here: run_evaluation saves it in a run
+    folder, scripts/results_table.py keeps it in its JSON.
 
-    A final or full evaluation also keeps quality-status.json up to date for the dashboard's progress bar.
+    With `on_plan`, the stages' expected seconds are first timed by short probes (genlib.quality.estimate) and
+    passed to it, and their sum is recorded as "expected_seconds".
     """
+    previous, evaluator.progress = evaluator.progress, on_progress
+    t0 = time.perf_counter()
+    try:
+        if on_plan is not None:
+            stages = estimate_stages(evaluator, model, settings)
+            extra = {**extra, "expected_seconds": round(sum(stages.values()), 1)}
+            on_plan(stages)
+        figures = evaluator.evaluate(model, settings)
+        return make_record(settings.kind, step, figures, seconds=time.perf_counter() - t0, settings=settings,
+                           **extra)
+    except KeyboardInterrupt:
+        raise
+    except EvaluationCancelled as e:
+        return make_record(settings.kind, step, error=f"cancelled: {e}", seconds=time.perf_counter() - t0,
+                           settings=settings, cancelled=True, **extra)
+    except Exception as e:  # noqa: BLE001 - a failed evaluation is recorded; it must never end the training job
+        return make_record(settings.kind, step, error=_error_text(e), seconds=time.perf_counter() - t0,
+                           settings=settings, traceback=traceback.format_exc(limit=8), **extra)
+    finally:
+        evaluator.progress = previous
+
+
+def run_evaluation(run: Any, evaluator: QualityEvaluator, model: Any, settings: QualitySettings, step: int,
+                   *, on_progress: ProgressFn | None = None, on_plan: PlanFn | None = None,
+                   **extra: Any) -> dict[str, Any]:
+    """Evaluate (evaluate_record), save the record in the run folder and return it; never raises (but
+    KeyboardInterrupt). A final or full evaluation also keeps quality-status.json up to date for the dashboard's
+    progress bar."""
     status = _Status(run, settings.kind) if settings.kind != "cheap" else None
 
     def progress(fraction: float, message: str) -> None:
@@ -87,22 +125,7 @@ def run_evaluation(run: Any, evaluator: QualityEvaluator, model: Any, settings: 
 
     if status is not None:
         status.write("running", 0.0, "starting", force=True)
-    evaluator.progress = progress
-    t0 = time.perf_counter()
-    try:
-        figures = evaluator.evaluate(model, settings)
-        record = make_record(settings.kind, step, figures, seconds=time.perf_counter() - t0, settings=settings,
-                             **extra)
-    except KeyboardInterrupt:
-        raise
-    except EvaluationCancelled as e:
-        record = make_record(settings.kind, step, error=f"cancelled: {e}", seconds=time.perf_counter() - t0,
-                             settings=settings, cancelled=True, **extra)
-    except Exception as e:  # noqa: BLE001 - a failed evaluation is recorded; it must never end the training job
-        record = make_record(settings.kind, step, error=_error_text(e), seconds=time.perf_counter() - t0,
-                             settings=settings, traceback=traceback.format_exc(limit=8), **extra)
-    finally:
-        evaluator.progress = None
+    record = evaluate_record(evaluator, model, settings, step, on_progress=progress, on_plan=on_plan, **extra)
     try:
         save_record(run, record)
     except OSError:
@@ -114,52 +137,88 @@ def run_evaluation(run: Any, evaluator: QualityEvaluator, model: Any, settings: 
 
 
 class RunQuality:
-    """The quality records of one training worker: CHEAP evaluations when its cadence says, FINAL at the end."""
+    """The quality records of one training worker: CHEAP evaluations when its cadence says, FINAL (or the kind its
+    caller chose) at the end."""
 
-    def __init__(self, run: Any, data: Any, *, cache_dir: Path | str | None = None) -> None:
+    def __init__(self, run: Any, data: Any, *, cache_dir: Path | str | None = None,
+                 stop: Callable[[], bool] | None = None) -> None:
         self.run = run
+        self._stop = stop  # the worker's own stop request (a SIGTERM), besides the run's control file
         self._poll = {"next": 0.0, "stop": False}
         self.evaluator = QualityEvaluator(data, cache_dir=cache_dir, cancelled=self._stop_requested)
 
     def _stop_requested(self) -> bool:
         """The run's Stop command or the panel's Cancel (its control file read at most four times a second)."""
+        if self._stop is not None and self._stop():
+            return True
         now = time.monotonic()
         if now >= self._poll["next"]:
             self._poll["next"] = now + 0.25
-            self._poll["stop"] = self.run.control().get("command") == "stop" or self.run.quality_cancel_path.exists()
+            # the panel's Cancel counts only in the end-of-run evaluation (the only one it is shown for): a
+            # quality.cancel left over from an earlier evaluation must never cancel the cheap ones
+            self._poll["stop"] = self.run.control().get("command") == "stop" or (
+                self._poll.get("final", False) and self.run.quality_cancel_path.exists())
         return self._poll["stop"]
 
-    def periodic(self, model: Any, step: int) -> dict[str, Any]:
-        return run_evaluation(self.run, self.evaluator, model, CHEAP, step)
+    def periodic(self, model: Any, step: int, train_seconds: float | None = None) -> dict[str, Any]:
+        """A CHEAP evaluation; `train_seconds` (the run's training seconds so far) lets the quality panel plot it
+        against time as well as steps."""
+        return run_evaluation(self.run, self.evaluator, model, CHEAP, step, **_seconds(train_seconds))
 
-    def final(self, model: Any, step: int) -> dict[str, Any]:
-        """The end-of-run evaluation; its progress also goes to the run's state message ('Stop' skips it)."""
+    def final(self, model: Any, step: int, kind: str = "final", *, on_progress: ProgressFn | None = None,
+              on_plan: PlanFn | None = None, train_seconds: float | None = None) -> dict[str, Any]:
+        """The end-of-run evaluation (FINAL, or CHEAP where the user chose it); its progress also goes to the run's
+        state message ('Stop' skips it) and to `on_progress`."""
+        settings = {"cheap": CHEAP, "final": FINAL, "full": FULL}[kind]  # read now: tests and scripts replace them
         try:
             self.run.quality_cancel_path.unlink(missing_ok=True)
         except OSError:
             pass
         self._poll["next"] = 0.0
+        self._poll["final"] = True  # from here the panel's Cancel applies (the leftover was cleared just above)
         last = {"t": 0.0}
 
         def to_state(fraction: float, message: str) -> None:
+            if on_progress is not None:
+                on_progress(fraction, message)
             if time.monotonic() - last["t"] >= 1.0:  # also the worker's heartbeat while it evaluates
                 last["t"] = time.monotonic()
                 try:
-                    self.run.write_state(message=f"final evaluation ({fraction:.0%}), Stop skips it: {message}")
+                    self.run.write_state(message=f"{kind} evaluation ({fraction:.0%}), Stop skips it: {message}")
                 except OSError:
                     pass
 
-        return run_evaluation(self.run, self.evaluator, model, FINAL, step, on_progress=to_state)
+        return run_evaluation(self.run, self.evaluator, model, settings, step, on_progress=to_state,
+                              on_plan=on_plan, **_seconds(train_seconds))
+
+
+def _seconds(train_seconds: float | None) -> dict[str, float]:
+    """The record's "train_seconds" entry (none when unknown, as in records made before it existed)."""
+    return {} if train_seconds is None else {"train_seconds": round(float(train_seconds), 2)}
 
 
 # ---- evaluating a saved run, in the foreground or the background ----
 
+def run_dataset(info: dict[str, Any]) -> str:
+    """The dataset a run trained on, from its run.json: genlib.runs.schema.RunRecord.resolved_dataset (Run.dataset)."""
+    return RunRecord.from_dict(info, where="run.json").resolved_dataset
+
+
+def evaluation_device(device: torch.device | str) -> torch.device:
+    """The device to evaluate on: "auto" resolved as training does; Apple's GPUs lack float64 (AIS): their CPU."""
+    from genlib.devices import resolve_device
+
+    device = resolve_device(device) if isinstance(device, str) and device == "auto" else torch.device(device)
+    return torch.device("cpu") if device.type == "mps" else device
+
+
 def evaluate_saved_run(run: Any, settings: QualitySettings = FULL, *, device: torch.device | str = "cpu",
                        cache_dir: Path | str | None = None, data_root: Path | str | None = None,
-                       progress: ProgressFn | None = None) -> dict[str, Any]:
+                       progress: ProgressFn | None = None, on_plan: PlanFn | None = None) -> dict[str, Any]:
     """Evaluate a run folder's last checkpoint (else its snapshot) and record it; returns the record, never raises.
 
-    Loading problems (no checkpoint, dataset missing) are recorded as the evaluation's error too.
+    Loading problems (no checkpoint, dataset missing) are recorded as the evaluation's error too. `device` may be
+    "auto"; `data_root` defaults to the run's own, then $GENLIB_DATA_ROOT; `on_plan`: see run_evaluation.
     """
     from genlib.runs.checkpoints import load_checkpoint, model_from_checkpoint
     from genlib.data import load_dataset
@@ -168,16 +227,15 @@ def evaluate_saved_run(run: Any, settings: QualitySettings = FULL, *, device: to
     status.write("running", 0.0, "loading the model and the data", force=True)
     try:
         run.quality_cancel_path.unlink(missing_ok=True)
-        path = run.checkpoint_path if run.checkpoint_path.exists() else run.snapshot_path
-        if not path.exists():
+        path = run.latest_weights()
+        if path is None:
             raise FileNotFoundError(f"run {run.id} has no checkpoint yet")
-        device = torch.device(device)
+        device = evaluation_device(device)
         ckpt = load_checkpoint(path, device=device)
         model = model_from_checkpoint(ckpt, device=device)
         info = run.info()
-        tc = info.get("train_config") or {}
-        data = load_dataset(tc.get("dataset") or info.get("dataset") or "mnist",
-                            root=data_root or tc.get("data_root"), device=device, download=False)
+        data = load_dataset(run.dataset(), root=data_root or (info.get("train_config") or {}).get("data_root"),
+                            device=device, download=False)
         step = ckpt.step
     except KeyboardInterrupt:
         raise
@@ -191,22 +249,46 @@ def evaluate_saved_run(run: Any, settings: QualitySettings = FULL, *, device: to
         status.write("failed", 1.0, record["error"], force=True)
         return record
     evaluator = QualityEvaluator(data, cache_dir=cache_dir, cancelled=run.quality_cancel_path.exists)
-    return run_evaluation(run, evaluator, model, settings, step, on_progress=progress, checkpoint=path.name)
+    record = run_evaluation(run, evaluator, model, settings, step, on_progress=progress, on_plan=on_plan,
+                            checkpoint=path.name)
+    if settings.kind == "cheap":  # run_evaluation keeps no status for cheap ones: end the 'running' written above,
+        # or a caller that lives on (genlib.api.evaluate, the thread backend) would hold the run as if evaluating
+        state = "done" if record["error"] is None else ("cancelled" if record.get("cancelled") else "failed")
+        status.write(state, 1.0, record["error"] or "done", force=True, step=record["step"])
+    return record
+
+
+# the figures of each model's likelihoods, for the command line's per-model groups ("rbm", "vae", "samples")
+SAMPLE_KEYS = ("frechet_distance", "frechet_floor", "n_samples", "n_floor", "class_histogram", "class_names",
+               "class_entropy", "class_max_entropy", "classes_seen", "class_min_share", "class_max_share",
+               "classifier_accuracy")
+
+
+def result_line(run: Any, record: dict[str, Any], *, device: Any = None) -> dict[str, Any]:
+    """What `python -m genlib evaluate` prints last: the record as stored (less its traceback), the run's identity,
+    and the figures grouped as that command's first version printed them ("rbm" or "vae", "samples")."""
+    info = run.info()
+    model = info.get("model")
+    figures = record.get("figures") or {}
+    out = {k: v for k, v in record.items() if k != "traceback"}
+    out.update(run_id=run.id, run_dir=str(run.path), model=model, dataset=run_dataset(info),
+               quick=record.get("kind") == "cheap")
+    if device is not None:
+        out["device"] = str(device)
+    if model in ("rbm", "vae") and record.get("error") is None:
+        out[model] = {k: v for k, v in figures.items() if k not in SAMPLE_KEYS and k != "samples_skipped"}
+    if "frechet_distance" in figures:
+        out["samples"] = {k: figures[k] for k in SAMPLE_KEYS if k in figures}
+        out["classifier"] = {"test_accuracy": figures.get("classifier_accuracy"), "dataset": run_dataset(info)}
+    if figures.get("samples_skipped"):
+        out["samples_skipped"] = figures["samples_skipped"]
+    return out
 
 
 def evaluation_running(run: Any) -> bool:
-    """Whether a final or full evaluation of `run` is under way (its status is fresh and its process alive)."""
-    from genlib.runs.store import _pid_alive
-
-    status = run.quality_status()
-    if status.get("state") != "running":
-        return False
-    try:
-        fresh = time.time() - float(status.get("updated") or 0) < STATUS_STALE_S
-    except (TypeError, ValueError):
-        return False
-    pid = status.get("pid")
-    return fresh and (pid == os.getpid() or _pid_alive(pid))
+    """Whether a final or full evaluation of `run` is under way: its status is fresh and its process alive (a pid
+    checked on its own host only; genlib.runs.store.Run.evaluation_owner)."""
+    return run.evaluation_owner() is not None
 
 
 def start_evaluation(run: Any, kind: str = "full", *, backend: str = "process") -> Any:
@@ -215,6 +297,10 @@ def start_evaluation(run: Any, kind: str = "full", *, backend: str = "process") 
     settings = settings_for(kind)
     if evaluation_running(run):
         raise ValueError(f"an evaluation of run {run.id} is already running")
+    try:  # a cancel left over from an earlier evaluation must not cancel this one (its process clears it late)
+        run.quality_cancel_path.unlink(missing_ok=True)
+    except OSError:
+        pass
     status = _Status(run, kind)
     status.write("running", 0.0, "starting", force=True)  # seen at once, before the process is up
     try:
@@ -257,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     run = open_run(args.run_dir)
     record = evaluate_saved_run(run, settings_for(args.kind), device=args.device, data_root=args.data_root,
                                 progress=lambda f, m: print(f"{f:4.0%} {m}", file=sys.stderr, flush=True))
-    print(json.dumps({k: v for k, v in record.items() if k != "traceback"}, default=str))
+    print(json.dumps(result_line(run, record, device=args.device), default=str))
     return 0 if record["error"] is None else 1
 
 

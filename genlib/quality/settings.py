@@ -9,7 +9,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from genlib.models.base import check
+from genlib.config import check, check_bool, check_choice, check_int, is_int
 
 KINDS = ("cheap", "final", "full")
 
@@ -31,23 +31,21 @@ class QualitySettings:
     seed: int = 0  # of the AIS chains, the IWAE draws and the samples
 
     def __post_init__(self) -> None:
-        check(self.kind in KINDS, f"kind must be one of {KINDS}, got {self.kind!r}")
-        check(self.n_test is None or (isinstance(self.n_test, int) and self.n_test >= 2),
-              f"n_test must be None or at least 2, got {self.n_test!r}")
-        check(isinstance(self.ais_steps, int) and 1 <= self.ais_steps <= 10_000_000,
-              f"ais_steps must be between 1 and 10,000,000, got {self.ais_steps!r}")
-        check(isinstance(self.ais_chains, int) and 2 <= self.ais_chains <= 1_000_000,
-              f"ais_chains must be between 2 and 1,000,000, got {self.ais_chains!r}")
-        check(isinstance(self.iwae_k, int) and 1 <= self.iwae_k <= 10_000_000,
-              f"iwae_k must be between 1 and 10,000,000, got {self.iwae_k!r}")
-        check(self.vae_n_test is None or (isinstance(self.vae_n_test, int) and self.vae_n_test >= 2),
-              f"vae_n_test must be None or at least 2, got {self.vae_n_test!r}")
-        check(isinstance(self.n_samples, int) and (self.n_samples == 0 or self.n_samples >= 2),
+        check_choice("kind", self.kind, KINDS)
+        if self.n_test is not None:
+            check_int("n_test", self.n_test, 2)
+        check_int("ais_steps", self.ais_steps, 1, 10_000_000)
+        check_int("ais_chains", self.ais_chains, 2, 1_000_000)
+        check_int("iwae_k", self.iwae_k, 1, 10_000_000)
+        if self.vae_n_test is not None:
+            check_int("vae_n_test", self.vae_n_test, 2)
+        check(is_int(self.n_samples) and (self.n_samples == 0 or self.n_samples >= 2),
               f"n_samples must be 0 (no sample figures) or at least 2, got {self.n_samples!r}")
         check(self.sample_models is None or isinstance(self.sample_models, tuple),
               f"sample_models must be None or a tuple of model names, got {self.sample_models!r}")
-        check(isinstance(self.exact_max_units, int) and 0 <= self.exact_max_units <= 24,
-              f"exact_max_units must be between 0 and 24, got {self.exact_max_units!r}")
+        check_bool("train_classifier", self.train_classifier)
+        check_int("exact_max_units", self.exact_max_units, 0, 24)
+        check_int("seed", self.seed, 0)
 
     def scores_samples(self, model_name: str) -> bool:
         return self.n_samples > 0 and (self.sample_models is None or model_name in self.sample_models)

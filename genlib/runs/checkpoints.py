@@ -19,6 +19,7 @@ from genlib.runs.io import atomic_write_bytes
 FORMAT = "genlib-checkpoint"
 FORMAT_VERSION = 1
 MAX_HEADER_BYTES = 100 * 2**20  # a safetensors header larger than this is not one of ours
+MAX_NESTING = 32  # levels of nesting in a training state (an optimiser's is 4); deeper is not one of ours
 
 
 class CheckpointError(ValueError):
@@ -62,18 +63,30 @@ def _flatten(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
     raise TypeError(f"cannot store {type(obj).__name__} at {prefix} in a checkpoint")
 
 
-def _unflatten(obj: Any, tensors: dict[str, torch.Tensor], device: torch.device) -> Any:
+def _unflatten(obj: Any, tensors: dict[str, torch.Tensor], device: torch.device, depth: int = 0) -> Any:
+    """The nested state `_flatten` stored, every entry checked: a hand-made or damaged header gives a CheckpointError
+    naming the fault, never a TypeError or a RecursionError."""
+    if depth > MAX_NESTING:
+        raise CheckpointError(f"the checkpoint's training state is nested deeper than {MAX_NESTING} levels; "
+                              "genlib never writes that")
     if isinstance(obj, dict):
         if "__tensor__" in obj:
             key = obj["__tensor__"]
-            if key not in tensors:
-                raise CheckpointError(f"the checkpoint's header names a tensor {key!r} that the file does not hold")
+            if not isinstance(key, str) or key not in tensors:
+                raise CheckpointError(f"the checkpoint's header names a tensor {str(key)[:80]!r} that the file does "
+                                      "not hold")
             return tensors[key].to(device)
         if "__dict__" in obj:
-            return {k: _unflatten(v, tensors, device) for k, v in obj["__dict__"]}
+            items = obj["__dict__"]
+            if not isinstance(items, list) or not all(
+                    isinstance(kv, list) and len(kv) == 2 and isinstance(kv[0], (str, int, float, bool, type(None)))
+                    for kv in items):
+                raise CheckpointError("the checkpoint's training state has a damaged entry (a mapping that is not a "
+                                      "list of [key, value] pairs)")
+            return {k: _unflatten(v, tensors, device, depth + 1) for k, v in items}
         raise CheckpointError("the checkpoint's header has an unknown entry")
     if isinstance(obj, list):
-        return [_unflatten(v, tensors, device) for v in obj]
+        return [_unflatten(v, tensors, device, depth + 1) for v in obj]
     return obj
 
 
@@ -169,12 +182,38 @@ def read_checkpoint(data: bytes, *, device: torch.device | str = "cpu", where: s
         progress = json.loads(meta.get("progress", "{}"))
         skeleton = json.loads(meta.get("training_state", "null"))
         extra = json.loads(meta.get("extra", "{}"))
-    except (KeyError, ValueError) as e:
+    except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{where} has a damaged header ({e}).") from e
+    except RecursionError:
+        raise CheckpointError(f"{where} has a header nested too deeply to be a genlib checkpoint.") from None
+    for name, value in (("model_config", model_config), ("train_config", train_config), ("progress", progress),
+                        ("extra", extra)):
+        if not isinstance(value, dict):
+            raise CheckpointError(f"{where} has a damaged header: its {name} is not a JSON object.")
+    if skeleton is not None and not isinstance(skeleton, dict):
+        raise CheckpointError(f"{where} has a damaged header: its training state is not a JSON object.")
     model_state = {k[len("model/"):]: v.to(device) for k, v in tensors.items() if k.startswith("model/")}
-    training_state = _unflatten(skeleton, tensors, device) if skeleton is not None else None
+    try:
+        training_state = _unflatten(skeleton, tensors, device) if skeleton is not None else None
+    except CheckpointError as e:
+        raise CheckpointError(f"{where}: {e}.") from None
     return Checkpoint(model_name=str(meta.get("model")), model_config=model_config, train_config=train_config,
                       progress=progress, model_state=model_state, training_state=training_state, extra=extra)
+
+
+def read_header(path: Path | str) -> dict[str, Any]:
+    """The JSON fields of a checkpoint's header (progress, extra, train_config, model_config) without loading its
+    tensors; ValueError when the file has no safetensors header."""
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        if not 0 < n <= MAX_HEADER_BYTES:
+            raise ValueError(f"{Path(path).name} has no safetensors header")
+        try:
+            meta = json.loads(f.read(n)).get("__metadata__") or {}
+            return {k: json.loads(v) for k, v in meta.items()
+                    if k in ("progress", "extra", "train_config", "model_config")}
+        except (AttributeError, TypeError, RecursionError) as e:
+            raise ValueError(f"{Path(path).name} has a damaged header ({type(e).__name__})") from None
 
 
 def load_checkpoint(path: Path | str, *, device: torch.device | str = "cpu", max_bytes: int | None = None) -> Checkpoint:

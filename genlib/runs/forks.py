@@ -1,5 +1,5 @@
 """Forks of a run: a new run that starts from one of a run's saved checkpoints with one or more settings changed
-(the learning rate, the VAE's beta, the RBM's k, the number of epochs), recorded as parent and change, so the
+(the learning rate, the VAE's beta, the RBM's k, the number of epochs), recorded as forked_from and change, so the
 branches' curves and samples can be compared; plus the per-epoch checkpoints that make earlier branch points possible.
 
 A fork shares its parent's history up to the branch point: the fork's metrics.jsonl starts with the parent's rows up
@@ -10,7 +10,6 @@ progression show the whole path. The worker then resumes the copied checkpoint l
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 import shutil
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from genlib.runs.io import append_jsonl, atomic_write_bytes
+from genlib.runs.schema import ForkOrigin, RunRecord
 from genlib.runs.store import Run, RunStore
 
 MAX_EPOCH_CHECKPOINTS = 12  # per run; beyond it every other older one is dropped (spacing doubles, ends kept)
@@ -76,7 +76,7 @@ class BranchPoint:
 
 def branch_points(run: Run) -> list[BranchPoint]:
     """The run's checkpoints a fork can start from, newest (the last checkpoint) first."""
-    from genlib.runs.checkpoints import CheckpointError, load_checkpoint
+    from genlib.runs.checkpoints import CheckpointError, load_checkpoint, read_header
 
     out = []
     candidates = [("last", run.checkpoint_path)] + [(p.stem, p) for p in reversed(epoch_checkpoints(run))]
@@ -84,21 +84,11 @@ def branch_points(run: Run) -> list[BranchPoint]:
         if not path.exists():
             continue
         try:
-            progress = _header(path).get("progress") or load_checkpoint(path).progress
+            progress = read_header(path).get("progress") or load_checkpoint(path).progress
         except (CheckpointError, OSError, ValueError):
             continue
         out.append(BranchPoint(name, path, int(progress.get("step", 0)), int(progress.get("epoch", 0))))
     return out
-
-
-def _header(path: Path) -> dict[str, Any]:
-    """The JSON fields of a checkpoint's safetensors header, read without loading its tensors."""
-    with open(path, "rb") as f:
-        n = int.from_bytes(f.read(8), "little")
-        if not 0 < n <= 100 * 2**20:
-            raise ValueError(f"{path.name} has no safetensors header")
-        meta = json.loads(f.read(n)).get("__metadata__") or {}
-    return {k: json.loads(v) for k, v in meta.items() if k in ("progress", "extra", "train_config", "model_config")}
 
 
 # ---- the settings a run trains with now ----
@@ -137,11 +127,12 @@ def create_fork(store: RunStore, parent: Run, changes: dict[str, Any], *, checkp
     """A new queued run that continues `parent` from its checkpoint `checkpoint` ("last" or "epoch-NNNN") with
     `changes` applied (live knobs: lr, beta, k; training settings: epochs, max_steps; max_steps None removes it).
 
-    The change is recorded in the new run's run.json as parent = {run_id, checkpoint, step, epoch, changed:
-    {name: [old, new]}}. Raises ValueError for an unknown setting, a bad value, a missing checkpoint, or a fork
-    that would have nothing left to train.
+    The change is recorded in the new run's run.json as forked_from (genlib.runs.schema.ForkOrigin: run_id,
+    checkpoint, step, epoch, changed {name: [old, new]}). Raises ValueError for an unknown setting, a bad value, a
+    missing checkpoint, or a fork that would have nothing left to train.
     """
     from genlib.models import make_config, model_class
+    from genlib.runs.checkpoints import read_header
     from genlib.training import TrainConfig, total_steps
 
     info = parent.info()
@@ -156,7 +147,7 @@ def create_fork(store: RunStore, parent: Run, changes: dict[str, Any], *, checkp
     point = next((b for b in branch_points(parent) if b.name == checkpoint), None)
     if point is None:
         raise ValueError(f"run {parent.id} has no checkpoint {checkpoint!r} to fork from")
-    header = _header(point.path)
+    header = read_header(point.path)
     before = {**current_settings(parent), **{k: v for k, v in ((header.get("extra") or {}).get("knobs") or {}).items()
                                             if k in cls.live_knobs}}
     tc = dict(info["train_config"])
@@ -179,14 +170,14 @@ def create_fork(store: RunStore, parent: Run, changes: dict[str, Any], *, checkp
     changed = {k: [before.get(k), v] for k, v in changes.items() if before.get(k) != v}
     if not changed:
         raise ValueError("the fork would train exactly as its parent: change a setting to a new value")
-    run = store.create({"model": model_name, "model_config": model_config, "train_config": train_config,
-                        "dataset": info.get("dataset", train_config["dataset"]),
-                        "title": title or f"fork of {parent.id}: " + ", ".join(f"{k} {v[1]}"
-                                                                              for k, v in changed.items()),
-                        "parent": {"run_id": parent.id, "checkpoint": point.name, "step": point.step,
-                                   "epoch": point.epoch, "changed": changed}})
+    run = store.create(RunRecord(model=model_name, model_config=model_config, train_config=train_config,
+                                 dataset=parent.dataset(),
+                                 title=title or f"fork of {parent.id}: " + ", ".join(f"{k} {v[1]}"
+                                                                                    for k, v in changed.items()),
+                                 forked_from=ForkOrigin(run_id=parent.id, checkpoint=point.name, step=point.step,
+                                                        epoch=point.epoch, changed=changed)))
     try:
-        atomic_write_bytes(run.checkpoint_path, point.path.read_bytes())
+        atomic_write_bytes(run.checkpoint_path, point.path.read_bytes(), within=run.path)
         rows, _ = parent.metrics()
         history = [r for r in rows if isinstance(r.get("step"), int) and r["step"] <= point.step]
         history.append({"event": "fork", "step": point.step, "parent": parent.id, "checkpoint": point.name,
@@ -194,7 +185,7 @@ def create_fork(store: RunStore, parent: Run, changes: dict[str, Any], *, checkp
         append_jsonl(run.metrics_path, history)
         for grid in parent.epoch_grids():
             if int(grid.stem.split("-")[-1]) <= point.epoch:
-                atomic_write_bytes(run.samples_dir / grid.name, grid.read_bytes())
+                atomic_write_bytes(run.samples_dir / grid.name, grid.read_bytes(), within=run.path)
         if parent.live_png.exists():
             shutil.copyfile(parent.live_png, run.live_png)
         knobs = {k: changes.get(k, before.get(k)) for k in cls.live_knobs if changes.get(k, before.get(k)) is not None}
@@ -210,7 +201,7 @@ def create_fork(store: RunStore, parent: Run, changes: dict[str, Any], *, checkp
 def family(store: RunStore, run: Run) -> list[Run]:
     """`run`, its ancestors and every run forked from any of them (siblings, children), oldest first."""
     runs = {r.id: r for r in store.list()}
-    parents = {rid: ((r.info().get("parent") or {}).get("run_id")) for rid, r in runs.items()}
+    parents = {rid: _fork_parent(r) for rid, r in runs.items()}  # forks only: an upload or a sweep is no branch
     root = run.id
     seen = {root}
     while parents.get(root) in runs and parents[root] not in seen:
@@ -225,3 +216,11 @@ def family(store: RunStore, run: Run) -> list[Run]:
                 frontier.append(rid)
     members.add(run.id)
     return sorted((runs[m] for m in members if m in runs), key=lambda r: r.info().get("created", 0))
+
+
+def _fork_parent(run: Run) -> str | None:
+    try:
+        origin = run.record().forked_from
+    except (FileNotFoundError, ValueError):  # deleted meanwhile, or not a run: no family
+        return None
+    return origin.run_id if origin is not None else None

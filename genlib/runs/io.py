@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 
 def fsync_dir(folder: Path) -> None:
@@ -23,10 +24,22 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: Path | str, data: bytes) -> None:
-    """Write `data` to `path` so that a crash leaves either the old file or the new one, never a mix."""
+def atomic_write_bytes(path: Path | str, data: bytes, *, within: Path | str | None = None) -> None:
+    """Write `data` to `path` so that a crash leaves either the old file or the new one, never a mix.
+
+    Missing folders are created, but with `within` (a run folder) only those below it: when `within` itself is gone
+    (the run was deleted) this raises FileNotFoundError instead of recreating it.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if within is None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    else:
+        folder = Path(within)
+        if not folder.is_dir():
+            raise FileNotFoundError(2, "the folder is gone (deleted?); nothing was written", str(folder))
+        for part in path.parent.relative_to(folder).parts:  # one level at a time: never recreates `within`
+            folder = folder / part
+            folder.mkdir(exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -43,8 +56,9 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
-def atomic_write_json(path: Path | str, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True, default=_json_default) + "\n").encode())
+def atomic_write_json(path: Path | str, obj: Any, *, within: Path | str | None = None) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True, default=_json_default) + "\n").encode(),
+                       within=within)
 
 
 def _json_default(obj: Any) -> Any:
@@ -114,3 +128,19 @@ def read_jsonl(path: Path | str, offset: int = 0) -> tuple[list[dict], int]:
         except ValueError:
             continue  # a torn line from a crash in the middle of the log: skip it, keep the rest
     return rows, offset + end + 1
+
+
+@contextmanager
+def file_lock(path: Path | str) -> Iterator[None]:
+    """Hold an exclusive lock (fcntl.flock on `.<name>.lock` beside `path`) for a read-modify-write of `path`, so two
+    writers (two server tabs, a server and a worker) cannot interleave and lose an update. Works between threads and
+    processes on one machine; the folder must exist (a deleted run folder raises FileNotFoundError, never reappears)."""
+    import fcntl
+
+    path = Path(path)
+    fd = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock

@@ -10,7 +10,7 @@ from typing import Protocol
 
 import torch
 
-from genlib.models.base import device_generator
+from genlib.devices import device_generator
 
 
 class GibbsModel(Protocol):

@@ -19,7 +19,8 @@ from typing import Callable, NamedTuple, Protocol
 
 import torch
 
-from genlib.models.base import device_generator
+from genlib.config import check_int
+from genlib.devices import device_generator
 
 EnergyFn = Callable[[torch.Tensor], torch.Tensor]  # inputs (B, ...) -> energies (B,), lower = more likely
 
@@ -60,10 +61,8 @@ def langevin_chain(energy_fn: EnergyFn, x0: torch.Tensor, steps: int, *, step_si
     another device seeds a fresh one there). With `return_trajectory` the result holds the states after every
     `every` steps (x0 first). Must not run under torch.inference_mode, which forbids gradients.
     """
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
-        raise ValueError(f"steps must be a non-negative int, got {steps!r}")
-    if not isinstance(every, int) or every < 1:
-        raise ValueError(f"every must be a positive int, got {every!r}")
+    check_int("steps", steps, 0)
+    check_int("every", every, 1)
     if not step_size >= 0 or not noise >= 0:
         raise ValueError(f"step_size and noise must be >= 0, got {step_size!r} and {noise!r}")
     if clip is not None and not clip > 0:

@@ -101,9 +101,10 @@ def pretrain(browser_env):
     if _missing() and not _required():
         pytest.skip(f"browser tests skipped: {_missing()}")
     sys.path.insert(0, str(ROOT))
-    old = {k: os.environ.get(k) for k in ("GENLIB_RUNS_DIR", "GENLIB_DATA_ROOT", "PYTHONPATH")}
+    old = {k: os.environ.get(k) for k in ("GENLIB_RUNS_DIR", "GENLIB_DATA_ROOT", "PYTHONPATH", "GENLIB_WORKER_EVALUATE")}
     os.environ.update({k: browser_env[k] for k in old if k in browser_env})  # the workers inherit them
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), old["PYTHONPATH"]) if p)
+    os.environ["GENLIB_WORKER_EVALUATE"] = "cheap"  # the FINAL evaluation takes minutes on loaded cores
     from genlib.jobs.manager import JobManager
     from genlib.runs.store import RunStore
 

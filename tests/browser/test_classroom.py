@@ -81,7 +81,16 @@ def test_a_copied_link_shows_a_second_browser_the_same_view(browser, context, pa
     page.wait_for_function("(k) => window.location.search.includes(k)", arg=f"gan-means-{run_id}=1.5")
     page.get_by_role("tab", name="Interpolation").click()  # the open tab belongs to the view too
     page.wait_for_function("() => window.location.search.includes('gan-tab=')")
-    page.get_by_role("tab", name="The seed's latent points").click()
+    # The browser rewrites the address inside the click handler (no server round trip), but the click also requests
+    # a rerun, and Streamlit disables (aria-disabled) every tab from then until that rerun has redrawn them. On a
+    # loaded machine React can draw the disabled tabs between Playwright's "enabled" check and its mouse events: the
+    # next click is then swallowed and the address keeps gan-tab= for good (seen with both cores busy). So wait until
+    # the rerun drew the Interpolation panel (only the open tab runs) and finished, then click and see it selected.
+    wait_image_loaded(page, f"gan-slerp-img-{run_id}")
+    wait_for_app_run(page)
+    default_tab = page.get_by_role("tab", name="The seed's latent points")
+    default_tab.click()
+    expect(default_tab).to_have_attribute("aria-selected", "true")
     page.wait_for_function("() => !window.location.search.includes('gan-tab=')")  # the default tab: left out
     shown_src = wait_image_loaded(page, grid)
     shown = image_bytes(page, shown_src)

@@ -48,7 +48,7 @@ def ising_study(browser_env):
         model.configure_training(lr=tc["lr"])
         train(model, data, TrainConfig(**tc))
         run = store.create({"model": "rbm", "model_config": job["model_config"], "train_config": tc,
-                            "dataset": tc["dataset"], "title": job["title"], "parent": job["parent"]})
+                            "dataset": tc["dataset"], "title": job["title"], "sweep": job["sweep"]})
         save_checkpoint(run.checkpoint_path, model, train_config=tc, progress={"step": 60, "epoch": 20})
         run.write_state(state="finished", step=60, epoch=20)
     return SWEEP

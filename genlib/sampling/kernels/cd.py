@@ -22,8 +22,9 @@ from pathlib import Path
 
 import torch
 
+from genlib.settings import FUSED_CD_ENV as ENV_SWITCH, current as current_settings
+
 SOURCE = Path(__file__).with_name("cd_cpu.c")
-ENV_SWITCH = "GENLIB_FUSED_CD"  # "0" turns the fused passes off (the eager step runs instead)
 # IEEE semantics kept except the order of float sums (-fassociative-math, which the row sums need to vectorise):
 # NaN and infinity behave as usual, so a diverged model still shows NaN metrics
 FLAGS = ("-O3", "-fPIC", "-shared", "-fno-math-errno", "-fno-trapping-math", "-fno-signed-zeros",
@@ -61,9 +62,7 @@ def _cpu_signature() -> str:
 
 
 def _cache_dir() -> Path:
-    from genlib.quality.classifier import default_cache_dir
-
-    return default_cache_dir() / "kernels"
+    return current_settings().cache_dir / "kernels"
 
 
 def _compile(compiler: str, out: Path) -> str | None:
@@ -90,9 +89,10 @@ def _compile(compiler: str, out: Path) -> str | None:
 @functools.lru_cache(maxsize=1)
 def _build() -> tuple[CDKernels | None, BuildStatus]:
     """Compile (or find in the cache) and load the library, once per process."""
-    if os.environ.get(ENV_SWITCH, "1").strip() == "0":
+    settings = current_settings()
+    if not settings.fused_cd:
         return None, BuildStatus(False, f"${ENV_SWITCH}=0: the eager PyTorch step runs")
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    compiler = settings.c_compiler or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if not compiler:
         return None, BuildStatus(False, "no C compiler found (cc, gcc or clang): the eager PyTorch step runs")
     try:

@@ -1,0 +1,422 @@
+"""Time to quality: each model's recipes (genlib/presets.py) trained from scratch through the dashboard's job path, their
+snapshots judged after the run by the project's classifier (Fréchet distance on 2,000 samples against its train-vs-test
+floor at the same count, the class shares, as Heusel et al. 2017) and the model's own likelihood (RBM: AIS test
+log-likelihood, Salakhutdinov & Murray 2008; VAE: IWAE bound, Burda et al. 2016), against seconds since Start.
+
+    .venv/bin/python scripts/time_to_quality.py --models gan,vae --seconds 120 --out docs/img/time_to_quality
+
+Training: one genlib.jobs.manager.JobManager (worker processes, as the dashboard) with its own runs folder under --out,
+the dashboard's torch threads (genlib.jobs.worker.dashboard_job_threads: 1 on a 2-core CPU); the recipes of a model run
+one after the other (sequential, the order alternating between models), never two at once, so each has the machine the
+dashboard would give it. The worker writes a weight snapshot every --snapshot-every seconds; this process copies each
+new one aside (a few ms per copy) and evaluates the copies only after every run has ended, so evaluation never slows
+training. Elapsed seconds run from the submit (pressing Start), worker start-up included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a file from anywhere: genlib from this checkout
+
+FORMAT_VERSION = 1
+N_SAMPLES = 2_000  # the issue's count for the Fréchet distance and the class shares
+
+
+# ---------------------------------------------------------------- targets (the issue's, per model)
+@dataclass(frozen=True)
+class Condition:
+    """metric <= or >= a threshold: a number, or `factor` x a reference figure (today's shipped model's)."""
+
+    metric: str  # a key of a curve point: "frechet", "min_share", "iwae_nll", "ais_ll"
+    op: str  # "<=" or ">="
+    value: float | None = None
+    ref: str | None = None  # a key of the references: "<model>.frechet"
+    factor: float = 1.0
+
+    def threshold(self, refs: dict[str, float]) -> float | None:
+        """The number to beat, or None when the reference it needs was not measured."""
+        if self.ref is None:
+            return self.value
+        ref = refs.get(self.ref)
+        return None if ref is None else self.factor * ref
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    deadline_s: float
+    conditions: tuple[Condition, ...]
+
+
+def _every_digit(share: float = 0.05) -> Condition:
+    return Condition("min_share", ">=", share)
+
+
+TARGETS: dict[str, tuple[Target, ...]] = {
+    "gan": (Target("FD <= pretrained GAN's, every digit >= 5%", 120,
+                   (Condition("frechet", "<=", ref="gan.frechet"), _every_digit())),
+            Target("FD <= half the pretrained GAN's", 600, (Condition("frechet", "<=", ref="gan.frechet", factor=0.5),))),
+    "vae": (Target("IWAE -log p(x) <= 100 nats", 120, (Condition("iwae_nll", "<=", 100.0),)),
+            Target("IWAE -log p(x) <= 92 nats", 900, (Condition("iwae_nll", "<=", 92.0),)),
+            Target("FD <= half the pretrained latent-8 VAE's", 900,
+                   (Condition("frechet", "<=", ref="vae.frechet", factor=0.5),))),
+    "rbm": (Target("every digit >= 5% (no collapse)", 120, (_every_digit(),)),
+            Target("AIS log-likelihood >= -100 nats", 300, (Condition("ais_ll", ">=", -100.0),)),
+            Target("AIS log-likelihood >= -88 nats", 1800, (Condition("ais_ll", ">=", -88.0),))),
+    "ebm": (Target("every digit >= 5%, FD <= half the pretrained EBM's", 600,
+                   (_every_digit(), Condition("frechet", "<=", ref="ebm.frechet", factor=0.5))),),
+}
+REFERENCE_RUNS = {"gan": "pretrained-gan", "vae": "pretrained-vae-latent8", "ebm": "pretrained-ebm",
+                  "rbm": "pretrained-rbm"}
+
+
+def holds(point: dict[str, Any], cond: Condition, refs: dict[str, float]) -> bool:
+    value, threshold = point.get(cond.metric), cond.threshold(refs)
+    if value is None or threshold is None:
+        return False
+    return value <= threshold if cond.op == "<=" else value >= threshold
+
+
+def seconds_to_target(curve: list[dict[str, Any]], target: Target, refs: dict[str, float]) -> float | None:
+    """The elapsed seconds of the first point (in time order) where every condition holds, or None if none does."""
+    for point in sorted(curve, key=lambda p: p["elapsed_s"]):
+        if all(holds(point, c, refs) for c in target.conditions):
+            return point["elapsed_s"]
+    return None
+
+
+def target_report(curve: list[dict[str, Any]], target: Target, refs: dict[str, float]) -> dict[str, Any]:
+    """When the target was reached, whether by its deadline, and each condition's gap at the deadline: the measured
+    value minus the threshold at the last point at or before the deadline (positive = worse for <=, and the
+    reverse for >=; None where nothing was measured by then). `measured_until_s` says how far the curve went."""
+    seconds = seconds_to_target(curve, target, refs)
+    before = [p for p in curve if p["elapsed_s"] <= target.deadline_s]
+    last = max(before, key=lambda p: p["elapsed_s"]) if before else None
+    gaps = {}
+    for c in target.conditions:
+        threshold = c.threshold(refs)
+        value = None if last is None else last.get(c.metric)
+        gaps[c.metric] = {"threshold": threshold, "value": value,
+                          "gap": None if value is None or threshold is None else value - threshold}
+    return {"target": target.name, "deadline_s": target.deadline_s, "seconds": seconds,
+            "met": seconds is not None and seconds <= target.deadline_s,
+            "measured_until_s": max((p["elapsed_s"] for p in curve), default=None), "at_deadline": gaps}
+
+
+# ---------------------------------------------------------------- recipes, and variants of them to try
+def parse_recipe(model: str, spec: str) -> Any:
+    """A recipe of genlib.presets by name, or a variant to try: 'lecture:latent=32:lr=0.003' (each field set,
+    model fields and train fields alike; values read as JSON, else kept as text), named by the spec itself."""
+    import dataclasses
+
+    from genlib.presets import recipe
+    from genlib.training import TrainConfig
+
+    name, *changes = spec.split(":")
+    base = recipe(model, name)
+    if not changes:
+        return base
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    m, t = dict(base.model_config), dict(base.train_config)
+    for change in changes:
+        key, sep, text = change.partition("=")
+        if not sep:
+            raise ValueError(f"{spec!r}: expected field=value after ':', got {change!r}")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        (t if key in train_fields else m)[key] = tuple(value) if isinstance(value, list) else value
+    variant = dataclasses.replace(base, name=spec, model_config=m, train_config=t, why=f"{name} with {changes}")
+    variant.model_values(), variant.train_values()  # refuse a bad field or value before anything trains
+    return variant
+
+
+# ---------------------------------------------------------------- training through the dashboard's job path
+def train_recipe(manager: Any, model: str, recipe: Any, *, seconds: float, snapshot_every: float, snap_dir: Path,
+                 log_every: int) -> dict[str, Any]:
+    """Submit one recipe, copy each new snapshot aside as `<elapsed>.safetensors`, stop it `seconds` after the submit."""
+    snap_dir.mkdir(parents=True, exist_ok=True)
+    if not log_every:  # auto: the dashboard's 20 steps, 2 for the seed's DCGAN (seconds a step on one CPU thread)
+        log_every = 2 if model == "gan" and recipe.model_values()["preset"] == "seed" else 20
+    train_cfg = recipe.train_values(snapshot_every_s=snapshot_every, log_every=log_every, device="cpu")
+    train_cfg["epochs"] = max(train_cfg["epochs"], 1000)  # the clock ends the run, never the epochs
+    t0 = time.time()
+    run_id = manager.submit(model, recipe.model_values(), train_cfg, title=f"time to quality: {model} {recipe.name}")
+    run = manager.store.get(run_id)
+    seen, copies = None, []
+    while True:
+        now = time.time()
+        try:
+            mtime = run.snapshot_path.stat().st_mtime
+        except OSError:
+            mtime = None
+        if mtime is not None and mtime != seen:
+            seen = mtime
+            dest = snap_dir / f"{mtime - t0:08.2f}.safetensors"
+            try:
+                shutil.copyfile(run.snapshot_path, dest)  # the worker replaces the file by a rename: never half
+                copies.append(dest.name)
+            except OSError:
+                pass
+        if now - t0 >= seconds or not manager.status(run_id).live:
+            break
+        time.sleep(0.2)
+    manager.stop(run_id)
+    status = manager.wait(run_id, timeout=300)
+    try:  # the checkpoint written at the stop: the last point of the curve
+        dest = snap_dir / f"{run.checkpoint_path.stat().st_mtime - t0:08.2f}.safetensors"
+        shutil.copyfile(run.checkpoint_path, dest)
+        copies.append(dest.name)
+    except OSError:
+        pass
+    state = run.state()
+    return {"run_id": run_id, "state": status.state, "steps": state.get("step"), "images": state.get("images"),
+            "train_seconds": state.get("seconds"), "wall_seconds": round(time.time() - t0, 1), "snapshots": copies,
+            "model_config": recipe.model_values(), "train_config": train_cfg}
+
+
+# ---------------------------------------------------------------- evaluation of the copies, after training
+class Judge:
+    """The classifier, the test set's feature statistics and the floor at N_SAMPLES, computed once."""
+
+    def __init__(self, data: Any, n: int = N_SAMPLES) -> None:
+        import torch
+
+        from genlib.quality.classifier import ensure_classifier
+        from genlib.quality.frechet import classifier_outputs, frechet_distance_from_stats, gaussian_stats
+
+        self.data, self.n = data, n
+        self.classifier, _ = ensure_classifier(data)
+        f_test, _ = classifier_outputs(self.classifier, data.x_test)
+        self.ref = gaussian_stats(f_test)
+        pick = torch.randperm(data.x_train.shape[0], generator=torch.Generator().manual_seed(0))[:n]
+        f_train, _ = classifier_outputs(self.classifier, data.x_train[pick])
+        self.floor = frechet_distance_from_stats(*gaussian_stats(f_train), *self.ref)
+
+    def samples(self, model: Any, seed: int = 0) -> dict[str, Any]:
+        import torch
+
+        from genlib.quality.frechet import classifier_outputs, frechet_distance_from_stats, gaussian_stats, generate
+
+        feats, preds = classifier_outputs(self.classifier, generate(model, self.n, seed=seed))
+        counts = torch.bincount(preds, minlength=10).tolist()
+        shares = [c / self.n for c in counts]
+        fd = frechet_distance_from_stats(*gaussian_stats(feats), *self.ref)
+        return {"frechet": fd, "floor": self.floor, "ratio": fd / self.floor, "shares": shares,
+                "min_share": min(shares)}
+
+
+def likelihood(model_name: str, model: Any, data: Any, args: argparse.Namespace, seed: int = 0) -> dict[str, Any]:
+    """The model's own figure: the VAE's IWAE bound, the RBM's AIS log-likelihood; {} for the GAN and the EBM."""
+    if model_name == "vae":
+        from genlib.quality.iwae import VAEEvalConfig, evaluate_vae
+
+        r = evaluate_vae(model, data.x_test, VAEEvalConfig(k=args.iwae_k, n_test=args.n_test, sample_seed=seed + 1))
+        # the Gaussian decoder's figure is a density of grey images, in other units: never held against a target
+        return {"iwae_nll": r["iwae_nll"] if r["comparable"] else None, "iwae_nll_raw": r["iwae_nll"],
+                "neg_elbo": r["neg_elbo"], "iwae_k": args.iwae_k}
+    if model_name == "rbm":
+        from genlib.quality.ais import AISConfig, RBMEvalConfig, evaluate_rbm
+
+        cfg = RBMEvalConfig(ais=AISConfig(n_steps=args.ais_steps, n_chains=args.ais_chains, seed=seed),
+                            n_test=args.n_test)
+        r = evaluate_rbm(model, data.x_train, data.x_test, cfg)
+        return {"ais_ll": r["test_log_likelihood"], "ais_steps": args.ais_steps, "ais_chains": args.ais_chains}
+    return {}
+
+
+def evaluate_run(model_name: str, snap_dir: Path, names: list[str], judge: Judge, args: argparse.Namespace
+                 ) -> list[dict[str, Any]]:
+    """One curve point per kept snapshot: at most one per --eval-every seconds, and always the last."""
+    from genlib.runs.checkpoints import load_checkpoint, model_from_checkpoint
+
+    keep, last_t = [], -1e9
+    for i, name in enumerate(names):
+        t = float(name.removesuffix(".safetensors"))
+        if t - last_t >= args.eval_every or i == len(names) - 1:
+            keep.append((t, name))
+            last_t = t
+    curve = []
+    for t, name in keep:
+        ckpt = load_checkpoint(snap_dir / name)
+        model = model_from_checkpoint(ckpt).eval()
+        point = {"elapsed_s": round(t, 2), "step": ckpt.step, "train_seconds": ckpt.progress.get("seconds"),
+                 **judge.samples(model), **likelihood(model_name, model, judge.data, args)}
+        curve.append(point)
+        print(f"  {model_name} {t:7.1f} s step {ckpt.step:6d}: FD {point['frechet']:.2f} ({point['ratio']:.1f}x floor) "
+              f"min share {point['min_share']:.3f}"
+              + "".join(f" {k} {point[k]:.2f}" for k in ("iwae_nll", "ais_ll") if point.get(k) is not None),
+              flush=True)
+    return curve
+
+
+def references(models: list[str], judge: Judge) -> dict[str, float]:
+    """Today's shipped models judged the same way: "<model>.frechet" and "<model>.ratio"."""
+    from genlib.runs.checkpoints import load_checkpoint, model_from_checkpoint
+    from genlib.runs.store import Run
+
+    refs: dict[str, float] = {}
+    for m in models:
+        path = Run(ROOT / "pretrained" / REFERENCE_RUNS[m]).checkpoint_path
+        if not path.exists():
+            print(f"  no reference: {path} is missing", flush=True)
+            continue
+        r = judge.samples(model_from_checkpoint(load_checkpoint(path)).eval())
+        refs[f"{m}.frechet"], refs[f"{m}.ratio"], refs[f"{m}.min_share"] = r["frechet"], r["ratio"], r["min_share"]
+        print(f"  reference {REFERENCE_RUNS[m]}: FD {r['frechet']:.2f} ({r['ratio']:.1f}x floor), min share "
+              f"{r['min_share']:.3f}", flush=True)
+    return refs
+
+
+# ---------------------------------------------------------------- the report
+def report(runs: list[dict[str, Any]], refs: dict[str, float], settings: dict[str, Any]) -> dict[str, Any]:
+    """The JSON document: settings, references, and per run its curve and its targets."""
+    for r in runs:
+        r["targets"] = [target_report(r["curve"], t, refs) for t in TARGETS[r["model"]]]
+    return {"format": "genlib-time-to-quality", "version": FORMAT_VERSION, "settings": settings,
+            "references": refs, "runs": runs}
+
+
+def table(doc: dict[str, Any]) -> str:
+    """Markdown: per model and recipe, the seconds to each target and the last point's figures."""
+    lines = ["| model | recipe | target | deadline s | reached at s | met | gap at deadline |",
+             "|---|---|---|---:|---:|---|---|"]
+    for r in doc["runs"]:
+        for t in r["targets"]:
+            gaps = "; ".join(f"{m} {g['value']:.3g} vs {g['threshold']:.3g}" for m, g in t["at_deadline"].items()
+                             if g["value"] is not None and g["threshold"] is not None) or "not measured"
+            until = t.get("measured_until_s")
+            if until is not None and until < t["deadline_s"]:
+                gaps += f" (the run ended at {until:.0f} s)"
+            reached = "-" if t["seconds"] is None else f"{t['seconds']:.0f}"
+            lines.append(f"| {r['model']} | {r['recipe']} | {t['target']} | {t['deadline_s']:.0f} | {reached} | "
+                         f"{'yes' if t['met'] else 'no'} | {gaps} |")
+    lines += ["", "| model | recipe | steps | last point s | FD (x floor) | smallest digit share | likelihood |",
+              "|---|---|---:|---:|---:|---:|---|"]
+    for r in doc["runs"]:
+        p = r["curve"][-1] if r["curve"] else None
+        if p is None:
+            lines.append(f"| {r['model']} | {r['recipe']} | {r.get('steps')} | - | - | - | - |")
+            continue
+        lik = ", ".join(f"{k} {p[k]:.1f}" for k in ("iwae_nll", "iwae_nll_raw", "ais_ll") if p.get(k) is not None)
+        lines.append(f"| {r['model']} | {r['recipe']} | {p['step']} | {p['elapsed_s']:.0f} | {p['frechet']:.2f} "
+                     f"({p['ratio']:.1f}x) | {p['min_share']:.3f} | {lik or '-'} |")
+    return "\n".join(lines)
+
+
+def _folder(model: str, spec: str) -> str:
+    return f"{model}-" + "".join(c if c.isalnum() or c in "-_." else "_" for c in spec)
+
+
+def train_all(models: list[str], names: list[str], args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
+    """Every model's recipes, one at a time, through one JobManager; the recipes' order alternates between models."""
+    from genlib.jobs.manager import JobManager
+    from genlib.runs.store import RunStore
+
+    manager = JobManager(RunStore(work / "runs"), backend="process", max_jobs=1)
+    runs = []
+    try:
+        for i, m in enumerate(models):
+            for n in (names if i % 2 == 0 else names[::-1]):
+                print(f"training {m} '{n}' for {args.seconds:g} s ...", flush=True)
+                r = parse_recipe(m, n)
+                out = train_recipe(manager, m, r, seconds=args.seconds, snapshot_every=args.snapshot_every,
+                                   snap_dir=work / "snapshots" / _folder(m, n), log_every=args.log_every)
+                runs.append({"model": m, "recipe": n, "title": r.title, **out})
+                print(f"  {out['state']}: {out['steps']} steps, {len(out['snapshots'])} snapshots", flush=True)
+    finally:
+        manager.close(stop_jobs=True)
+    return runs
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", default="gan,vae", help="comma-separated: gan, vae, rbm, ebm")
+    ap.add_argument("--recipes", default="seed,lecture", help="comma-separated recipe names (genlib/presets.py), "
+                    "or variants to try, e.g. lecture:latent=32:lr=0.003")
+    ap.add_argument("--seconds", type=float, default=120.0, help="wall-clock seconds of each run from its Start")
+    ap.add_argument("--snapshot-every", type=float, default=5.0, help="seconds between the worker's snapshots")
+    ap.add_argument("--eval-every", type=float, default=10.0, help="evaluate at most one snapshot per this many s")
+    ap.add_argument("--log-every", type=int, default=0, help="steps between the worker's metric reads, its chances "
+                    "to write a snapshot (0: the dashboard's 20, 2 for the seed's GAN, which takes seconds a step)")
+    ap.add_argument("--iwae-k", type=int, default=100, help="VAE: importance samples per test image")
+    ap.add_argument("--n-test", type=int, default=1_000, help="test images for the likelihoods")
+    ap.add_argument("--ais-steps", type=int, default=2_000)
+    ap.add_argument("--ais-chains", type=int, default=32)
+    ap.add_argument("--data-root", default=os.environ.get("GENLIB_DATA_ROOT"))
+    ap.add_argument("--out", default="time_to_quality", help="folder for the JSON, the PNGs and the run folders")
+    ap.add_argument("--keep-runs", action="store_true", help="keep the run folders and snapshot copies")
+    ap.add_argument("--evaluate-only", action="store_true",
+                    help="skip training: evaluate the snapshot copies a --keep-runs run left in --out")
+    ap.add_argument("--train-only", action="store_true", help="train and keep the snapshot copies; evaluate later")
+    args = ap.parse_args(argv)
+
+    from genlib.data import load_dataset
+    from genlib.jobs.worker import WORKER_THREADS_ENV, dashboard_job_threads
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    names = [r.strip() for r in args.recipes.split(",") if r.strip()]
+    for m in models:
+        if m not in TARGETS:
+            ap.error(f"unknown model {m!r}; choose from {', '.join(TARGETS)}")
+        for n in names:
+            try:
+                parse_recipe(m, n)
+            except ValueError as e:
+                ap.error(str(e))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    work = out / "work"
+    if args.data_root:
+        os.environ["GENLIB_DATA_ROOT"] = args.data_root
+    threads = dashboard_job_threads()
+    if threads:
+        os.environ.setdefault(WORKER_THREADS_ENV, str(threads))  # the dashboard's _leave_a_core, inherited by workers
+    trained = work / "trained.json"
+    if args.evaluate_only:
+        runs = [r for r in json.loads(trained.read_text()) if r["model"] in models and r["recipe"] in names]
+    else:
+        runs = train_all(models, names, args, work)
+        trained.write_text(json.dumps(runs, indent=1))
+        if args.train_only:
+            print(f"trained; evaluate with --evaluate-only --out {out}")
+            return 0
+    print("evaluating the snapshots ...", flush=True)
+    judge = Judge(load_dataset("mnist", root=args.data_root))
+    refs = references(models, judge)
+    for r in runs:
+        r["curve"] = evaluate_run(r["model"], work / "snapshots" / _folder(r["model"], r["recipe"]), r["snapshots"],
+                                  judge, args)
+    settings = {"command": " ".join(["scripts/time_to_quality.py", *(argv if argv is not None else sys.argv[1:])]),
+                "seconds": args.seconds, "n_samples": N_SAMPLES, "snapshot_every_s": args.snapshot_every,
+                "eval_every_s": args.eval_every, "iwae_k": args.iwae_k, "n_test": args.n_test,
+                "ais_steps": args.ais_steps, "ais_chains": args.ais_chains, "worker_threads": threads,
+                "order": "sequential, one run at a time, the recipes' order alternating between models",
+                "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+                "load_average_at_end": list(os.getloadavg()), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    doc = report(runs, refs, settings)
+    (out / "time_to_quality.json").write_text(json.dumps(doc, indent=1))
+    from ttq_plot import write_plots  # scripts/ttq_plot.py, beside this file
+
+    for m in models:
+        (out / f"time_to_quality_{m}.png").write_bytes(write_plots(doc, m))
+    print(table(doc))
+    if not args.keep_runs and not args.evaluate_only:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""scripts/time_to_quality.py's bookkeeping on tiny made-up curves: seconds to a target, gaps at the deadline, the JSON
+document's shape, the target tables, the table and the chart; no training."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(name):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up while the file runs
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+
+
+ttq = _load("time_to_quality")
+plot = _load("ttq_plot")
+
+
+def point(t, frechet=None, min_share=None, **more):
+    p = {"elapsed_s": t, "step": int(10 * t)}
+    if frechet is not None:
+        p.update(frechet=frechet, floor=1.0, ratio=frechet)
+    if min_share is not None:
+        p.update(min_share=min_share, shares=[min_share] * 10)
+    p.update(more)
+    return p
+
+
+GAN_REFS = {"gan.frechet": 10.0}
+
+
+def test_seconds_to_target_is_the_first_point_where_every_condition_holds():
+    target = ttq.TARGETS["gan"][0]  # FD <= the pretrained GAN's and every digit >= 5%
+    curve = [point(40, 30.0, 0.00), point(10, 50.0, 0.0), point(70, 9.0, 0.01), point(100, 9.5, 0.06),
+             point(130, 5.0, 0.08)]
+    assert ttq.seconds_to_target(curve, target, GAN_REFS) == 100  # 70 s: FD met, a digit missing
+    assert ttq.seconds_to_target(curve[:4], target, {}) is None  # no reference measured: never "met"
+    assert ttq.seconds_to_target([], target, GAN_REFS) is None
+
+
+def test_a_relative_threshold_scales_the_reference():
+    half = ttq.TARGETS["gan"][1]
+    assert half.conditions[0].threshold(GAN_REFS) == pytest.approx(5.0)
+    assert ttq.seconds_to_target([point(100, 6.0, 0.1), point(500, 4.9, 0.1)], half, GAN_REFS) == 500
+
+
+def test_report_gives_the_gap_at_the_deadline_and_never_calls_a_late_target_met():
+    target = ttq.TARGETS["vae"][0]  # IWAE <= 100 within 120 s
+    curve = [point(30, iwae_nll=120.0), point(110, iwae_nll=103.5), point(150, iwae_nll=99.0)]
+    r = ttq.target_report(curve, target, {})
+    assert r["seconds"] == 150 and r["met"] is False and r["deadline_s"] == 120
+    assert r["at_deadline"]["iwae_nll"] == {"threshold": 100.0, "value": 103.5, "gap": pytest.approx(3.5)}
+    assert r["measured_until_s"] == 150
+    r = ttq.target_report(curve[:2] + [point(115, iwae_nll=98.0)], target, {})
+    assert r["met"] is True and r["seconds"] == 115 and r["at_deadline"]["iwae_nll"]["gap"] == pytest.approx(-2.0)
+    r = ttq.target_report([point(150, iwae_nll=99.0)], target, {})  # nothing measured before the deadline
+    assert r["at_deadline"]["iwae_nll"]["value"] is None and r["met"] is False
+
+
+def test_ge_conditions_for_likelihoods():
+    target = ttq.TARGETS["rbm"][1]  # AIS >= -100 within 300 s
+    assert ttq.seconds_to_target([point(100, ais_ll=-120.0), point(200, ais_ll=-99.0)], target, {}) == 200
+    assert ttq.seconds_to_target([point(100, ais_ll=None)], target, {}) is None
+
+
+def test_the_target_tables_cover_every_model_with_the_issue_deadlines():
+    assert set(ttq.TARGETS) == {"gan", "vae", "rbm", "ebm"} == set(ttq.REFERENCE_RUNS)
+    deadlines = {m: [t.deadline_s for t in ts] for m, ts in ttq.TARGETS.items()}
+    assert deadlines == {"gan": [120, 600], "vae": [120, 900, 900], "rbm": [120, 300, 1800], "ebm": [600]}
+    for targets in ttq.TARGETS.values():
+        for t in targets:
+            for c in t.conditions:
+                assert c.op in ("<=", ">=") and (c.value is None) != (c.ref is None), t.name
+                if c.ref:
+                    assert c.ref.split(".")[0] in ttq.REFERENCE_RUNS
+    for run in ttq.REFERENCE_RUNS.values():
+        assert (ROOT / "pretrained" / run / "run.json").exists(), run
+
+
+def make_doc():
+    runs = [{"model": "gan", "recipe": "seed", "title": "The seed's settings", "steps": 40,
+             "curve": [point(20, 80.0, 0.0), point(120, 40.0, 0.0)]},
+            {"model": "gan", "recipe": "lecture", "title": "Lecture: fast and good", "steps": 900,
+             "curve": [point(20, 30.0, 0.02), point(60, 9.0, 0.06), point(120, 6.0, 0.07)]}]
+    return ttq.report(runs, GAN_REFS, {"seconds": 120, "worker_threads": 1})
+
+
+def test_the_json_document_has_every_run_its_curve_and_its_targets():
+    doc = json.loads(json.dumps(make_doc()))  # JSON-able as written
+    assert doc["format"] == "genlib-time-to-quality" and doc["version"] == ttq.FORMAT_VERSION
+    assert doc["references"] == GAN_REFS and doc["settings"]["seconds"] == 120
+    assert [(r["model"], r["recipe"]) for r in doc["runs"]] == [("gan", "seed"), ("gan", "lecture")]
+    seed, lecture = doc["runs"]
+    assert [t["target"] for t in seed["targets"]] == [t.name for t in ttq.TARGETS["gan"]]
+    assert [t["met"] for t in seed["targets"]] == [False, False]
+    assert lecture["targets"][0]["seconds"] == 60 and lecture["targets"][0]["met"] is True
+    assert lecture["targets"][1]["seconds"] is None  # 6.0 > half of 10
+    for key in ("elapsed_s", "step", "frechet", "floor", "ratio", "min_share", "shares"):
+        assert key in lecture["curve"][0]
+
+
+def test_the_markdown_table_and_the_chart():
+    doc = make_doc()
+    text = ttq.table(doc)
+    assert "| gan | lecture | FD <= pretrained GAN's, every digit >= 5% | 120 | 60 | yes |" in text
+    assert "| gan | seed | FD <= pretrained GAN's, every digit >= 5% | 120 | - | no | frechet 40 vs 10; " \
+           "min_share 0 vs 0.05 |" in text
+    png = plot.write_plots(doc, "gan")
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000
+    from genlib.images import read_png
+
+    img = read_png(png)
+    assert img.shape[1] == 2 * plot.PANEL_W  # two panels for the GAN: the distance and the smallest share
+
+
+def test_recipe_variants_to_try_set_model_and_train_fields_and_refuse_bad_ones():
+    r = ttq.parse_recipe("vae", "lecture:latent=32:lr=0.003:decoder=gaussian")
+    assert r.name == "lecture:latent=32:lr=0.003:decoder=gaussian" and r.title == r.name
+    assert (r.model_values()["latent"], r.model_values()["decoder"], r.train_values()["lr"]) == (32, "gaussian", 0.003)
+    assert ttq.parse_recipe("gan", "seed").title == "The seed's settings"
+    for bad in ("lecture:latent=99", "lecture:latent", "lecture:colour=3", "fastest"):
+        with pytest.raises(ValueError):
+            ttq.parse_recipe("vae", bad)
+    assert ttq._folder("vae", "lecture:lr=0.003") == "vae-lecture_lr_0.003"

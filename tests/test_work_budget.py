@@ -1,0 +1,372 @@
+"""genlib.work_budget: what one session may ask of the server is capped by work (FLOPs, frames, bytes). Each cap is
+checked where the work is done: a crafted link or a huge model hits it, the page says so, and the work counted with
+the cost functions stays within the cap. Disk retention (per-epoch grids, the Monte Carlo cache) and the memory
+budget's Ising dataset are here too."""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from pathlib import Path
+
+import pytest
+import streamlit as st
+import torch
+from streamlit.testing.v1 import AppTest
+
+import genlib.work_budget as wb
+from genlib.models import build_model
+from genlib.runs.checkpoints import save_checkpoint
+from genlib.runs.store import RunStore
+
+TIMEOUT = 90
+
+
+# ---- the plans, with the real caps ----
+
+def test_a_4096_by_4096_rbm_chain_is_capped_and_the_default_models_are_not():
+    big = wb.plan_chains(wb.gibbs_step_flops(4096, 4096), 16, 1000)
+    assert big.capped and big.flops <= wb.CAPS.chain_flops
+    assert big.steps % max(1, big.steps // 200) == 0  # ends on a recorded frame
+    assert "Capped" in big.note and "1.1 TFLOP" in big.note
+    mnist = wb.plan_chains(wb.gibbs_step_flops(784, 512), 16, 1000)  # the largest setting of a usual RBM
+    assert not mnist.capped and (mnist.chains, mnist.steps) == (16, 1000)
+
+
+def test_the_default_ebm_at_its_largest_setting_fits_and_a_wide_one_does_not():
+    forward = {}
+    for name, channels in (("default", (16, 32, 64, 64)), ("wide", (512, 512, 512, 512))):
+        model = build_model("ebm", {"channels": channels})
+        forward[name] = wb.forward_flops(model.energy, torch.zeros(1, 1, 28, 28))
+    assert 1e6 < forward["default"] < 1e7 < forward["wide"]  # counted by PyTorch: ~1.7 MFLOP, ~400 MFLOP
+    default = wb.plan_chains(wb.langevin_step_flops(forward["default"]) + forward["default"], 8, 1000)
+    assert not default.capped
+    wide = wb.plan_chains(wb.langevin_step_flops(forward["wide"]) + forward["wide"], 8, 1000)
+    assert wide.capped and wide.flops <= wb.CAPS.chain_flops
+
+
+def test_ising_sampling_has_no_floor_of_100_chains_any_more():
+    """Today's page sampled at least 100 chains whatever the RBM: 100 x 300 steps of a 4,096 x 4,096 RBM is 2 TFLOP."""
+    small = wb.plan_ising(64, 256, 1000, 300)  # the README's L = 8 recipe: all 1,000 chains
+    assert (small.chains, small.note) == (1000, "")
+    mid = wb.plan_ising(1024, 256, 1000, 300)  # L = 32
+    assert wb.CAPS.ising_min_chains <= mid.chains < 1000 and mid.flops <= wb.CAPS.ising_flops and mid.note
+    big = wb.plan_ising(4096, 4096, 1000, 300)  # L = 64, 4,096 hidden units
+    assert big.chains == 0 and big.flops == 0 and "too large" in big.note
+
+
+def test_the_in_browser_decoder_of_a_4096_rbm_is_not_sent():
+    assert wb.decoder_payload_bytes([(4096, 4096)]) > 85 * 2**20  # ~89 MB of base64 to every session, today
+    fits, note = wb.decoder_fits([(4096, 4096)])
+    assert not fits and "85.4 MB" in note
+    assert wb.decoder_fits([(512, 784)])[0]  # a usual RBM's p(v|h)
+    assert wb.decoder_fits([(2, 512), (512, 784)])[0]  # a usual VAE's decoder
+
+
+def test_an_animation_of_many_epochs_keeps_the_ends_and_stays_within_frames_and_pixels():
+    idx, note = wb.gif_frames(2000, 480, 480)
+    assert idx[0] == 0 and idx[-1] == 1999 and len(idx) <= wb.CAPS.gif_frames and note
+    assert wb.gif_pixels(len(idx), 480, 480) <= wb.CAPS.gif_pixels
+    idx, _ = wb.gif_frames(30, 2000, 2000)  # large frames: fewer of them
+    assert wb.gif_pixels(len(idx), 2000, 2000) <= wb.CAPS.gif_pixels or len(idx) == 2
+    assert wb.gif_frames(10, 480, 480) == (list(range(10)), "")
+
+
+# ---- disk retention ----
+
+def test_epoch_thinning_is_bounded_stable_and_keeps_the_ends():
+    kept: set[int] = set()
+    for epoch in range(1, 2001):  # as a run of 2,000 epochs writes them
+        kept.add(epoch)
+        kept -= set(wb.thin_epochs(sorted(kept), 100))
+        assert len(kept) <= 100 and 1 in kept and epoch in kept
+    # evenly spread over the run: the largest gap is at most twice the smallest spacing
+    gaps = [b - a for a, b in zip(sorted(kept), sorted(kept)[1:])]
+    assert max(gaps) <= 2 * min(g for g in gaps if g > 1) + 1
+
+
+def test_a_run_of_many_epochs_keeps_at_most_the_cap_of_grids(tmp_path, monkeypatch):
+    monkeypatch.setattr(wb, "CAPS", wb.Caps(epoch_grids=20))
+    run = RunStore(tmp_path).create({"model": "vae", "model_config": {"hidden": 32, "latent": 2},
+                                     "dataset": "digits", "train_config": {"dataset": "digits"}})
+    for epoch in range(1, 301):
+        run.write_epoch_grid(epoch, b"\x89PNG fake")
+    epochs = sorted(int(p.stem[6:]) for p in run.epoch_grids())
+    assert len(epochs) <= 20 and epochs[0] == 1 and epochs[-1] == 300
+
+
+def test_the_monte_carlo_cache_drops_the_least_recently_used_beyond_its_cap(tmp_path):
+    from genlib.ising import dataset
+
+    folder = tmp_path / dataset.NAME
+    folder.mkdir()
+    for i in range(5):  # five cached temperatures of 1 MB, used one after the other
+        f = folder / f"L8-T{i}-n10-seed0.npz"
+        f.write_bytes(b"\0" * 2**20)
+        f.with_suffix(".json").write_text("{}")
+        os.utime(f, (1000 + i, 1000 + i))
+    os.utime(folder / "L8-T0-n10-seed0.npz", (2000, 2000))  # T0 read again last
+    gone = dataset.evict(tmp_path, keep=folder / "L8-T1-n10-seed0.npz", cap=int(2.5 * 2**20))
+    left = sorted(p.name for p in folder.glob("*.npz"))
+    assert left == ["L8-T0-n10-seed0.npz", "L8-T1-n10-seed0.npz"]  # the newest use and the protected one
+    assert {p.name for p in gone} == {"L8-T2-n10-seed0.npz", "L8-T3-n10-seed0.npz", "L8-T4-n10-seed0.npz"}
+    assert not (folder / "L8-T2-n10-seed0.json").exists()  # its report went with it
+
+
+def test_sampling_new_temperatures_keeps_the_cache_within_its_cap(tmp_path, monkeypatch):
+    from genlib.ising import dataset
+
+    dataset.load_temperature(tmp_path, 4, 2.0, 10, 0)
+    one = next((tmp_path / dataset.NAME).glob("*.npz")).stat().st_size
+    monkeypatch.setattr(wb, "CAPS", wb.Caps(ising_cache_bytes=int(2.5 * one)))
+    for T in (2.5, 3.0, 3.5, 4.0):
+        dataset.load_temperature(tmp_path, 4, T, 10, 0)
+        files = list((tmp_path / dataset.NAME).glob("*.npz"))
+        assert sum(f.stat().st_size for f in files) <= wb.CAPS.ising_cache_bytes + one  # within a file's rounding
+        assert dataset.cache_path(tmp_path, 4, T, 10, 0).exists()  # the one just sampled stays
+    spins, _ = dataset.load_temperature(tmp_path, 4, 2.0, 10, 0)  # evicted: sampled again, same seed, same data
+    assert spins.shape == (11, 4, 4)
+
+
+# ---- the memory budget counts the Ising dataset ----
+
+def test_the_memory_budget_counts_the_ising_dataset_and_refuses_one_that_cannot_fit():
+    from genlib.jobs.budget import check_fits, dataset_bytes, estimate
+
+    rbm = {"image_shape": (1, 64, 64), "n_hidden": 256}
+    small = estimate("rbm", rbm, batch_size=500, dataset="ising:L=64,T=2.27,n=1000")
+    assert small.data_bytes == dataset_bytes("ising:L=64,T=2.27,n=1000", 4096) >= 2 * 1100 * 64 * 64
+    huge = "ising:L=64,T=" + "/".join(f"{1.5 + 0.1 * i:.1f}" for i in range(16)) + ",n=1000000"
+    with pytest.raises(ValueError, match="Ising configurations"):  # 16 x 1.1 M lattices of 4,096 spins: >140 GB
+        check_fits("rbm", rbm, batch_size=500, dataset=huge, available=64 * 2**30)
+    check_fits("rbm", rbm, batch_size=500, dataset="ising:L=64,T=2.27,n=1000", available=64 * 2**30)
+
+
+def test_a_huge_ising_sweep_is_refused_before_a_run_folder_is_made(tmp_path):
+    from genlib.ising.compare import SweepPlan
+    from genlib.jobs.manager import JobManager
+
+    mgr = JobManager(RunStore(tmp_path / "runs"), backend="thread", max_jobs=1)
+    try:
+        job = SweepPlan(sweep_id="s", L=64, temperatures=(2.0,), n=1_000_000, n_hidden=4096).jobs()[0]
+        import genlib.jobs.budget as budget
+
+        original = budget.free_bytes
+        budget.free_bytes = lambda device="cpu": 16 * 2**30  # a 16 GB machine
+        try:
+            with pytest.raises(ValueError, match="needs about"):
+                mgr.submit(**job)
+        finally:
+            budget.free_bytes = original
+        assert not any((tmp_path / "runs").iterdir()) if (tmp_path / "runs").exists() else True
+    finally:
+        mgr.close(stop_jobs=True, timeout=30)
+
+
+# ---- pages: a crafted link or a huge model meets the cap, says so, and the work stays within it ----
+
+def _app(model_name, run_id):
+    from dashboard.explore.panel import render
+    from genlib.runs.store import RunStore
+
+    render(model_name, RunStore().get(run_id) if run_id else None)
+
+
+@pytest.fixture
+def runs_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("GENLIB_RUNS_DIR", str(tmp_path))
+    monkeypatch.setenv("GENLIB_DATA_ROOT", str(tmp_path / "no-data"))
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    yield tmp_path
+    st.cache_resource.clear()
+    st.cache_data.clear()
+
+
+def _save_run(runs_dir, name, config):
+    torch.manual_seed(0)
+    model = build_model(name, config)
+    run = RunStore(runs_dir).create({"model": name, "model_config": model.config_dict(), "dataset": "digits",
+                                     "train_config": {"dataset": "digits"}})
+    save_checkpoint(run.snapshot_path, model, train_config={"dataset": "digits"}, progress={"step": 0})
+    return run
+
+
+def _open(name, run, **params):
+    at = AppTest.from_function(_app, args=(name, run.id), default_timeout=TIMEOUT)
+    for k, v in params.items():
+        at.query_params[k] = v
+    return at.run()
+
+
+def _texts(at) -> str:
+    return " ".join(str(e.value) for e in list(at.info) + list(at.caption))
+
+
+def test_a_crafted_gibbs_chain_link_meets_the_cap_and_the_gibbs_work_stays_within_it(runs_dir, monkeypatch):
+    import dashboard.explore.rbm as page
+
+    monkeypatch.setattr(wb, "CAPS", wb.Caps(chain_flops=1e8))  # a small cap, so the test runs fast
+    done = []
+    real = page.gibbs_chain
+
+    def counted(model, v0, steps, **kw):
+        done.append(wb.gibbs_step_flops(model.n_visible, model.latent_dim) * v0.shape[0] * steps)
+        return real(model, v0, steps, **kw)
+
+    monkeypatch.setattr(page, "gibbs_chain", counted)
+    run = _save_run(runs_dir, "rbm", {"n_hidden": 64})
+    # the most a link can ask: 16 chains of 1,000 steps (3.2 GFLOP here, 32 times the cap)
+    at = _open("rbm", run, **{"rbm-tab": "Gibbs chain", f"rbm-gchains-{run.id}": "16",
+                              f"rbm-gsteps-{run.id}": "1000"})
+    assert not at.exception, at.exception
+    assert "Capped: 16 chains x 1,000 steps" in _texts(at)
+    assert done and sum(done) <= wb.CAPS.chain_flops
+    frame = at.slider(key=f"rbm-gframe-{run.id}")
+    assert frame.max <= 1000 and frame.value == frame.max
+
+
+def test_a_crafted_langevin_link_meets_the_cap_and_the_langevin_work_stays_within_it(runs_dir, monkeypatch):
+    from genlib.models.ebm import EBM
+
+    monkeypatch.setattr(wb, "CAPS", wb.Caps(chain_flops=5e8))
+    done = []
+    real = EBM.langevin
+
+    def counted(self, x0, steps, **kw):
+        forward = wb.forward_flops(self.energy, torch.zeros(1, 1, 28, 28))
+        done.append(wb.langevin_step_flops(forward) * x0.shape[0] * steps)
+        return real(self, x0, steps, **kw)
+
+    monkeypatch.setattr(EBM, "langevin", counted)
+    run = _save_run(runs_dir, "ebm", {"channels": (16, 32, 64, 64)})
+    at = _open("ebm", run, **{"ebm-tab": "Langevin chain"})
+    at.select_slider(key=f"ebm-lchains-{run.id}").set_value(8).run()
+    at.slider(key=f"ebm-lsteps-{run.id}").set_value(1000).run()
+    assert not at.exception, at.exception
+    assert "Capped: 8 chains x 1,000 steps" in _texts(at)
+    assert done and max(done) <= wb.CAPS.chain_flops
+
+
+def test_a_huge_rbm_sends_no_weights_to_the_browser_and_its_sliders_run_on_the_server(runs_dir, monkeypatch):
+    import dashboard.explore.browser_decoder as bd
+
+    sent = []
+    monkeypatch.setattr(bd, "network_payload", lambda version, model: sent.append(version) or {})
+    run = _save_run(runs_dir, "rbm", {"n_hidden": 4096})  # p(v|h) of 784 x 4,096: 17 MB of base64 per session
+    at = _open("rbm", run, **{"rbm-tab": "Clamp hidden units"})
+    assert not at.exception, at.exception
+    assert sent == []
+    assert "more than a browser session is sent" in _texts(at)
+    assert at.slider(key=f"rbm-h0-{run.id}")  # the server-side sliders instead
+    assert at.toggle(key="rbm-server").disabled
+
+
+def test_the_ising_panel_samples_no_rbm_beyond_its_cap(runs_dir, monkeypatch):
+    import dashboard.ising_view as view
+    import genlib.ising.compare as compare
+
+    calls = []
+    monkeypatch.setattr(compare, "rbm_spins", lambda model, n, **kw: calls.append(n))
+    torch.manual_seed(0)
+    model = build_model("rbm", {"image_shape": (1, 64, 64), "n_hidden": 4096})
+    path = runs_dir / "big.safetensors"
+    save_checkpoint(path, model, train_config={"dataset": "ising:L=64"}, progress={"step": 0})
+    out = view._rbm(str(path), path.stat().st_mtime_ns, 2.27)
+    assert calls == [] and "too large to sample on the page" in out["note"]
+
+
+def test_a_crafted_epoch_play_link_builds_an_animation_within_the_frame_cap(dashboard_env, monkeypatch):
+    from PIL import Image
+
+    from dashboard import state
+
+    monkeypatch.setattr("genlib.jobs.worker.RunQuality", type("NoQuality", (), {
+        "__init__": lambda self, *a, **k: None, "periodic": lambda self, *a, **k: {},
+        "final": lambda self, *a, **k: {}}), raising=False)
+    monkeypatch.setattr(wb, "CAPS", wb.Caps(gif_frames=12))
+    mgr = state.get_manager()
+    run_id = mgr.submit("vae", {"hidden": 32, "latent": 2}, {"dataset": "digits", "batch_size": 50, "lr": 1e-3,
+                                                              "epochs": 1})
+    assert mgr.wait(run_id, timeout=120).state == "finished"
+    time.sleep(1.1)  # the shared statuses scan lives one second
+    run = mgr.store.get(run_id)
+    png = run.epoch_grids()[0].read_bytes()
+    for epoch in range(2, 81):  # an old run folder with 80 epochs' grids
+        (run.samples_dir / f"epoch-{epoch:04d}.png").write_bytes(png)
+    gifs = []
+    import dashboard.training as training
+
+    real = training.epoch_gif
+
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        gifs.append(out[0])
+        return out
+
+    monkeypatch.setattr(training, "epoch_gif", spy)
+    from conftest import APP
+
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.query_params["run"] = run_id
+    at.query_params[f"epoch-play-{run_id}"] = "true"
+    at.switch_page("app_pages/vae.py")
+    at.run()
+    assert not at.exception, at.exception
+    assert gifs
+    frames = Image.open(io.BytesIO(gifs[-1])).n_frames
+    assert frames <= 12
+    assert "Showing 12 of the 80 frames" in _texts(at)
+
+
+def test_a_huge_vae_sends_no_weights_to_the_browser_and_says_what_to_do(runs_dir, monkeypatch):
+    import dashboard.explore.browser_decoder as bd
+
+    sent = []
+    monkeypatch.setattr(bd, "network_payload", lambda version, model: sent.append(version) or {})
+    run = _save_run(runs_dir, "vae", {"hidden": 4096, "latent": 8})  # its decoder: 17.8 MB of base64 per session
+    at = _open("vae", run, **{"vae-tab": "Latent sliders"})
+    assert not at.exception, at.exception
+    assert sent == []
+    assert "Turn on 'Server-side sliders'" in _texts(at)
+
+
+# ---- a tab's share over time ----
+
+def test_a_session_meter_takes_a_burst_then_refills_at_its_rate():
+    meter = wb.WorkMeter(budget=100.0, window_s=10.0)
+    assert meter.charge(60, now=0.0) == 0 and meter.charge(40, now=0.0) == 0  # the burst
+    assert meter.charge(50, now=0.0) == pytest.approx(5.0)  # 50 FLOPs drain in 5 s
+    assert meter.charge(50, now=5.0) == 0  # and then they fit
+    assert meter.charge(500, now=1000.0) == 0  # an empty meter takes any one (already capped) request
+
+
+def test_a_tab_asking_for_new_chains_over_and_over_waits_and_computes_nothing(runs_dir, monkeypatch):
+    import dashboard.explore.rbm as page
+
+    monkeypatch.setattr(wb, "CAPS", wb.Caps(session_flops=2e8, session_window_s=600.0))
+    done = []
+    real = page.gibbs_chain
+    monkeypatch.setattr(page, "gibbs_chain", lambda model, v0, steps, **kw: done.append(v0.shape[0] * steps)
+                        or real(model, v0, steps, **kw))
+    run = _save_run(runs_dir, "rbm", {"n_hidden": 64})  # 16 chains x 1,000 steps: 3.2 GFLOP, over the budget
+    at = _open("rbm", run, **{"rbm-tab": "Gibbs chain", f"rbm-gchains-{run.id}": "16",
+                              f"rbm-gsteps-{run.id}": "1000"})
+    assert not at.exception, at.exception
+    assert len(done) == 1  # the first one runs (an empty meter takes one request)
+    at.number_input(key=f"rbm-gseed-{run.id}").set_value(7).run()  # a fresh seed: no cache can serve it
+    assert not at.exception, at.exception
+    assert len(done) == 1 and "its share of a class's server" in " ".join(str(w.value) for w in at.warning)
+    at.number_input(key=f"rbm-gseed-{run.id}").set_value(0).run()  # the setting it saw before: at once
+    assert not at.warning and at.slider(key=f"rbm-gframe-{run.id}")
+
+
+def test_a_live_runs_animation_is_rebuilt_when_a_tenth_more_epochs_landed_not_at_each():
+    builds = set()
+    for n in range(2, 501):  # a live run saving epochs 1..n, one at a time
+        shown = wb.animated_epochs(range(1, n + 1), live=True)
+        assert shown[0] == 1 and n - shown[-1] <= max(1, n // 10)  # within the newest tenth
+        builds.add(tuple(shown))
+    assert len(builds) <= 100  # against 499 rebuilds, one per epoch, before
+    assert wb.animated_epochs(range(1, 501), live=False)[-1] == 500  # a stopped run: every epoch
