@@ -396,9 +396,7 @@ def sample_run(run_dir: Any, n: int, *, seed: int = 0, device: str = "auto") -> 
     if not 1 <= n <= 100_000:
         raise ValueError(f"n (the number of samples) must be between 1 and 100000, got {n}")
     run = open_run(run_dir)
-    path = run.latest_weights()
-    if path is None:
-        raise FileNotFoundError(f"run {run.id} has no checkpoint yet")
+    path = run.require_latest_weights()
     dev = resolve_device(device)
     ckpt = load_checkpoint(path, device=dev)
     model = model_from_checkpoint(ckpt, device=dev)
@@ -419,8 +417,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                             n_samples=args.n_samples, n_test=args.n_test, vae_n_test=args.n_test, seed=args.seed,
                             train_classifier=args.train_classifier)
     run = open_run(args.run_dir)
-    if run.latest_weights() is None:
-        raise FileNotFoundError(f"run {run.id} has no checkpoint yet")
+    run.require_latest_weights()  # refused before anything is recorded
     info = run.info()
     dataset, root = run.dataset(), args.data_root or (info.get("train_config") or {}).get("data_root")
     if not dataset_available(dataset, root):  # said before anything is recorded, as a missing run folder is

@@ -227,9 +227,7 @@ def evaluate_saved_run(run: Any, settings: QualitySettings = FULL, *, device: to
     status.write("running", 0.0, "loading the model and the data", force=True)
     try:
         run.quality_cancel_path.unlink(missing_ok=True)
-        path = run.latest_weights()
-        if path is None:
-            raise FileNotFoundError(f"run {run.id} has no checkpoint yet")
+        path = run.require_latest_weights()
         device = evaluation_device(device)
         ckpt = load_checkpoint(path, device=device)
         model = model_from_checkpoint(ckpt, device=device)

@@ -148,6 +148,13 @@ class Run:
         steps = {p: _saved_step(p) for p in files}
         return max(files, key=lambda p: (steps[p], p == self.checkpoint_path))
 
+    def require_latest_weights(self) -> Path:
+        """latest_weights() for a caller that needs weights (sample, evaluate): FileNotFoundError when none exist."""
+        path = self.latest_weights()
+        if path is None:
+            raise FileNotFoundError(f"run {self.id} has no checkpoint yet")
+        return path
+
     def state_record(self) -> StateRecord | None:
         """state.json as a StateRecord, None when absent; SchemaError when it is not a genlib state file."""
         try:
