@@ -30,7 +30,7 @@ with st.expander("Upload a checkpoint", icon=":material/upload:"):
                                           disabled=not auth.allowed()):
         runs_view.import_upload(uploaded)
 
-statuses = state.job_statuses()
+statuses = state.job_statuses_now()
 if not statuses:
     st.info("No runs yet: start one from the RBM, VAE or GAN page.")
     st.stop()

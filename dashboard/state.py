@@ -175,6 +175,13 @@ def job_statuses() -> list:
     return get_manager().statuses()
 
 
+def job_statuses_now() -> list:
+    """A fresh scan of the runs folder, for the runs page: there a run that another app server deleted a moment
+    ago must not be listed or offered for Resume (job_statuses() may be STATUS_TTL_S old, and the other server's
+    delete cannot clear this server's cache). One scan per rerun of that page: a few ms per hundred runs."""
+    return get_manager().statuses()
+
+
 MAX_LOG_ROWS = 20_000  # metric rows a MetricLog keeps per run before it thins the older half of them
 
 
