@@ -4,8 +4,8 @@ resumed or deleted."""
 import streamlit as st
 
 from dashboard import auth, runs_view, state
+from dashboard.model_text import model_page, model_title
 
-MODEL_TITLES = {"rbm": "RBM", "vae": "VAE", "gan": "GAN", "ebm": "EBM"}
 RESUMABLE = ("interrupted", "stopped", "failed", "diverged")
 
 st.title("All runs")
@@ -94,10 +94,11 @@ if s.state == "interrupted":
                "process was killed). Resume continues it from its last checkpoint.")
 c1, c2, c3 = st.columns(3)
 with c1:
-    if st.button(f"Open on the {MODEL_TITLES.get(s.model, s.model)} page", key="open-run",
+    page = model_page(s.model)
+    if st.button(f"Open on the {model_title(s.model)} page", key="open-run",
                  icon=":material/open_in_new:", help="Show this run's curves, samples and explorer.",
-                 disabled=s.model not in MODEL_TITLES):
-        st.switch_page(f"app_pages/{s.model}.py", query_params={"run": target})
+                 disabled=page is None):
+        st.switch_page(page, query_params={"run": target})
 with c2:
     ckpt = run.checkpoint_path
     st.download_button("Download checkpoint", data=lambda: ckpt.read_bytes(), file_name=f"{target}.safetensors",

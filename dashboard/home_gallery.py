@@ -9,14 +9,19 @@ from pathlib import Path
 import streamlit as st
 
 from dashboard import state
+from genlib.models import model_class, model_names
 from genlib.runs.store import Run
 
 GALLERY_SAMPLES = 36  # a 6x6 grid when the run folder has no saved one
 GALLERY_WIDTH = 240  # px on screen
-# Models whose samples take one network pass. The RBM's Gibbs and the EBM's Langevin chains run hundreds of steps (the
-# shipped EBM: minutes of a busy 2-core CPU for 16 samples), too slow for a home page: without a saved grid they get
-# a note instead (every training run saves live.png, so only a damaged or hand-made run folder lacks one).
-ONE_PASS = frozenset({"vae", "gan"})
+
+
+def one_pass(model: object) -> bool:
+    """Whether runs of `model` may be sampled here: its samples take one network pass (its class's
+    one_pass_sampling). The RBM's Gibbs and the EBM's Langevin chains run hundreds of steps (the shipped EBM: minutes
+    of a busy 2-core CPU for 16 samples), too slow for a home page: without a saved grid they get a note instead
+    (every training run saves live.png, so only a damaged or hand-made run folder lacks one)."""
+    return model in model_names() and model_class(str(model)).one_pass_sampling
 
 
 def stored_grid(run: Run) -> Path | None:
@@ -43,14 +48,14 @@ def _sampled_png(weights: str, mtime_ns: int, n: int = GALLERY_SAMPLES, seed: in
 
 def gallery_image(run: Run) -> tuple[bytes, str] | None:
     """(PNG bytes at about GALLERY_WIDTH px, where they came from) for `run`, or None when it has no saved grid and
-    cannot be sampled cheaply (no weights, or not ONE_PASS)."""
+    cannot be sampled cheaply (no weights, or not one_pass)."""
     from dashboard.run_images import grid_png
 
     saved = stored_grid(run)
     if saved is not None:
         return grid_png(str(saved), saved.stat().st_mtime_ns, GALLERY_WIDTH), f"saved grid {saved.name}"
     weights = run.latest_weights()
-    if weights is None or run.info().get("model") not in ONE_PASS:
+    if weights is None or not one_pass(run.info().get("model")):
         return None
     return _sampled_png(str(weights), weights.stat().st_mtime_ns), f"{GALLERY_SAMPLES} fresh samples"
 

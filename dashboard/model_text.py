@@ -1,16 +1,33 @@
-"""What the dashboard says about each model: its form fields (label, help, step; their bounds are the config's own,
-genlib.config), and the captions of its charts and sample grids. Text and specs only, so a new model is added here
-without touching the layout code.
+"""What the dashboard says about each model: its title, its form fields (label, help, step; their bounds are the
+config's own, genlib.config), and the captions of its charts and sample grids. Text and specs only; a model that has
+no text here yet gets its form from its config's declarations (`model_fields`), so adding a model needs no edit here.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
-from genlib.config import Bounds, bounds
+from genlib.config import Bounds, bounds, declared
+from genlib.models import model_class
 
-MODEL_TITLES = {"rbm": "RBM", "vae": "VAE", "gan": "GAN", "ebm": "EBM"}
+PAGES = Path(__file__).resolve().parents[1] / "app_pages"  # a model's page is app_pages/<name>.py (app.py lists it)
+
+
+def model_title(name: str) -> str:
+    """How the pages name model `name`: its class's `title` (genlib.models), or the name itself when no model of
+    that name is registered (a run folder from another version)."""
+    from genlib.models import model_names, model_title as title  # here: genlib.models imports torch (see Field)
+
+    return title(name) if name in model_names() else name
+
+
+def model_page(name: str) -> str | None:
+    """The page of a registered model (app_pages/<name>.py), or None when it has none."""
+    from genlib.models import model_names
+
+    return f"app_pages/{name}.py" if name in model_names() and (PAGES / f"{name}.py").is_file() else None
 
 
 @dataclass(frozen=True)
@@ -117,6 +134,17 @@ _FIELDS: dict[str, tuple[Field, ...]] = {
 }
 MODEL_FIELDS: dict[str, tuple[Field, ...]] = {
     model: tuple(dataclasses.replace(f, model=model) for f in fields) for model, fields in _FIELDS.items()}
+
+
+def model_fields(name: str) -> tuple[Field, ...]:
+    """The form's fields of model `name`: those written above, else one per declared field of its config that a
+    widget can draw, labelled by its name and explained by its command-line help (genlib.config's Option)."""
+    if name in MODEL_FIELDS:
+        return MODEL_FIELDS[name]
+    return tuple(Field(field, " ".join(field.split("_")).capitalize(), o.help or "", model=name)
+                 for field, b, o in declared(model_class(name).config_class) if b.kind != "ints")
+
+
 CHART_CAPTIONS = {
     "rbm": "Averages over each logged window of steps. The reconstruction error should fall as the hidden units "
            "learn features; the free-energy gap is not a likelihood and may wander. Orange dotted lines: learning-rate "

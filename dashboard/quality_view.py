@@ -16,6 +16,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from dashboard import auth
+from genlib.models import model_class
 from genlib.quality.records import evaluation_running
 from genlib.quality.settings import FIGURES, FIGURES_BY_KEY
 
@@ -395,7 +396,8 @@ def quality_panel(run: Any, model_name: str, live: bool) -> None:
                        "cores for MNIST, once).") + (f" Not now: {why}." if why else "")):
         start_full_evaluation(run)
     with st.expander("What these figures mean"):
-        keys = [f.key for f in FIGURES if f.models is None or model_name in f.models]
+        likelihood = model_class(model_name).likelihood
+        keys = [f.key for f in FIGURES if f.applies_to(likelihood)]
         st.markdown("\n".join(f"- **{FIGURES_BY_KEY[k].label}**: {EXPLANATIONS[k]}" for k in keys))
         st.markdown("Cheap figures (every 15 s or more while training, at most a tenth of its time) use small "
                     "settings and trend well, but their values are rough; the final evaluation when a run "

@@ -9,17 +9,17 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import state
+from dashboard.model_text import model_page, model_title
 
 REFRESH_S = 2.0  # seconds between sidebar refreshes (the browser's timer; each open tab has its own)
 RECENT = 3  # finished runs listed under the live ones
-MODEL_TITLES = {"rbm": "RBM", "vae": "VAE", "gan": "GAN", "ebm": "EBM"}
 
 
 def _job(s) -> None:
     """One job: its model, id (a link to it), state, progress bar and speed."""
-    title = MODEL_TITLES.get(s.model, s.model)
-    if s.model in MODEL_TITLES:
-        st.page_link(f"app_pages/{s.model}.py", label=f"{title} · {s.run_id}", query_params={"run": s.run_id},
+    title, page = model_title(s.model), model_page(s.model)
+    if page is not None:
+        st.page_link(page, label=f"{title} · {s.run_id}", query_params={"run": s.run_id},
                      icon=":material/open_in_new:", help=f"Open this run on the {title} page")
     else:
         st.markdown(f"{title} · `{s.run_id}`")

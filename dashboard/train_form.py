@@ -9,7 +9,7 @@ from typing import Any
 import streamlit as st
 
 from dashboard import auth, state
-from dashboard.model_text import MODEL_FIELDS, Field
+from dashboard.model_text import Field, model_fields
 
 
 def _defaults(model_name: str, recipe_name: str = "seed") -> dict[str, Any]:
@@ -23,7 +23,7 @@ def _defaults(model_name: str, recipe_name: str = "seed") -> dict[str, Any]:
 def _form_keys(model_name: str) -> list[str]:
     """The keys of the form's widgets that a recipe sets (stable: presenter links and tests use them)."""
     k = f"{model_name}-form"
-    return [f"{k}-{f.name}" for f in MODEL_FIELDS[model_name]] + [f"{k}-lr", f"{k}-batch", f"{k}-epochs"]
+    return [f"{k}-{f.name}" for f in model_fields(model_name)] + [f"{k}-lr", f"{k}-batch", f"{k}-epochs"]
 
 
 def recipe_choice(model_name: str) -> str:
@@ -48,7 +48,7 @@ def _recipe_fields(model_name: str, recipe_name: str) -> list[str]:
     """The model fields a recipe names that the form has no widget for (the GAN's noise_dim...): sent as they are."""
     from genlib.presets import recipe
 
-    shown = {f.name for f in MODEL_FIELDS[model_name]}
+    shown = {f.name for f in model_fields(model_name)}
     return [n for n in recipe(model_name, recipe_name).model_config if n not in shown]
 
 
@@ -90,7 +90,7 @@ def train_form(model_name: str) -> None:
     with st.form(key=k, border=True):
         cols = st.columns(3)
         values: dict[str, Any] = {n: v[n] for n in _recipe_fields(model_name, chosen)}  # fields with no widget
-        for i, f in enumerate(MODEL_FIELDS[model_name]):
+        for i, f in enumerate(model_fields(model_name)):
             with cols[i % 3]:
                 values[f.name] = _widget(f, v[f.name], f"{k}-{f.name}")
         c1, c2, c3 = st.columns(3)

@@ -14,12 +14,13 @@ import streamlit as st
 
 from dashboard import auth, share, state
 from dashboard.charts import loss_figure
-from dashboard.model_text import CHART_CAPTIONS, MODEL_TITLES, SAMPLE_CAPTIONS
+from dashboard.model_text import CHART_CAPTIONS, SAMPLE_CAPTIONS, model_title
 from dashboard.forks import forks_section
 from dashboard.knobs import knob_controls
 from dashboard.train_form import train_form
 from dashboard.quality_view import quality_panel
 from dashboard.run_images import IMAGE_WIDTH, grid_png
+from genlib.images import gif_bytes, read_png
 from genlib.runs.resume import epochs_added
 
 LIVE_REFRESH_S = 1.0  # the live view's refresh while a run trains
@@ -44,33 +45,22 @@ def _width() -> int:
     return share.PRESENT_IMAGE_WIDTH if share.presenting() else IMAGE_WIDTH
 
 
-def _gif_frames(paths: list[str] | tuple[str, ...], width: int | None) -> tuple[list, str]:
-    """The grids an animation shows, upscaled to about `width` px (None: twice their size), at most
-    genlib.work_budget's frames and pixels (evenly spaced, first and last kept), and the note when that cut some."""
-    from genlib.images import read_png, upscale
-    from genlib.work_budget import gif_frames
-
-    first = read_png(Path(paths[0]).read_bytes())
-    scale = 2 if width is None else max(1, width // first.shape[1])
-    idx, note = gif_frames(len(paths), first.shape[0] * scale, first.shape[1] * scale)
-    return [upscale(read_png(Path(paths[i]).read_bytes()), scale) for i in idx], note
+def _grid_gif(paths: list[str] | tuple[str, ...], width: int | None, duration_ms: int) -> tuple[bytes, str]:
+    """The saved grids as a looping GIF through genlib.images.gif_bytes (its frame and pixel caps: only the PNGs shown
+    are read), and the note when the caps left some out."""
+    return gif_bytes(len(paths), lambda i: read_png(Path(paths[i]).read_bytes()), width=width, duration_ms=duration_ms)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def epoch_gif(paths: tuple[str, ...], mtimes: tuple[int, ...], width: int = IMAGE_WIDTH) -> tuple[bytes, str]:
     """The per-epoch grids as a looping animated GIF at about `width` px, for the Play toggle (the browser animates
     it: smooth in Chromium, no reruns while it plays), built once per new epoch for every viewer; and the cap's note."""
-    from genlib.images import gif_bytes
-
-    frames, note = _gif_frames(paths, width)
-    return gif_bytes(frames, duration_ms=500), note
+    return _grid_gif(paths, width, 500)
 
 
 def _gif(paths: list[str]) -> bytes:
     """The per-epoch grids as an animated GIF (built only when the download is clicked; capped as the Play one)."""
-    from genlib.images import gif_bytes
-
-    return gif_bytes(_gif_frames(paths, None)[0])
+    return _grid_gif(paths, None, 300)[0]
 
 
 def _duration(seconds: float | None) -> str:
@@ -317,7 +307,7 @@ def training_panel(model_name: str):
     st.subheader("Training")
     presenting = share.presenting()
     if not presenting:
-        with st.expander(f"Train a new {MODEL_TITLES.get(model_name, model_name)}", expanded=run_id is None,
+        with st.expander(f"Train a new {model_title(model_name)}", expanded=run_id is None,
                          icon=":material/model_training:"):
             train_form(model_name)
     status = None

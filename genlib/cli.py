@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -10,20 +11,9 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-# Model options: CLI flag -> (model, config field). --hidden means n_hidden for the RBM, hidden for the VAE.
-# Every config field but image_shape (set by the dataset) has a flag; tests/test_presets.py checks that.
-MODEL_FLAGS: dict[str, dict[str, str]] = {
-    "rbm": {"hidden": "n_hidden", "k": "k", "pcd": "persistent", "momentum": "momentum",
-            "weight_decay": "weight_decay", "binarize": "binarize", "centering": "centering",
-            "init_std": "init_std", "sample_steps": "sample_steps", "lr_decay_steps": "lr_decay_steps"},
-    "vae": {"hidden": "hidden", "latent": "latent", "decoder": "decoder", "beta": "beta"},
-    "gan": {"widths": "preset", "noise_dim": "noise_dim", "channels_last": "channels_last",
-            "leaky_slope": "leaky_slope", "dropout": "dropout", "adam_beta1": "adam_beta1"},
-    "ebm": {"langevin_steps": "langevin_steps", "step_size": "step_size", "langevin_noise": "noise",
-            "buffer_size": "buffer_size", "reg_weight": "reg_weight", "sample_steps": "sample_steps",
-            "channels": "channels", "hidden": "hidden", "grad_clip": "grad_clip", "reinit": "reinit",
-            "data_noise": "data_noise", "param_clip": "param_clip", "adam_beta1": "adam_beta1"},
-}
+from genlib.config import Bounds, declared
+from genlib.models import model_class, model_names
+
 # TrainConfig fields the train command sets from flags of the same name (device, dataset and data_root aside)
 TRAIN_FLAGS = ("epochs", "max_steps", "batch_size", "lr", "precision", "seed", "log_every", "threads",
                "checkpoint_every_s", "snapshot_every_s", "live_every_s", "n_samples", "sample_seed")
@@ -37,12 +27,57 @@ def _int_tuple(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected whole numbers separated by commas, got {text!r}") from None
 
 
+def model_flags() -> dict[str, dict[str, str]]:
+    """Each registered model's options: model -> {flag, with underscores: config field}. Every config field that
+    declares its bounds (genlib.config) has one, named after the field unless it declares another (`cli=`): the
+    RBM's n_hidden is --hidden, as the VAE's and the EBM's hidden are."""
+    return {m: {(o.flag or name): name for name, _, o in declared(model_class(m).config_class)} for m in model_names()}
+
+
+def _flag_spec(b: Bounds, default: Any) -> dict[str, Any]:
+    """argparse keywords for a field with Bounds `b`: a flag given sets the field, one not given leaves it (None)."""
+    if b.kind == "bool":  # a switch that is off by default only turns on; one that is on by default gets --no-<flag>
+        return ({"action": argparse.BooleanOptionalAction, "default": None} if default else
+                {"action": "store_const", "const": True})
+    return {"int": {"type": int}, "number": {"type": float}, "ints": {"type": _int_tuple},
+            "choice": {"choices": list(b.options)}}[b.kind]
+
+
+def _add_model_options(t: argparse.ArgumentParser) -> None:
+    """The models' options, one group per model, from their configs' declarations: a flag shared by several models
+    (--hidden) is listed once, under the first, its help saying what it sets in each ("RBM: hidden units; VAE, EBM:
+    hidden layer width")."""
+    specs: dict[str, dict[str, Any]] = {}  # flag -> argparse keywords
+    helps: dict[str, dict[str, list[str]]] = {}  # flag -> help -> the titles of the models it describes
+    groups: dict[str, list[str]] = {}  # model -> the flags first declared by it
+    for m in model_names():
+        cls = model_class(m)
+        defaults = {f.name: f.default for f in dataclasses.fields(cls.config_class)}
+        for name, b, o in declared(cls.config_class):
+            flag = o.flag or name
+            spec = _flag_spec(b, defaults[name])
+            if flag in specs and specs[flag] != spec:
+                raise ValueError(f"--{flag.replace('_', '-')} means different things for {m} and another model "
+                                 f"({spec} vs {specs[flag]}): give one of the config fields another flag (cli=)")
+            if flag not in specs:
+                specs[flag] = spec
+                groups.setdefault(m, []).append(flag)
+            helps.setdefault(flag, {}).setdefault(o.help or name.replace("_", " "), []).append(cls.title)
+    for m, flags in groups.items():
+        g = t.add_argument_group(model_class(m).title)
+        for flag in flags:
+            text = "; ".join(f"{', '.join(titles)}: {h}" for h, titles in helps[flag].items())
+            g.add_argument(f"--{flag.replace('_', '-')}", help=text.replace("%", "%%"), **specs[flag])
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m genlib", description="Train, sample and inspect generative models.")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a model (or resume a run) in the foreground")
-    t.add_argument("model", nargs="?", choices=sorted(MODEL_FLAGS), help="rbm, vae, gan or ebm (omit with --resume)")
+    names = model_names()
+    t.add_argument("model", nargs="?", choices=sorted(names),
+                   help=f"{', '.join(names[:-1])} or {names[-1]} (omit with --resume)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its last checkpoint")
     t.add_argument("--dataset", help="mnist, fashion-mnist or digits (offline); default mnist")
     t.add_argument("--data-root", help="folder with the datasets (default $GENLIB_DATA_ROOT or ./data)")
@@ -71,41 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "recorded in the run folder: 'cheap' (default: seconds), 'final' (the papers' AIS and "
                         "5,000 samples: a minute or more on a CPU, and once ~1 min to train the dataset's "
                         "classifier), or 'none'")
-    g = t.add_argument_group("RBM")
-    g.add_argument("--hidden", type=int, help="hidden units (RBM) or hidden layer width (VAE, EBM)")
-    g.add_argument("--init-std", type=float, help="RBM: standard deviation of the initial weights")
-    g.add_argument("--lr-decay-steps", type=int, help="RBM: lr falls linearly to 0 over this many updates (0: off)")
-    g.add_argument("--k", type=int, help="Gibbs steps per update (CD-k)")
-    g.add_argument("--pcd", action="store_const", const=True, help="persistent contrastive divergence")
-    g.add_argument("--momentum", type=float)
-    g.add_argument("--weight-decay", type=float)
-    g.add_argument("--binarize", choices=["stochastic", "threshold"])
-    g.add_argument("--centering", action="store_const", const=True,
-                   help="centred gradient steps (Melchior et al. 2016): offsets at the data's and hiddens' means")
-    g = t.add_argument_group("VAE")
-    g.add_argument("--latent", type=int, help="latent dimensions (2 to 64)")
-    g.add_argument("--decoder", choices=["bernoulli", "gaussian"])
-    g.add_argument("--beta", type=float, help="weight of the KL term")
-    g = t.add_argument_group("GAN")
-    g.add_argument("--widths", choices=["seed", "fast"], help="GAN: network size, the seed's or every width / 4")
-    g.add_argument("--leaky-slope", type=float, help="GAN: LeakyReLU slope")
-    g.add_argument("--dropout", type=float, help="GAN: the discriminator's dropout rate")
-    g.add_argument("--adam-beta1", type=float, help="GAN, EBM: Adam's beta1 (DCGAN's paper: 0.5)")
-    g.add_argument("--noise-dim", type=int)
-    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                   help="GAN: NHWC layout (default on; --no-channels-last for NCHW)")
-    g = t.add_argument_group("EBM")
-    g.add_argument("--langevin-steps", type=int, help="Langevin steps per training batch")
-    g.add_argument("--step-size", type=float, help="Langevin step size (multiplies the clipped dE/dx)")
-    g.add_argument("--langevin-noise", type=float, help="standard deviation of the Langevin noise")
-    g.add_argument("--buffer-size", type=int, help="replay buffer of negatives")
-    g.add_argument("--reg-weight", type=float, help="weight of the energy-magnitude regulariser")
-    g.add_argument("--sample-steps", type=int, help="EBM: Langevin steps, RBM: Gibbs steps, when sampling from noise")
-    g.add_argument("--channels", type=_int_tuple, help="EBM: the four convolutions' widths, e.g. 16,32,64,64")
-    g.add_argument("--grad-clip", type=float, help="EBM: clip of each Langevin step's dE/dx per pixel")
-    g.add_argument("--reinit", type=float, help="EBM: share of each batch's chains started from noise")
-    g.add_argument("--data-noise", type=float, help="EBM: noise added to the training images")
-    g.add_argument("--param-clip", type=float, help="EBM: clip of the parameters' gradient norm")
+    _add_model_options(t)
 
     s = sub.add_parser("sample", help="write samples from a run's last checkpoint to an .npz file")
     s.add_argument("run_dir")
@@ -163,24 +164,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _model_config(args: argparse.Namespace, model: str) -> dict[str, Any]:
     out = {}
-    for flag, fld in MODEL_FLAGS[model].items():
+    all_flags = model_flags()
+    for flag, fld in all_flags[model].items():
         value = getattr(args, flag, None)
         if value is not None:
             out[fld] = value
-    for m, flags in MODEL_FLAGS.items():  # a flag of another model is a mistake, not something to ignore
+    for m, flags in all_flags.items():  # a flag of another model is a mistake, not something to ignore
         if m != model:
             for flag in flags:
-                if flag not in MODEL_FLAGS[model] and getattr(args, flag, None) is not None:
-                    raise ValueError(f"--{flag.replace('_', '-')} is a {m.upper()} option, not a {model.upper()} one")
+                if flag not in all_flags[model] and getattr(args, flag, None) is not None:
+                    raise ValueError(f"--{flag.replace('_', '-')} is a {model_class(m).title} option, not a "
+                                     f"{model_class(model).title} one")
     return out
 
 
 def train_configs(args: argparse.Namespace, model_name: str) -> tuple[dict[str, Any], Any]:
     """(model config as a dict, TrainConfig) of a new run from the train command's flags: the --preset recipe (or
     the model's defaults with the seed's lr, batch size and epochs), each flag given replacing its field."""
-    import dataclasses
-
-    from genlib.models import make_config, model_class
+    from genlib.models import make_config
     from genlib.training import TrainConfig, default_train_config
 
     recipe = _recipe(args.preset, model_name)
@@ -241,48 +242,59 @@ def run_train_command(args: argparse.Namespace) -> dict[str, Any]:
     train it in the foreground through genlib.jobs.worker.run_job with a progress line on stderr (unless
     args.quiet), and return the summary (the CLI's last line). Raises DatasetUnavailable when the dataset is neither
     on disk nor downloadable."""
-    import dataclasses
-
     from genlib.data import dataset_available, load_dataset
     from genlib.devices import resolve_device
+    from genlib.runs import ownership
     from genlib.runs.resume import resumed_train_config
     from genlib.runs.store import RunStore, open_run
     from genlib.jobs.worker import run_job
 
-    if args.resume:
-        run = open_run(args.resume, RunStore(args.runs_dir) if args.runs_dir else None)
-        record = claim_for_resume(run)  # refused (nothing touched) while another process owns the run
-        record = record.with_train_config(resumed_train_config(record.train_config, epochs=args.epochs,
-                                                               max_steps=args.max_steps))
-        run.write_info(record)
-        run.send(command="run")
-        model_name = record.model
-    else:
-        if not args.model:
-            raise ValueError("name a model (rbm, vae, gan or ebm) or give --resume RUN_DIR")
-        model_name = args.model
-        model_cfg, cfg = train_configs(args, model_name)
-        resolve_device(cfg.device)  # refuse a missing device before anything is written
-        if not dataset_available(cfg.dataset, cfg.data_root):
-            load_dataset(cfg.dataset, root=cfg.data_root)  # downloads when the network allows, else DatasetUnavailable
-        run = RunStore(args.runs_dir).create({"model": model_name, "model_config": model_cfg,
-                                              "train_config": dataclasses.asdict(cfg), "dataset": cfg.dataset})
-        run.send(command="run", lr=cfg.lr)
-    bar = None if args.quiet else _ProgressBar(sys.stderr)
-    report = EvaluationReport(sys.stderr, getattr(args, "evaluate", "cheap"), quiet=args.quiet,
-                              skip_hint="--evaluate none skips it", before=bar.close if bar else None)
-    summary = run_job(run, on_log=bar, evaluate=report.kind, on_evaluation_plan=report.plan,
-                      on_evaluation_progress=report.progress, on_stage=report.stage)
+    lock = None  # the run folder's owner lock, held from before the first write until the job has recorded its end
+    try:
+        if args.resume:
+            run = open_run(args.resume, RunStore(args.runs_dir) if args.runs_dir else None)
+            record, lock = claim_for_resume(run)  # refused (nothing touched) while another process owns the run
+            record = record.with_train_config(resumed_train_config(record.train_config, epochs=args.epochs,
+                                                                   max_steps=args.max_steps))
+            run.write_info(record)
+            run.send(command="run")
+            model_name = record.model
+        else:
+            if not args.model:
+                raise ValueError("name a model (rbm, vae, gan or ebm) or give --resume RUN_DIR")
+            model_name = args.model
+            model_cfg, cfg = train_configs(args, model_name)
+            resolve_device(cfg.device)  # refuse a missing device before anything is written
+            if not dataset_available(cfg.dataset, cfg.data_root):
+                load_dataset(cfg.dataset, root=cfg.data_root)  # downloads if it can, else DatasetUnavailable
+            run = RunStore(args.runs_dir).create({"model": model_name, "model_config": model_cfg,
+                                                  "train_config": dataclasses.asdict(cfg), "dataset": cfg.dataset})
+            lock = ownership.take(run.path, what=FOREGROUND)
+            run.send(command="run", lr=cfg.lr)
+        bar = None if args.quiet else _ProgressBar(sys.stderr)
+        report = EvaluationReport(sys.stderr, getattr(args, "evaluate", "cheap"), quiet=args.quiet,
+                                  skip_hint="--evaluate none skips it", before=bar.close if bar else None)
+        summary = run_job(run, on_log=bar, evaluate=report.kind, on_evaluation_plan=report.plan,
+                          on_evaluation_progress=report.progress, on_stage=report.stage, owner_lock=lock)
+    finally:
+        if lock is not None:
+            lock.release()
     if bar:
         bar.close()
     report.close()
     return {"model": model_name, **summary}
 
 
-def claim_for_resume(run: Any) -> Any:
-    """The run's record when the CLI may resume it; ValueError, before any file is touched, for a pretrained run
-    and for one that a live process owns (a worker, the server that queued it, an evaluation), naming it."""
+FOREGROUND = "a foreground training (python -m genlib train)"  # the owner's name in a refusal
+
+
+def claim_for_resume(run: Any) -> tuple[Any, Any]:
+    """The run's record and its owner lock (genlib.runs.ownership) when the CLI may resume it; ValueError, before
+    any file is touched, for a pretrained run and for one that a live process owns (a worker, the server that queued
+    it, an evaluation), naming it. The lock closes the race between these checks and a server's worker starting on
+    the run: whichever takes it first trains, the other refuses."""
     from genlib.jobs.manager import refuse_during_evaluation
+    from genlib.runs import ownership
     from genlib.runs.pretrained import refuse_if_pretrained
 
     record = run.record()
@@ -292,7 +304,7 @@ def claim_for_resume(run: Any) -> Any:
         raise ValueError(f"run {run.id} is owned by {owner.describe()}: it cannot be resumed here while that "
                          "process holds it. Stop it there (or wait for it to end), then resume it.")
     refuse_during_evaluation(run, "resumed")
-    return record
+    return record, ownership.take(run.path, what=FOREGROUND)
 
 
 class _ProgressBar:

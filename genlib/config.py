@@ -1,6 +1,6 @@
 """The one way genlib checks a config's values: every frozen config dataclass calls these in its `__post_init__`,
-and a model config declares its fields' bounds once (`whole`, `number`, `flag`, `choice`) for its own check and for
-the dashboard's form.
+and a model config declares its fields' bounds once (`whole`, `number`, `flag`, `choice`, `whole_tuple`) for its own
+check, for the dashboard's form and for the command line's flags (with the flag's name and help, `Option`).
 
 Each check raises ValueError("<name> must be <what>, got <value>"), which the dashboard shows and the CLI prints,
 never a TypeError from a comparison. A bool is never a number here: JSON's `true` passes isinstance(True, int), and a
@@ -72,10 +72,14 @@ def check_ints(name: str, value: Any, length: int, lo: int, hi: int | None = Non
 BOUNDS_KEY = "genlib.bounds"  # the dataclasses.field metadata key
 
 
+OPTION_KEY = "genlib.option"  # the metadata key of a field's command-line flag (genlib.cli builds its parser from it)
+
+
 @dataclass(frozen=True)
 class Bounds:
-    """What one config field accepts: "int" in [lo, hi], "number" in [lo, hi] with either end open, "bool", or
-    "choice" among options. The config's __post_init__ checks it (check_declared) and the dashboard's form reads it."""
+    """What one config field accepts: "int" in [lo, hi], "number" in [lo, hi] with either end open, "bool",
+    "choice" among options, or "ints", a tuple of `length` ints in [lo, hi]. The config's __post_init__ checks it
+    (check_declared), the dashboard's form and the command line's parser read it."""
 
     kind: str
     lo: float | None = None
@@ -83,6 +87,7 @@ class Bounds:
     lo_open: bool = False
     hi_open: bool = False
     options: tuple = ()
+    length: int = 0  # of an "ints" tuple
 
     def check(self, name: str, value: Any) -> None:
         if self.kind == "int":
@@ -91,6 +96,9 @@ class Bounds:
             check_number(name, value, self.lo, self.hi, lo_open=self.lo_open, hi_open=self.hi_open)  # type: ignore
         elif self.kind == "bool":
             check_bool(name, value)
+        elif self.kind == "ints":
+            check_ints(name, value, self.length, int(self.lo),  # type: ignore[arg-type]
+                       None if self.hi is None else int(self.hi))
         else:
             check_choice(name, value, self.options)
 
@@ -101,24 +109,51 @@ class Bounds:
         return lo, hi
 
 
-def whole(default: int, lo: int, hi: int | None = None) -> Any:
-    """A config field holding an int in [lo, hi]."""
-    return field(default=default, metadata={BOUNDS_KEY: Bounds("int", lo, hi)})
+@dataclass(frozen=True)
+class Option:
+    """A config field's command-line flag: `--<flag>` (None: the field's name, dashes for underscores) and its help,
+    which says what the field does for this model (genlib.cli prefixes the model's title)."""
+
+    flag: str | None = None
+    help: str | None = None
 
 
-def number(default: float, lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = False) -> Any:
+def _meta(declared: Bounds, cli: str | None, help: str | None) -> dict[str, Any]:
+    return {BOUNDS_KEY: declared, OPTION_KEY: Option(cli, help)}
+
+
+def whole(default: int, lo: int, hi: int | None = None, *, cli: str | None = None, help: str | None = None) -> Any:
+    """A config field holding an int in [lo, hi]; `cli` renames its command-line flag, `help` explains it there."""
+    return field(default=default, metadata=_meta(Bounds("int", lo, hi), cli, help))
+
+
+def number(default: float, lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = False,
+           cli: str | None = None, help: str | None = None) -> Any:
     """A config field holding a finite number in [lo, hi] (either end open on request)."""
-    return field(default=default, metadata={BOUNDS_KEY: Bounds("number", lo, hi, lo_open, hi_open)})
+    return field(default=default, metadata=_meta(Bounds("number", lo, hi, lo_open, hi_open), cli, help))
 
 
-def flag(default: bool) -> Any:
+def flag(default: bool, *, cli: str | None = None, help: str | None = None) -> Any:
     """A config field holding True or False."""
-    return field(default=default, metadata={BOUNDS_KEY: Bounds("bool")})
+    return field(default=default, metadata=_meta(Bounds("bool"), cli, help))
 
 
-def choice(default: str, options: Iterable[str]) -> Any:
+def choice(default: str, options: Iterable[str], *, cli: str | None = None, help: str | None = None) -> Any:
     """A config field holding one of `options`."""
-    return field(default=default, metadata={BOUNDS_KEY: Bounds("choice", options=tuple(options))})
+    return field(default=default, metadata=_meta(Bounds("choice", options=tuple(options)), cli, help))
+
+
+def whole_tuple(default: tuple[int, ...], lo: int, hi: int | None = None, *, cli: str | None = None,
+                help: str | None = None) -> Any:
+    """A config field holding a tuple of len(default) ints in [lo, hi] (channel widths); no form widget draws it."""
+    return field(default=default, metadata=_meta(Bounds("ints", lo, hi, length=len(default)), cli, help))
+
+
+def declared(config: Any) -> list[tuple[str, Bounds, Option]]:
+    """(field name, Bounds, Option) of each field of a config dataclass that declares its bounds, in field order: the
+    settings a user may set (an image shape, which the dataset decides, declares none)."""
+    return [(f.name, f.metadata[BOUNDS_KEY], f.metadata.get(OPTION_KEY) or Option()) for f in fields(config)
+            if BOUNDS_KEY in f.metadata]
 
 
 def bounds(config: Any, name: str) -> Bounds | None:

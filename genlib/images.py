@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import io
 import math
+from typing import Callable
 
 import numpy as np
 import torch
+
+from genlib.work_budget import gif_frames
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -52,14 +55,24 @@ def read_png(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)).convert("L"))
 
 
-def gif_bytes(frames: list[np.ndarray], duration_ms: int = 300) -> bytes:
-    """An animated GIF of uint8 frames (the seed's generation movie); the last frame is held longer."""
+def gif_bytes(count: int, frame: Callable[[int], np.ndarray], *, width: int | None = None, duration_ms: int = 300,
+              max_frames: int | None = None) -> tuple[bytes, str]:
+    """Every animation the dashboard shows or offers (the seed's generation movie, a Gibbs chain played): a looping GIF
+    of `count` uint8 frames (H, W), `frame(i)` giving the i-th (asked only for the frames shown), each upscaled to at
+    most `width` px (None: twice its size), the last held longer; and a note when frames were left out.
+
+    The frames shown are genlib.work_budget.gif_frames': evenly spaced, the first and the last always, at most
+    `max_frames` (the server's cap unless given) and the server's pixels over all frames, so no request builds more."""
     from PIL import Image
 
-    if not frames:
+    if count < 1:
         raise ValueError("a GIF needs at least one frame")
-    pil = [Image.fromarray(f) for f in frames]
+    first = frame(0)
+    h, w = first.shape
+    scale = 2 if width is None else max(1, width // w)
+    idx, note = gif_frames(count, h * scale, w * scale, max_frames=max_frames)
+    pil = [Image.fromarray(upscale(first if i == 0 else frame(i), scale)) for i in idx]
     durations = [duration_ms] * (len(pil) - 1) + [max(duration_ms, 1500)]
     buf = io.BytesIO()
     pil[0].save(buf, format="GIF", save_all=True, append_images=pil[1:], duration=durations, loop=0)
-    return buf.getvalue()
+    return buf.getvalue(), note

@@ -1,6 +1,7 @@
 """What one page may ask of the server for one session, capped by work (FLOPs, frames, bytes), not by counts of
 chains or steps: the caps, the cost functions that price a request, and the plans that fit a request under its cap
-(with the sentence the page shows when a cap applies). Disk retention of per-epoch grids and the Monte Carlo cache
+(with the sentence the page shows when a cap applies), and the leaky buckets that share the explorers' work over
+time per browser and for the whole server (SharedMeters). Disk retention of per-epoch grids and the Monte Carlo cache
 is here too, so every limit a classroom meets is in one file.
 
 Costs count multiply-adds as two FLOPs. A block Gibbs step of an RBM is two matrix products of (B, n_v) x (n_v, n_h):
@@ -11,8 +12,10 @@ Costs count multiply-adds as two FLOPs. A block Gibbs step of an RBM is two matr
 from __future__ import annotations
 
 import math
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Hashable, Sequence
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -23,10 +26,22 @@ class Caps:
     # models at their largest settings stay below it (RBM 784x512: 16 chains x 1,000 steps = 26 GFLOP; EBM
     # (16, 32, 64, 64): 8 x 1,000 steps and their energies = 55 GFLOP)
     chain_flops: float = 6e10
-    # and over time, per browser tab: new chain settings worth 300 GFLOP in a burst, refilled at that per 5 minutes
-    # (1 GFLOP/s, a tenth to a third of a core); a setting the tab asked for before costs nothing again
+    # and over time, per browser (all its tabs together, dashboard/work_meter.py; a tab alone where the browser sends
+    # no cookie): new chain settings worth 300 GFLOP in a burst, refilled at that per 5 minutes (1 GFLOP/s, a tenth
+    # to a third of a core); a setting the browser asked for before costs nothing again
     session_flops: float = 3e11
     session_window_s: float = 300.0
+    # and for the whole server, every browser together: ten browsers' budgets, 3 TFLOP in a burst and per 5 minutes
+    # (10 GFLOP/s, one to three cores), so many browsers at once or a student clearing cookies cannot take more. A
+    # class of 30 at the default settings (RBM 784x512, 4 chains x 200 steps: 1.3 GFLOP a setting) asks ~400 GFLOP
+    # per 5 minutes if each tries 10 new settings
+    server_flops: float = 3e12
+    server_window_s: float = 300.0
+    # what the shared meters remember: browsers (least recently active forgotten first: a forgotten browser starts
+    # again with a full budget, which the server's bucket still bounds) and the settings each paid for (as hashes,
+    # oldest forgotten first): at most ~30 MB however many fresh cookies a client makes up
+    meter_browsers: int = 2048
+    meter_settings: int = 128
     # the Ising panel's Gibbs sampling per RBM snapshot (~2 s of one core, once for every viewer): L = 8 and 16 get
     # all 1,000 chains of the default 256 hidden units, L = 32 64, L = 64 15; below ising_min_chains the error bars
     # mean nothing, so a larger RBM shows no live values (scripts/ising_study.py samples it)
@@ -198,29 +213,85 @@ def decoder_fits(layers: Sequence[tuple[int, int]], *, cap: int | None = None) -
 
 @dataclass
 class WorkMeter:
-    """The work one session asked for lately, a leaky bucket: it holds at most `budget` FLOPs and drains at
-    budget / window_s per second, so a tab may ask for `budget` at once and `budget` per window over time."""
+    """The work one browser (or the whole server) asked for lately, a leaky bucket: it holds at most `budget` FLOPs
+    and drains at budget / window_s per second, so it takes `budget` at once and `budget` per window over time."""
 
     budget: float
     window_s: float
     level: float = 0.0
     at: float = 0.0
 
-    def charge(self, flops: float, now: float) -> float:
-        """Charge `flops` at time `now` (seconds) and return 0, or return the seconds until they fit (nothing
-        charged). An empty meter takes any one request (each is capped by plan_chains already)."""
-        level = max(0.0, self.level - self.budget * (now - self.at) / self.window_s)
-        self.at = now
+    def level_at(self, now: float) -> float:
+        """The FLOPs it holds at `now`, drained since the last charge."""
+        return max(0.0, self.level - self.budget * (now - self.at) / self.window_s)
+
+    def wait(self, flops: float, now: float) -> float:
+        """Seconds from `now` until `flops` fit (0: they fit now); changes nothing. An empty meter takes any one
+        request (each is capped by plan_chains already)."""
+        level = self.level_at(now)
         if level + flops <= self.budget or level == 0.0:
-            self.level = level + flops
             return 0.0
-        self.level = level
         return (level + flops - self.budget) * self.window_s / self.budget
 
+    def charge(self, flops: float, now: float) -> float:
+        """Charge `flops` at time `now` (seconds) and return 0, or return the seconds until they fit (nothing
+        charged)."""
+        wait = self.wait(flops, now)
+        self.level = self.level_at(now) + (0.0 if wait else flops)
+        self.at = now
+        return wait
 
-def session_meter() -> WorkMeter:
-    """A new session's meter, with CAPS' budget."""
-    return WorkMeter(budget=CAPS.session_flops, window_s=CAPS.session_window_s)
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a request waits: whose bucket is full ("browser", or "server" for every browser together), the seconds
+    until it fits, and what that bucket holds now (FLOPs)."""
+
+    scope: str
+    wait_s: float
+    level: float
+
+
+class SharedMeters:
+    """Every browser's WorkMeter (keyed by the caller: a browser, or a tab that sent no cookie) and the server's,
+    behind one lock (each session's script runs in its own thread): a request is charged to both or to neither, and
+    a setting a browser paid for is free for it again. Bounded by caps.meter_browsers browsers (the least recently
+    active forgotten) of caps.meter_settings remembered settings each."""
+
+    def __init__(self, caps: Caps) -> None:
+        self._caps = caps
+        self._lock = threading.Lock()
+        self._browsers: OrderedDict[Hashable, tuple[WorkMeter, OrderedDict[int, None]]] = OrderedDict()
+        self.server = WorkMeter(budget=caps.server_flops, window_s=caps.server_window_s)
+
+    def __len__(self) -> int:
+        return len(self._browsers)
+
+    def charge(self, key: Hashable, setting: Hashable, flops: float, now: float) -> Refusal | None:
+        """Charge `flops` for `setting` to browser `key` and to the server at `now`: None when it may run (free when
+        the browser asked for it before), else the Refusal of the first bucket that is full, the browser's first."""
+        caps, mark = self._caps, hash(setting)
+        with self._lock:
+            entry = self._browsers.get(key)
+            if entry is None:
+                entry = self._browsers[key] = (WorkMeter(budget=caps.session_flops, window_s=caps.session_window_s),
+                                               OrderedDict())
+            self._browsers.move_to_end(key)  # the most recently active last
+            while len(self._browsers) > caps.meter_browsers:
+                self._browsers.popitem(last=False)
+            meter, seen = entry
+            if mark in seen:
+                return None
+            for scope, m in (("browser", meter), ("server", self.server)):
+                wait = m.wait(flops, now)
+                if wait:
+                    return Refusal(scope=scope, wait_s=wait, level=m.level_at(now))
+            meter.charge(flops, now)
+            self.server.charge(flops, now)
+            seen[mark] = None
+            while len(seen) > caps.meter_settings:
+                seen.popitem(last=False)
+            return None
 
 
 # ---- disk retention ----

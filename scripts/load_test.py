@@ -1,9 +1,9 @@
-"""Classroom load test (a script, not a unit test): one `streamlit run app.py` server, two jobs training, and N
-student sessions that watch the pages and move latent sliders for M minutes. Most sessions are browserless
-websocket clients speaking Streamlit's own protocol (scripts/st_ws_client.py: the server does the same work for
-them as for a browser tab, reruns, fragment auto-reruns and image fetches included, while the client costs almost no
-CPU); a few are real Chromium tabs (Playwright) that also check the rendered page for exceptions and measure what
-the browser holds. On a 2-core machine twenty Chromium tabs would starve the server they are meant to load.
+"""Classroom load test (a script, not a unit test): one `streamlit run app.py` server (or N behind nginx), two jobs
+training, and N student sessions that watch the pages and move latent sliders for M minutes. Most sessions are
+browserless websocket clients speaking Streamlit's own protocol (scripts/st_ws_client.py: the server does the same
+work for them as for a browser tab, reruns, fragment auto-reruns and image fetches included, while the client costs
+almost no CPU); a few are real Chromium tabs (Playwright) that also check the rendered page for exceptions and
+measure what the browser holds. On a 2-core machine twenty Chromium tabs would starve the server they are meant to load.
 
 Reports: exceptions (must be none), sessions held, page visits and timeouts, the server's peak memory and its trend
 (first vs last third, slope over the second half), the points in the loss charts (downsampled, so bounded however
@@ -14,6 +14,12 @@ threads) go beside it as <out>.server.csv.
 
     nice .venv/bin/python scripts/load_test.py --minutes 3 --ws-sessions 17 --browser-sessions 3 \\
         --out artifacts/load-test.txt
+
+`--servers N` (N > 1) starts N app servers on the one runs folder behind Debian's nginx with the shipped
+deploy/nginx-genlib.conf (scripts/st_harness.py renders and starts it), as docs/cluster.md sets up a class: session
+number j carries the sticky cookie of server j mod N (on the websocket's upgrade and its image requests, or in the
+browser profile), so the sessions divide evenly; the two jobs are started once, beside the servers, and every server
+shows them. The summary adds each server's sessions held, CPU and peak RSS; the other figures are over all servers.
 
 `--hostile-sessions N` adds N websocket students trying to take the server (hostile_session: every expensive link
 with a fresh seed so no cache helps, every button pressed, in a loop); their own figures are reported apart, so the
@@ -35,16 +41,17 @@ import random
 import secrets
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 # scripts/ is on the path (this file's folder)
-from st_harness import free_port, launch_chromium, streamlit_command, wait_healthy  # noqa: E402
+from st_harness import (STICKY_COOKIE, launch_chromium, nginx_path, start_app_servers,  # noqa: E402
+                        start_nginx, sticky_key, stop_server, streamlit_command)
 from st_ws_client import Session  # noqa: E402
 
 TIMEOUT_S = 90.0  # a page or a slider's image not there within this: a timeout, and the student moves on
@@ -57,10 +64,27 @@ THINK_S = (0.3, 1.0)  # a websocket student's pause between two slider moves (a 
 SERVER_SLIDERS = "vae-server=true"
 
 
+@dataclass(frozen=True)
+class Seat:
+    """Where one student's session connects: the URL (the app server's, or with --servers N the proxy's), the
+    sticky cookie that makes the proxy send it to app server number `server` ('' with one server)."""
+
+    url: str
+    cookie: str = ""
+    server: int = 0
+
+
 def new_mode() -> dict:
     return {"sessions": 0, "held": 0, "visits": 0, "timeouts": [], "exceptions": [], "session_errors": [],
             "latency": [], "idle_latency": [], "page_load": [], "idle_page_load": [], "unchanged": 0,
-            "chart_points": 0, "images": 0, "images_gone": 0, "overtaken": 0, "pressed": 0, "image_bytes": 0}
+            "chart_points": 0, "images": 0, "images_gone": 0, "overtaken": 0, "pressed": 0, "image_bytes": 0,
+            "held_by_server": {}}
+
+
+def held(mode: dict, seat: Seat) -> None:
+    """A session of this mode held to the end, on its seat's app server."""
+    mode["held"] += 1
+    mode["held_by_server"][seat.server] = mode["held_by_server"].get(seat.server, 0) + 1
 
 
 # ---- websocket students ----
@@ -92,9 +116,9 @@ def ws_chart_points(s: Session) -> int:
     return most
 
 
-async def ws_visit(url: str, page: str, query: str, runs: dict[str, str], rng: random.Random, mode: dict) -> None:
+async def ws_visit(seat: Seat, page: str, query: str, runs: dict[str, str], rng: random.Random, mode: dict) -> None:
     """One page visit (a fresh tab: a new session): open it, then move sliders or watch its live fragments."""
-    async with Session(url, timeout=TIMEOUT_S) as s:
+    async with Session(seat.url, timeout=TIMEOUT_S, cookie=seat.cookie) as s:
         try:
             run = await s.open(page, query)
             mode["visits"] += 1
@@ -119,7 +143,7 @@ async def ws_visit(url: str, page: str, query: str, runs: dict[str, str], rng: r
             mode["overtaken"] += s.overtaken
 
 
-async def ws_session(i: int, url: str, runs: dict[str, str], stop_at: float, mode: dict) -> None:
+async def ws_session(i: int, seat: Seat, runs: dict[str, str], stop_at: float, mode: dict) -> None:
     rng = random.Random(1000 + i)
     pages = [("vae", f"run={runs['explore']}&{SERVER_SLIDERS}"), ("vae", f"run={runs['vae']}"),
              ("gan", f"run={runs['gan']}"),
@@ -130,20 +154,23 @@ async def ws_session(i: int, url: str, runs: dict[str, str], stop_at: float, mod
         page, query = pages[k % len(pages)]
         k += 1
         try:
-            await ws_visit(url, page, query, runs, rng, mode)
+            await ws_visit(seat, page, query, runs, rng, mode)
         except (asyncio.TimeoutError, TimeoutError) as e:
             mode["timeouts"].append(f"ws {i} on /{page}?{query}: {type(e).__name__}: {str(e)[:300]}")
         except Exception as e:  # noqa: BLE001 - a broken visit is a finding; the student reloads
             errors += 1
             mode["session_errors"].append(f"ws {i} on /{page}?{query}: {type(e).__name__}: {str(e)[:200]}")
             await asyncio.sleep(2)
-    mode["held"] += errors == 0
+    if errors == 0:
+        held(mode, seat)
 
 
-async def ws_idle(url: str, runs: dict[str, str], moves: int, mode: dict) -> None:
-    """The idle figure: one websocket session, no jobs training; a warm-up walk first (imports, caches)."""
-    for n, latencies in ((3, []), (moves, mode["idle_latency"])):
-        async with Session(url, timeout=WARMUP_TIMEOUT_S if n == 3 else TIMEOUT_S) as s:
+async def ws_idle(seats: list[Seat], runs: dict[str, str], moves: int, mode: dict) -> None:
+    """The idle figure: one websocket session on the first app server, no jobs training; a warm-up walk first on
+    every app server (imports, caches), so that none pays its imports under load."""
+    walks = [(seat, 3, []) for seat in seats] + [(seats[0], moves, mode["idle_latency"])]
+    for seat, n, latencies in walks:
+        async with Session(seat.url, timeout=WARMUP_TIMEOUT_S if n == 3 else TIMEOUT_S, cookie=seat.cookie) as s:
             run = await s.open("vae", f"run={runs['explore']}&{SERVER_SLIDERS}")
             if latencies is mode["idle_latency"]:  # (the warm-up's load includes the imports)
                 mode["idle_page_load"].append(run.seconds)
@@ -179,7 +206,7 @@ def hostile_links(runs: dict[str, str], rng: random.Random) -> list[tuple[str, s
     ]
 
 
-async def hostile_session(i: int, url: str, runs: dict[str, str], stop_at: float, mode: dict) -> None:
+async def hostile_session(i: int, seat: Seat, runs: dict[str, str], stop_at: float, mode: dict) -> None:
     """One student trying to take the server until stop_at: open each expensive link, set its widgets to their most
     expensive values, press every button on the page; again, with new seeds."""
     rng = random.Random(5000 + i)
@@ -189,7 +216,7 @@ async def hostile_session(i: int, url: str, runs: dict[str, str], stop_at: float
         for page, query, widgets in hostile_links(runs, rng):
             if time.monotonic() >= stop_at:
                 break
-            s = Session(url, timeout=TIMEOUT_S)
+            s = Session(seat.url, timeout=TIMEOUT_S, cookie=seat.cookie)
             try:
                 async with s:
                     run = await s.open(page, query)
@@ -209,7 +236,8 @@ async def hostile_session(i: int, url: str, runs: dict[str, str], stop_at: float
                 mode["exceptions"] += [f"hostile on /{page}?{query}: {e[:300]}" for e in s.exceptions]
                 mode["images"] += s.images_fetched
                 mode["image_bytes"] += s.image_bytes
-    mode["held"] += errors == 0
+    if errors == 0:
+        held(mode, seat)
 
 
 # ---- browser students (Streamlit's own e2e patterns, async) ----
@@ -293,12 +321,22 @@ async def browser_visit(page, target: str, runs: dict[str, str], rng: random.Ran
         mode["chart_points"] = max(mode["chart_points"], await chart_points(page))
 
 
-async def browser_session(i: int, browser, url: str, runs: dict[str, str], stop_at: float, mode: dict,
+async def browser_context(browser, seat: Seat):
+    """A fresh browser profile (a student's tab) that the proxy sends to its seat's app server."""
+    ctx = await browser.new_context(viewport={"width": 1300, "height": 900})
+    if seat.cookie:
+        name, _, value = seat.cookie.partition("=")
+        await ctx.add_cookies([{"name": name, "value": value, "url": seat.url}])
+    return ctx
+
+
+async def browser_session(i: int, browser, seat: Seat, runs: dict[str, str], stop_at: float, mode: dict,
                           out: dict) -> None:
     from playwright.async_api import TimeoutError as PlaywrightTimeout
 
     rng = random.Random(i)
-    ctx = await browser.new_context(viewport={"width": 1300, "height": 900})
+    url = seat.url
+    ctx = await browser_context(browser, seat)
     page = await ctx.new_page()
     page.on("pageerror", lambda e: out["page_errors"].append(f"browser {i}: {e}"))
     pages = [f"{url}/vae?run={runs['explore']}&{SERVER_SLIDERS}", f"{url}/vae?run={runs['vae']}",
@@ -317,19 +355,19 @@ async def browser_session(i: int, browser, url: str, runs: dict[str, str], stop_
             mode["exceptions"] += [f"browser {i} on {target}: {e[:300]}" for e in await exceptions_on(page)]
         out["heap_mb"].append(await page.evaluate("() => performance.memory ? performance.memory.usedJSHeapSize"
                                                   " / 1048576 : 0"))
-        mode["held"] += 1
+        held(mode, seat)
     except Exception as e:  # noqa: BLE001 - a session that breaks is a finding, not a crash of the test
         mode["session_errors"].append(f"browser {i}: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
     finally:
         await ctx.close()
 
 
-async def browser_idle(browser, url: str, runs: dict[str, str], moves: int, mode: dict) -> None:
-    ctx = await browser.new_context(viewport={"width": 1300, "height": 900})
+async def browser_idle(browser, seat: Seat, runs: dict[str, str], moves: int, mode: dict) -> None:
+    ctx = await browser_context(browser, seat)
     page = await ctx.new_page()
     for n, latencies in ((3, []), (moves, mode["idle_latency"])):
         t0 = time.perf_counter()
-        await page.goto(f"{url}/vae?run={runs['explore']}&{SERVER_SLIDERS}", wait_until="domcontentloaded",
+        await page.goto(f"{seat.url}/vae?run={runs['explore']}&{SERVER_SLIDERS}", wait_until="domcontentloaded",
                         timeout=TIMEOUT_S * 1000)
         await wait_app(page, idle=True)
         if latencies is mode["idle_latency"]:
@@ -341,24 +379,29 @@ async def browser_idle(browser, url: str, runs: dict[str, str], moves: int, mode
 
 # ---- the run ----
 
-async def sample_server(pid: int, port: int, stop: asyncio.Event, out: dict, job_steps=None) -> None:
-    """The server's RSS (MB), open websocket/HTTP connections, threads and CPU seconds, and the training jobs' steps
-    (job_steps(): {name: step}), every RSS_EVERY_S seconds."""
+async def sample_servers(servers: list[tuple[int, int]], stop: asyncio.Event, out: dict, job_steps=None) -> None:
+    """Every RSS_EVERY_S seconds, the app servers' ((pid, port) each) RSS (MB), open websocket/HTTP connections,
+    threads and CPU seconds, summed over the servers and per server (out["per_server"][k]), and the training jobs'
+    steps (job_steps(): {name: step})."""
     import psutil
 
-    proc = psutil.Process(pid)
+    procs = [(psutil.Process(pid), port) for pid, port in servers]
     t0 = time.monotonic()
     while not stop.is_set():
         try:
             now = time.monotonic() - t0
-            cpu = proc.cpu_times()
-            out["cpu"].append((now, cpu.user + cpu.system))
+            cpu = [sum(proc.cpu_times()[:2]) for proc, _ in procs]  # user + system
+            rss = [proc.memory_info().rss / 2**20 for proc, _ in procs]
+            for k, (c, m) in enumerate(zip(cpu, rss)):
+                out["per_server"][k]["cpu"].append((now, c))
+                out["per_server"][k]["rss"].append(m)
+            out["cpu"].append((now, sum(cpu)))
+            out["rss"].append((now, sum(rss)))
             if job_steps is not None:
                 out["steps"].append((now, job_steps()))
-            out["rss"].append((now, proc.memory_info().rss / 2**20))
-            out["connections"].append(sum(1 for c in proc.net_connections("tcp")
+            out["connections"].append(sum(1 for proc, port in procs for c in proc.net_connections("tcp")
                                           if c.status == "ESTABLISHED" and c.laddr and c.laddr.port == port))
-            out["threads"].append(proc.num_threads())
+            out["threads"].append(sum(proc.num_threads() for proc, _ in procs))
         except psutil.Error:
             return
         try:
@@ -367,30 +410,41 @@ async def sample_server(pid: int, port: int, stop: asyncio.Event, out: dict, job
             pass
 
 
-async def drive(url: str, port: int, runs: dict[str, str], args, server_pid: int, start_jobs, job_steps) -> dict:
+async def drive(seats: list[Seat], servers: list[tuple[int, int]], runs: dict[str, str], args, start_jobs,
+                job_steps) -> dict:
+    """The idle figures on the first app server, then the load: session number j (websocket, then Chromium, then
+    hostile) on seats[j % len(seats)], so that the sessions divide evenly over the app servers."""
     out = {"ws": new_mode(), "browser": new_mode(), "hostile": new_mode(), "page_errors": [], "heap_mb": [],
-           "rss": [], "connections": [], "threads": [], "cpu": [], "steps": []}
+           "rss": [], "connections": [], "threads": [], "cpu": [], "steps": [],
+           "per_server": [{"port": port, "sessions": 0, "cpu": [], "rss": []} for _, port in servers]}
     out["ws"]["sessions"], out["browser"]["sessions"] = args.ws_sessions, args.browser_sessions
     out["hostile"]["sessions"] = args.hostile_sessions
-    await ws_idle(url, runs, args.idle_moves, out["ws"])
+    n_ws, n_browser = args.ws_sessions, args.browser_sessions
+    for j in range(n_ws + n_browser + args.hostile_sessions):
+        out["per_server"][j % len(seats)]["sessions"] += 1
+
+    def seat(j: int) -> Seat:
+        return seats[j % len(seats)]
+
+    await ws_idle(seats, runs, args.idle_moves, out["ws"])
     playwright = browser = None
     if args.browser_sessions:
         from playwright.async_api import async_playwright
 
         playwright = await async_playwright().start()
         browser = await launch_chromium(playwright)
-        await browser_idle(browser, url, runs, args.idle_moves, out["browser"])
+        await browser_idle(browser, seats[0], runs, args.idle_moves, out["browser"])
     try:
-        runs.update(start_jobs())  # load: two jobs training, N sessions for M minutes, the server sampled throughout
+        runs.update(start_jobs())  # load: two jobs training, N sessions for M minutes, the servers sampled throughout
         if args.trace_memory:
-            os.kill(server_pid, signal.SIGUSR1)  # scripts/traced_server.py: start tracing now, after the imports
+            os.kill(servers[0][0], signal.SIGUSR1)  # scripts/traced_server.py: start tracing now, after the imports
         stop = asyncio.Event()
-        sampler = asyncio.create_task(sample_server(server_pid, port, stop, out, job_steps))
+        sampler = asyncio.create_task(sample_servers(servers, stop, out, job_steps))
         stop_at = time.monotonic() + args.minutes * 60
-        await asyncio.gather(*(ws_session(i, url, runs, stop_at, out["ws"]) for i in range(args.ws_sessions)),
-                             *(browser_session(i, browser, url, runs, stop_at, out["browser"], out)
-                               for i in range(args.browser_sessions)),
-                             *(hostile_session(i, url, runs, stop_at, out["hostile"])
+        await asyncio.gather(*(ws_session(i, seat(i), runs, stop_at, out["ws"]) for i in range(n_ws)),
+                             *(browser_session(i, browser, seat(n_ws + i), runs, stop_at, out["browser"], out)
+                               for i in range(n_browser)),
+                             *(hostile_session(i, seat(n_ws + n_browser + i), runs, stop_at, out["hostile"])
                                for i in range(args.hostile_sessions)))
         stop.set()
         await sampler
@@ -425,14 +479,25 @@ def memory_trend(rss: list[tuple[float, float]]) -> tuple[float, float, float]:
     return statistics.mean(values[:third]), statistics.mean(values[-third:]), slope
 
 
-def cpu_per_viewer(cpu: list[tuple[float, float]], viewers: int) -> str:
-    """The server's CPU over the load phase: cores busy on average, and per viewer."""
+def cpu_per_viewer(cpu: list[tuple[float, float]], viewers: int, who: str = "server") -> str:
+    """The server's (or servers' summed) CPU over the load phase: cores busy on average, and per viewer."""
     if len(cpu) < 2 or viewers < 1:
-        return "server CPU: not sampled"
+        return f"{who} CPU: not sampled"
     (t0, c0), (t1, c1) = cpu[0], cpu[-1]
     cores = (c1 - c0) / max(1e-9, t1 - t0)
-    return (f"server CPU under load: {c1 - c0:,.0f} CPU-s in {t1 - t0:,.0f} s = {cores:.2f} cores busy on average, "
+    return (f"{who} CPU under load: {c1 - c0:,.0f} CPU-s in {t1 - t0:,.0f} s = {cores:.2f} cores busy on average, "
             f"{cores / viewers * 100:.1f}% of a core per viewer ({viewers} viewers)")
+
+
+def per_server(out: dict) -> list[str]:
+    """One line per app server (with --servers N > 1): its sessions held to the end, CPU and peak RSS."""
+    lines = []
+    for k, srv in enumerate(out["per_server"]):
+        kept = sum(out[m]["held_by_server"].get(k, 0) for m in ("ws", "browser", "hostile"))
+        lines.append(f"[app server {k + 1} :{srv['port']}] sessions held to the end {kept}/{srv['sessions']}; "
+                     + cpu_per_viewer(srv["cpu"], srv["sessions"], "its")
+                     + f"; peak RSS {max(srv['rss'] or [0]):.0f} MB")
+    return lines
 
 
 def job_speed(steps: list[tuple[float, dict]]) -> str:
@@ -451,21 +516,26 @@ def report(out: dict, args, jobs_info: str, log_text: str) -> str:
     conns = out["connections"] or [0]
     n_exc = len(out["ws"]["exceptions"]) + len(out["browser"]["exceptions"]) + len(out["hostile"]["exceptions"])
     viewers = args.ws_sessions + args.browser_sessions + args.hostile_sessions
+    many = args.servers > 1
+    server = f"{args.servers} app servers' (summed)" if many else "server"
     lines = [
         "==== load test summary ====",
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPU cores; {args.minutes:g} min with "
         f"{args.ws_sessions} websocket sessions (scripts/st_ws_client.py) + {args.browser_sessions} Chromium "
-        f"sessions (Playwright) + {args.hostile_sessions} hostile websocket sessions, two jobs training; load "
-        f"average at the start {args.load_at_start}",
+        f"sessions (Playwright) + {args.hostile_sessions} hostile websocket sessions, two jobs training; "
+        + (f"{args.servers} app servers on one runs folder behind nginx (deploy/nginx-genlib.conf), the sessions "
+           "spread evenly by the sticky cookie; " if many else "one app server; ")
+        + f"load average at the start {args.load_at_start}",
         f"jobs: {jobs_info}",
         job_speed(out["steps"]),
-        cpu_per_viewer(out["cpu"], viewers),
+        cpu_per_viewer(out["cpu"], viewers, server),
+        *(per_server(out) if many else []),
         f"EXCEPTIONS: {n_exc} in pages (websocket {len(out['ws']['exceptions'])}, browser "
         f"{len(out['browser']['exceptions'])}, hostile {len(out['hostile']['exceptions'])}); browser page errors "
-        f"{len(out['page_errors'])}; tracebacks in the server log {log_text.count('Traceback')}",
-        f"server connections (TCP, established): peak {max(conns)}, median {statistics.median(conns):.0f}; server "
-        f"threads: peak {max(out['threads'] or [0])}, last {(out['threads'] or [0])[-1]}",
-        f"server RSS: start {values[0]:.0f} MB, peak {max(values):.0f} MB, first third mean {first:.0f} MB, last "
+        f"{len(out['page_errors'])}; tracebacks in the server log{'s' if many else ''} {log_text.count('Traceback')}",
+        f"{server} connections (TCP, established): peak {max(conns)}, median {statistics.median(conns):.0f}; "
+        f"{server} threads: peak {max(out['threads'] or [0])}, last {(out['threads'] or [0])[-1]}",
+        f"{server} RSS: start {values[0]:.0f} MB, peak {max(values):.0f} MB, first third mean {first:.0f} MB, last "
         f"third mean {last:.0f} MB, slope over the second half {slope:+.1f} MB/min ({len(values)} samples every "
         f"{RSS_EVERY_S:.0f} s; MALLOC_ARENA_MAX={os.environ.get('MALLOC_ARENA_MAX', 'unset')})",
         f"browser JS heap at the end: median {statistics.median(out['heap_mb'] or [0]):.0f} MB, "
@@ -519,7 +589,16 @@ def main() -> int:
                     " snapshots in DIR, and append what grew from a third of the way in to the end (slows the server:"
                     " not for the latency or RSS figures)")
     ap.add_argument("--trace-every", type=float, default=20.0, help="seconds between tracemalloc snapshots")
+    ap.add_argument("--servers", type=int, default=1, help="app servers on the one runs folder; more than one: "
+                    "behind Debian's nginx (deploy/nginx-genlib.conf), the sessions spread evenly over them by the "
+                    "sticky cookie")
     args = ap.parse_args()
+    if args.servers < 1:
+        ap.error("--servers N needs N >= 1")
+    if args.servers > 1 and args.trace_memory:
+        ap.error("--trace-memory traces one server: use it with --servers 1")
+    if args.servers > 1 and nginx_path() is None:
+        ap.error("--servers N > 1 needs nginx in front of the servers: apt-get install nginx")
     if args.ws_sessions < 0 or args.browser_sessions < 0 or args.hostile_sessions < 0 \
             or args.ws_sessions + args.browser_sessions < 1:
         ap.error("give at least one session: --ws-sessions N and/or --browser-sessions N, both >= 0")
@@ -567,33 +646,41 @@ def main() -> int:
         return {"vae": mgr.submit("vae", {"hidden": 128, "latent": 2}, {**common, "batch_size": 50}),
                 "gan": mgr.submit("gan", {"preset": "fast"}, {**common, "batch_size": 32, "lr": 2e-4})}
 
-    port = free_port()
-    log_path = base / "streamlit.log"
-    with open(log_path, "wb") as log:
+    def command(port: int) -> list[str]:
         cmd = streamlit_command(port)
         if args.trace_memory:  # [python, -m, streamlit, run, app.py, options...] -> the traced launcher
             cmd = [sys.executable, str(ROOT / "scripts" / "traced_server.py"), "serve", args.trace_memory,
                    str(args.trace_every), *cmd[4:]]
-        server = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                  stdin=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
+        return cmd
+
     runs = {"explore": explore, **extra}
     jobs = "not started"
+    servers, nginx = [], None
     try:
-        wait_healthy(url, server, 120)
-        out = asyncio.run(drive(url, port, runs, args, server.pid, start_jobs,
+        # N app servers on the one runs folder (logs base/streamlit-<k>.log); with N > 1, nginx in front of them
+        servers = start_app_servers(args.servers, env, base, ROOT, command=command)
+        ports = [port for _, _, port in servers]
+        if args.servers == 1:
+            seats = [Seat(f"http://127.0.0.1:{ports[0]}")]
+        else:
+            nginx, url, nginx_log = start_nginx(base, ports)
+            seats = [Seat(url, f"{STICKY_COOKIE}={sticky_key(url, port)}", k) for k, port in enumerate(ports)]
+        out = asyncio.run(drive(seats, [(proc.pid, port) for proc, _, port in servers], runs, args, start_jobs,
                                 lambda: {k: mgr.status(runs[k]).step for k in ("vae", "gan") if k in runs}))
-        rows = {k: sum(1 for _ in open(mgr.store.get(runs[k]).metrics_path)) for k in ("explore", "vae", "gan")}
+        metrics = {k: Path(mgr.store.get(runs[k]).metrics_path) for k in ("explore", "vae", "gan")}
+        # (a job that has not logged a step yet, in a very short run, has no metrics file)
+        rows = {k: sum(1 for _ in open(m)) if m.exists() else 0 for k, m in metrics.items()}
         jobs = ", ".join(f"{k} {runs[k]} at step {mgr.status(runs[k]).step:,} ({rows[k]:,} metric rows)"
                          for k in ("explore", "vae", "gan"))
     finally:
         mgr.close(stop_jobs=True, timeout=30)
-        server.terminate()
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-    text = report(out, args, jobs, log_path.read_text(errors="replace")) + f"server log: {log_path}\n"
+        if nginx is not None:
+            stop_server(nginx, nginx_log)
+        for proc, log, _ in servers:
+            stop_server(proc, log)
+    logs = sorted(base.glob("streamlit-*.log"))
+    text = report(out, args, jobs, "".join(p.read_text(errors="replace") for p in logs)) \
+        + f"server log{'s' if len(logs) > 1 else ''}: {', '.join(map(str, logs))}\n"
     if args.trace_memory:
         from traced_server import compare
 

@@ -1,5 +1,6 @@
-"""The RBM's CD-1 step in one process, fused CPU passes against eager PyTorch against its four matrix products alone,
-interleaved on the same batches so that a shared host's drifting speed hits all three alike (a measurement, not a test).
+"""The RBM's CD-1 step in one process, fused CPU passes (genlib.models.rbm_fast) against the eager reference step
+(RBM.cd_step) against its four matrix products alone, interleaved on the same batches so that a shared host's
+drifting speed hits all three alike (a measurement, not a test).
 
     .venv/bin/python scripts/rbm_step_ab.py --data-root ../shared/data
 """
@@ -44,11 +45,11 @@ def main(argv: list[str] | None = None) -> int:
         for b in batches[:30]:  # warm-up: buffers, the library, MKL's threads
             models[name].train_step_uint8(b)
     m = models["fused"]
-    s, W, b_v, c_h = m._scratch, m.W, m.v_bias, m.h_bias
+    s, W, b_v, c_h = m._fast.scratch, m.W, m.v_bias, m.h_bias
 
     def products() -> None:  # the step's four matmuls on its own buffers; alpha ~0 keeps W as it is
         torch.addmm(c_h, s.halves[0], W.t(), out=s.halves[2])
-        torch.addmm(b_v, s.hidden, W, out=s.recon)
+        torch.addmm(b_v, s.h0, W, out=s.recon)
         torch.addmm(c_h, s.halves[1], W.t(), out=s.halves[3])
         W.addmm_(s.p_h.t(), s.visibles, alpha=1e-12)
 

@@ -65,6 +65,9 @@ class Session:
 
     url: str  # http://host:port
     timeout: float = 60.0
+    # a Cookie header sent on the websocket's upgrade and with every image GET, e.g. "genlib_backend=k3": behind the
+    # sticky proxy (deploy/nginx-genlib.conf) it picks the app server, whose media store holds the session's images
+    cookie: str = ""
     fetch_images: bool = True
     elements: dict[tuple[int, ...], Element] = field(default_factory=dict)
     exceptions: list[str] = field(default_factory=list)
@@ -99,7 +102,8 @@ class Session:
         # 2 and 3 (none here). No Origin header: the server allows non-browser clients without one.
         self._ws = await asyncio.wait_for(
             connect(ws_url, subprotocols=["streamlit"], max_size=None, open_timeout=self.timeout,
-                    ping_interval=None), self.timeout)
+                    ping_interval=None, additional_headers={"Cookie": self.cookie} if self.cookie else None),
+            self.timeout)
         self._finished = asyncio.Condition()
         self._reader = asyncio.create_task(self._read())
         return self
@@ -341,7 +345,7 @@ class Session:
             for img in el.proto.imgs:
                 url = img.url if img.url.startswith("http") else self.url.rstrip("/") + img.url
                 if img.url.startswith(("/", "http")):
-                    status, data = await asyncio.wait_for(_get(url), self.timeout)
+                    status, data = await asyncio.wait_for(_get(url, self.cookie), self.timeout)
                     if status == 404:
                         self.images_gone += 1  # replaced by a newer run before we asked: a browser skips it too
                         continue
@@ -368,14 +372,15 @@ class Session:
         self._timers[fragment_id] = asyncio.create_task(tick())
 
 
-async def _get(url: str) -> tuple[int, bytes]:
-    """(HTTP status, body) of a GET on the event loop: a thread pool would queue many sessions' fetches behind
-    each other and count that wait as the server's."""
+async def _get(url: str, cookie: str = "") -> tuple[int, bytes]:
+    """(HTTP status, body) of a GET on the event loop (with a Cookie header when given): a thread pool would queue
+    many sessions' fetches behind each other and count that wait as the server's."""
     u = urllib.parse.urlsplit(url)
     reader, writer = await asyncio.open_connection(u.hostname, u.port or 80)
     try:
         path = u.path + (f"?{u.query}" if u.query else "")
-        writer.write(f"GET {path} HTTP/1.1\r\nHost: {u.netloc}\r\nConnection: close\r\n\r\n".encode())
+        cookie_line = f"Cookie: {cookie}\r\n" if cookie else ""
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: {u.netloc}\r\n{cookie_line}Connection: close\r\n\r\n".encode())
         await writer.drain()
         raw = await reader.read()
     finally:

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from genlib.sampling.bernoulli import SCALE, bernoulli, draw_, uniform15_, words_for
+from genlib.sampling.bernoulli import SCALE, bernoulli, draw_, random_binary, uniform15_, words_for
 
 
 def test_every_lane_is_uniform_on_15_bits():
@@ -47,3 +47,12 @@ def test_float64_draws_use_exact_uniforms():
 def test_a_too_small_word_buffer_is_refused():
     with pytest.raises(ValueError, match="holds"):
         uniform15_(words_for(8, "cpu"), (3, 4))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_random_binary_is_fair_coin_flips_reproducible_on_the_asked_device(dtype):
+    v = random_binary(500, 784, generator=torch.Generator().manual_seed(3), device="cpu", dtype=dtype)
+    assert v.shape == (500, 784) and v.dtype == dtype and v.device.type == "cpu"
+    assert set(v.unique().tolist()) == {0.0, 1.0}
+    assert abs(v.double().mean().item() - 0.5) < 5 * math.sqrt(0.25 / v.numel())
+    assert torch.equal(v, random_binary(500, 784, generator=torch.Generator().manual_seed(3), dtype=dtype))

@@ -2,25 +2,14 @@
 step computed in float64 from the draws it made."""
 
 import copy
-import os
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from genlib.sampling.kernels import cd
+from genlib.models import rbm_fast
 from genlib.models.rbm import RBM, RBMConfig
-
-
-@pytest.fixture(scope="module")
-def kernels():
-    k = cd.load()
-    if k is None:
-        # CI sets GENLIB_REQUIRE_KERNELS=1: there a missing compiler is a failure, never a skip
-        if os.environ.get("GENLIB_REQUIRE_KERNELS") == "1":
-            pytest.fail(f"fused CD passes unavailable: {cd.status().detail}")
-        pytest.skip(f"fused CD passes unavailable: {cd.status().detail}")
-    return k
 
 
 def test_bernoulli_frequencies_match_p_and_streams_repeat(kernels):
@@ -123,14 +112,14 @@ def test_fused_cd1_step_equals_the_float64_step_from_its_own_draws(kernels, opti
     ref = copy.deepcopy(rbm).double()
     rbm.configure_training(lr=0.3)
     x = torch.randint(0, 256, (7, 1, 5, 6), dtype=torch.uint8)
-    assert rbm._fused() is kernels
+    assert rbm_fast.fused_kernels(rbm) is kernels
     for _ in range(2):  # the second step exercises momentum buffers and centring's moving offsets
         W, b, c = (t.detach().double().clone() for t in (rbm.W, rbm.v_bias, rbm.h_bias))
         velocity = {k: t.double().clone() for k, t in rbm._velocity.items()}
         offsets = {k: t.double().clone() for k, t in rbm._offsets.items()}
         metrics = rbm.train_step_uint8(x) if uint8 else rbm.train_step(x / 255)  # the loop's entry, or [0, 1] floats
-        s = rbm._scratch
-        v0, v1, h0 = s.visibles[:7].double(), s.visibles[7:].double(), s.hidden.double()
+        s = rbm._fast.scratch
+        v0, v1, h0 = s.visibles[:7].double(), s.visibles[7:].double(), s.h0.double()
         assert set(v0.unique().tolist()) <= {0.0, 1.0} and set(h0.unique().tolist()) <= {0.0, 1.0}
         ph0, ph1 = torch.sigmoid(v0 @ W.T + c), torch.sigmoid(v1 @ W.T + c)
         free = lambda v: -(v @ b) - F.softplus(v @ W.T + c).sum(-1)  # noqa: E731
@@ -174,7 +163,7 @@ def test_fused_and_eager_steps_learn_alike(kernels):
         for step in range(30):
             m = model.train_step(data[(step * 16) % 64:][:16])
         errors[name] = m["recon_error"].item()
-        assert model._fused() is (kernels if name == "fused" else None)
+        assert rbm_fast.fused_kernels(model) is (kernels if name == "fused" else None)
     assert errors["fused"] == pytest.approx(errors["eager"], abs=0.03)
 
 
@@ -214,8 +203,8 @@ def test_a_failed_build_falls_back_with_the_reason(monkeypatch, tmp_path):
         assert not cd.status().ok and "compiling cd_cpu.c failed" in cd.status().detail
         rbm = RBM(RBMConfig(image_shape=(1, 4, 4), n_hidden=5))
         rbm.configure_training(lr=0.1)
-        assert rbm._fused() is None
-        assert torch.isfinite(rbm.train_step(torch.rand(3, 1, 4, 4))["loss"])  # the eager step runs
+        assert rbm_fast.fused_kernels(rbm) is None
+        assert torch.isfinite(rbm.train_step(torch.rand(3, 1, 4, 4))["loss"])  # the reference step runs
         monkeypatch.setenv(cd.ENV_SWITCH, "0")
         cd._build.cache_clear()
         assert cd.load() is None and "GENLIB_FUSED_CD=0" in cd.status().detail

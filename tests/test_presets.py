@@ -5,7 +5,7 @@ import dataclasses
 
 import pytest
 
-from genlib.cli import MODEL_FLAGS, TRAIN_FLAGS, build_parser, train_configs
+from genlib.cli import TRAIN_FLAGS, build_parser, model_flags, train_configs
 from genlib.models import MODEL_NAMES, model_class
 from genlib.presets import PRESETS, RECIPE_NAMES, RECIPE_TITLES, recipe
 from genlib.training import SEED_DEFAULTS, TrainConfig
@@ -65,9 +65,9 @@ def test_recipes_are_read_only_and_unknown_names_are_refused():
 @pytest.mark.parametrize("model", MODEL_NAMES)
 def test_every_model_setting_has_a_flag(model):
     fields = {f.name for f in dataclasses.fields(model_class(model).config_class)} - {"image_shape"}
-    assert set(MODEL_FLAGS[model].values()) == fields
+    assert set(model_flags()[model].values()) == fields
     options = {a.dest for a in build_parser()._subparsers._group_actions[0].choices["train"]._actions}
-    assert set(MODEL_FLAGS[model]) <= options
+    assert set(model_flags()[model]) <= options
 
 
 def test_every_train_setting_has_a_flag():

@@ -349,7 +349,7 @@ def test_bf16_step_stays_close_to_fp32_on_the_same_random_stream():
 
 
 def test_steps_with_changing_batch_sizes_match_sgd():
-    # the chain's buffers are reused per batch size and reallocated when it changes
+    # momentum across changing batch sizes (tests/test_rbm_fast.py: the fast step reallocates its buffers per size)
     torch.manual_seed(0)
     rbm = RBM(RBMConfig(image_shape=(1, 4, 5), n_hidden=7, init_std=0.5, momentum=0.5)).double()
     ref = copy.deepcopy(rbm)

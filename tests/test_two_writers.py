@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from genlib.runs.store import RunStore, this_host
+from waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -276,3 +278,146 @@ def test_the_runs_page_says_why_resume_and_delete_wait_for_an_evaluation(manager
     at.button(key="delete-run").click().run()
     assert any("Not deleted" in e.value and "evaluation" in e.value for e in at.error), at.error
     assert not at.exception and run.path.is_dir() and run.state()["state"] == "stopped"
+
+
+# ---- one owner per run folder: two workers meet one run ----
+
+WORKER_ENV = dict(os.environ, GENLIB_WORKER_EVALUATE="none", PYTHONUNBUFFERED="1")
+
+
+def tiny_run(root: Path, *, command: str) -> "Run":
+    """A 2-epoch VAE on the offline digits (30 steps); `command` "pause" makes the worker that trains it hold it,
+    paused at its first control read, until the test lets it go on."""
+    import dataclasses
+
+    from genlib.training import TrainConfig
+
+    cfg = TrainConfig(dataset="digits", epochs=2, batch_size=100, log_every=5, device="cpu", n_samples=16,
+                      snapshot_every_s=1000.0, live_every_s=1000.0, threads=1)
+    run = RunStore(root).create({"model": "vae", "model_config": {"hidden": 32, "latent": 2},
+                                 "train_config": dataclasses.asdict(cfg), "dataset": "digits"})
+    run.send(command=command)
+    return run
+
+
+def start_worker(run) -> subprocess.Popen:
+    """`python -m genlib worker RUN_DIR`, as every launcher of the server starts it (the standby runs the same)."""
+    return subprocess.Popen([sys.executable, "-m", "genlib", "worker", str(run.path)], cwd=ROOT, env=WORKER_ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def assert_one_writer(run, pid: int) -> None:
+    """state.json names `pid` as the worker that finished the run, and metrics.jsonl holds each logged step once, in
+    order: two workers on one folder would log the same steps twice."""
+    state = run.state()
+    assert state["state"] == "finished" and state["pid"] == pid and state["step"] == 30, state
+    steps = [row["step"] for row in run.metrics()[0] if "event" not in row]
+    assert steps == sorted(set(steps)) and steps[-1] == 30, steps
+
+
+def test_two_workers_started_at_once_on_one_run_folder_one_trains_the_other_refuses(tmp_path):
+    run = tiny_run(tmp_path, command="pause")  # whichever trains holds the run, paused, until the other has ended
+    procs = [start_worker(run) for _ in range(2)]
+    try:
+        wait_for(lambda: any(p.poll() is not None for p in procs), timeout=180, what="one of the two workers ending")
+        loser = next(p for p in procs if p.poll() is not None)
+        winner = next(p for p in procs if p is not loser)
+        out, err = loser.communicate(timeout=60)
+        assert loser.returncode != 0 and "Traceback" not in err, (loser.returncode, err)
+        assert f"pid {winner.pid} on host {this_host()}" in err and "owner.lock" in err, err
+        from genlib.runs.ownership import OWNED_EXIT  # the code the launchers read as "refused, nothing written"
+
+        assert loser.returncode == OWNED_EXIT
+        assert winner.poll() is None
+        wait_for(lambda: run.state().get("state") == "paused", timeout=180, what="the training worker pausing")
+        run.send(command="run")
+        out, err = winner.communicate(timeout=300)
+        assert winner.returncode == 0 and json.loads(out.splitlines()[-1])["state"] == "finished", err
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    assert_one_writer(run, winner.pid)
+
+
+def test_a_server_worker_starting_between_the_clis_check_and_its_training_makes_no_second_writer(
+        tmp_path, monkeypatch, capsys):
+    """The race of `train --resume`: the CLI's checks pass (nobody owns the run), then the dashboard's worker starts
+    on the same folder before the CLI trains. One of them trains; the other refuses, naming it."""
+    from genlib import cli
+
+    run = tiny_run(tmp_path, command="run")
+    run.write_state(state="stopped")
+    real, server = cli.claim_for_resume, {}
+
+    def claim_then_a_server_worker_starts(r):
+        claimed = real(r)
+        proc = start_worker(run)
+        server["out"], server["err"] = proc.communicate(timeout=300)
+        server["code"] = proc.returncode
+        return claimed
+
+    monkeypatch.setattr(cli, "claim_for_resume", claim_then_a_server_worker_starts)
+    code = cli.main(["train", "--resume", str(run.path), "--quiet", "--evaluate", "none"])
+    out, err = capsys.readouterr()
+    assert server["code"] != 0 and f"pid {os.getpid()}" in server["err"], server
+    assert "python -m genlib train" in server["err"], server["err"]
+    assert code == 0 and json.loads(out.splitlines()[-1])["state"] == "finished", err
+    assert_one_writer(run, os.getpid())
+
+
+def test_a_killed_worker_leaves_a_lock_the_next_worker_takes(tmp_path):
+    run = tiny_run(tmp_path, command="pause")
+    first = start_worker(run)
+    try:
+        wait_for(lambda: run.state().get("state") == "paused", timeout=180, what="the first worker pausing")
+        owner = run.owner()
+        assert owner.pid == first.pid and "owner.lock" in run.owner_lock_path.name
+        assert run.lock_holder() == owner  # the lock names it, whatever state.json says
+    finally:
+        first.kill()  # SIGKILL: no handler runs, the lock file stays
+        first.communicate()
+    assert first.returncode == -9 and run.owner_lock_path.exists()
+    assert run.lock_holder() is None and run.owner() is None  # the kernel dropped a dead process's flock
+    run.send(command="run")
+    second = start_worker(run)
+    out, err = second.communicate(timeout=300)
+    assert second.returncode == 0 and json.loads(out.splitlines()[-1])["state"] == "finished", err
+    assert run.state()["pid"] == second.pid and run.state()["step"] == 30
+
+
+def test_the_server_shows_the_owners_state_when_its_worker_is_refused(tmp_path, monkeypatch):
+    """The server's Resume passed its checks, then the CLI took the run before the server's worker started: the
+    refused worker writes nothing, and the run shows the CLI's training, not a failure."""
+    from genlib.jobs.manager import JobManager
+    from genlib.runs import ownership
+
+    manager = JobManager(RunStore(tmp_path / "runs"), backend="thread", max_jobs=1)
+    held: list = []
+    try:
+        run = tiny_run(manager.store.root, command="run")
+        run.write_state(state="stopped")
+        start = manager.launcher.start
+
+        def the_cli_takes_it_first(r, kind, **kw):
+            held.append(ownership.take(r.path, what="a foreground training (python -m genlib train)"))
+            r.write_state(state="running", pid=os.getpid(), message="the CLI trains it")
+            return start(r, kind, **kw)
+
+        monkeypatch.setattr(manager.launcher, "start", the_cli_takes_it_first)
+        manager.resume(run.id)
+        wait_for(lambda: run.id not in manager._jobs, timeout=60, what="the refused worker being reaped")
+        status = manager.status(run.id)
+        assert status.state == "running" and status.error is None and status.message == "the CLI trains it", status
+        with pytest.raises(ValueError, match=f"pid {os.getpid()}"):
+            manager.resume(run.id)  # while the CLI holds it
+        with pytest.raises(ValueError, match="owner.lock"):
+            manager.store.delete(run.id)
+        assert run.path.is_dir() and not run.metrics()[0]
+    finally:
+        for lock in held:
+            lock.release()
+        manager.close()
+    manager.store.delete(run.id)  # once the owner is gone
+    assert not run.path.exists()

@@ -169,6 +169,36 @@ def test_batch_summed_loss_equals_the_mean_of_per_image_terms(decoder):
     torch.testing.assert_close(terms["loss"], terms["recon"] + 0.7 * terms["kl"])
 
 
+@pytest.mark.parametrize("decoder", ["bernoulli", "gaussian"])
+def test_train_step_reports_the_negative_elbo_written_out(decoder):
+    """train_step's metrics (the loss it descends, one draw z = mu + sigma eps per image) are the negative ELBO
+    written out here from the lecture's formulas in float64, with the same eps: the loss is recon_term + beta kl_term
+    and no other derivation of them."""
+    torch.manual_seed(0)
+    vae = VAE(VAEConfig(decoder=decoder, hidden=64, latent=4, beta=0.3))
+    ref = copy.deepcopy(vae).double()  # the parameters before the step
+    vae.configure_training(lr=1e-3)
+    x = _images(16, seed=5)
+    torch.manual_seed(11)
+    got = vae.train_step(x)
+    torch.manual_seed(11)
+    eps = torch.randn(16, 4)  # the draw train_step's reparameterisation took from the global stream
+    shift = 0.5 if decoder == "gaussian" else 0.0
+    xd = x.double().reshape(16, -1)
+    h = ref.encoder(xd - shift)
+    mu, log_sigma = ref.enc_mu(h), ref.enc_log_sigma(h)
+    raw = ref.decoder(mu + log_sigma.exp() * eps.double())  # (16, 784)
+    if decoder == "bernoulli":  # -sum_i [x_i log p_i + (1 - x_i) log(1 - p_i)], p = sigmoid(raw)
+        p = torch.sigmoid(raw)
+        recon = -(xd * p.log() + (1 - xd) * (1 - p).log()).sum(-1)
+    else:  # -log N(x - 0.5; tanh(raw), 1) summed over pixels
+        recon = (0.5 * (xd - 0.5 - torch.tanh(raw)) ** 2 + 0.5 * math.log(2 * math.pi)).sum(-1)
+    kl = 0.5 * (mu ** 2 + (2 * log_sigma).exp() - 1 - 2 * log_sigma).sum(-1)  # K&W appendix B
+    torch.testing.assert_close(got["recon"].double(), recon.mean(), rtol=1e-5, atol=1e-3)
+    torch.testing.assert_close(got["kl"].double(), kl.mean(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got["loss"].double(), (recon + 0.3 * kl).mean(), rtol=1e-5, atol=1e-3)
+
+
 def _adam_states_equal(a: torch.optim.Optimizer, b: torch.optim.Optimizer) -> None:
     sa, sb = a.state_dict()["state"], b.state_dict()["state"]
     assert sa.keys() == sb.keys()

@@ -10,6 +10,7 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import streamlit as st
 import torch
@@ -71,6 +72,37 @@ def test_an_animation_of_many_epochs_keeps_the_ends_and_stays_within_frames_and_
     idx, _ = wb.gif_frames(30, 2000, 2000)  # large frames: fewer of them
     assert wb.gif_pixels(len(idx), 2000, 2000) <= wb.CAPS.gif_pixels or len(idx) == 2
     assert wb.gif_frames(10, 480, 480) == (list(range(10)), "")
+
+
+
+def test_every_gif_is_encoded_within_the_caps_reading_only_the_frames_it_shows(monkeypatch):
+    from PIL import Image
+
+    from genlib.images import gif_bytes
+
+    monkeypatch.setattr(wb, "CAPS", wb.Caps(gif_frames=5))
+    read = []
+
+    def frame(i):  # frame i: a 10 x 12 image of grey value 2 i, so the decoded GIF says which frames it holds
+        read.append(i)
+        return np.full((10, 12), 2 * i, dtype=np.uint8)
+
+    data, note = gif_bytes(40, frame, width=40, duration_ms=80)
+    gif = Image.open(io.BytesIO(data))
+    shown = []
+    for k in range(gif.n_frames):
+        gif.seek(k)
+        shown.append(int(np.asarray(gif.convert("L"))[0, 0]) // 2)
+    assert gif.size == (36, 30)  # upscaled 3x: the largest factor within 40 px
+    assert shown == sorted(set(read)) and len(shown) == 5 and shown[0] == 0 and shown[-1] == 39
+    assert "Showing 5 of the 40 frames" in note
+    data, note = gif_bytes(40, frame, max_frames=8)  # a page's own, larger frame cap; twice the size
+    gif = Image.open(io.BytesIO(data))
+    assert gif.n_frames == 8 and gif.size == (24, 20) and note
+    monkeypatch.setattr(wb, "CAPS", wb.Caps(gif_pixels=3 * 24 * 20))  # the pixel cap binds every page's animation
+    assert Image.open(io.BytesIO(gif_bytes(40, frame, max_frames=8)[0])).n_frames == 3
+    with pytest.raises(ValueError, match="at least one frame"):
+        gif_bytes(0, frame)
 
 
 # ---- disk retention ----
@@ -332,7 +364,7 @@ def test_a_huge_vae_sends_no_weights_to_the_browser_and_says_what_to_do(runs_dir
     assert "Turn on 'Server-side sliders'" in _texts(at)
 
 
-# ---- a tab's share over time ----
+# ---- a tab's share over time (no cookie: the tab alone) ----
 
 def test_a_session_meter_takes_a_burst_then_refills_at_its_rate():
     meter = wb.WorkMeter(budget=100.0, window_s=10.0)
@@ -360,6 +392,165 @@ def test_a_tab_asking_for_new_chains_over_and_over_waits_and_computes_nothing(ru
     assert len(done) == 1 and "its share of a class's server" in " ".join(str(w.value) for w in at.warning)
     at.number_input(key=f"rbm-gseed-{run.id}").set_value(0).run()  # the setting it saw before: at once
     assert not at.warning and at.slider(key=f"rbm-gframe-{run.id}")
+
+
+# ---- a browser's share, and the server's, over time (every tab of a browser together) ----
+
+def _meters(**caps):
+    return wb.SharedMeters(wb.Caps(**{"session_flops": 100.0, "session_window_s": 10.0, "server_flops": 1e9,
+                                      "server_window_s": 10.0, **caps}))
+
+
+def test_two_tabs_of_one_browser_draw_from_one_bucket_and_two_browsers_do_not():
+    meters = _meters()
+    assert meters.charge(("browser", "a"), "setting 1", 60.0, now=0.0) is None  # tab 1
+    assert meters.charge(("browser", "a"), "setting 2", 40.0, now=0.0) is None  # tab 2: the rest of the burst
+    refused = meters.charge(("browser", "a"), "setting 3", 50.0, now=0.0)  # either tab: spent
+    assert refused == wb.Refusal(scope="browser", wait_s=pytest.approx(5.0), level=100.0)
+    assert meters.charge(("browser", "a"), "setting 1", 60.0, now=0.0) is None  # paid for before: free
+    assert meters.charge(("browser", "b"), "setting 3", 50.0, now=0.0) is None  # another browser: its own
+    assert meters.charge(("browser", "a"), "setting 3", 50.0, now=5.0) is None  # drained: fits
+
+
+def test_the_server_bucket_caps_many_browsers_together_and_charges_nothing_it_refuses():
+    meters = _meters(server_flops=250.0)
+    assert [meters.charge(("browser", b), "s", 100.0, now=0.0) for b in "ab"] == [None, None]
+    refused = meters.charge(("browser", "c"), "s", 100.0, now=0.0)  # a fresh browser, a full server
+    assert refused == wb.Refusal(scope="server", wait_s=pytest.approx(2.0), level=200.0)
+    assert meters.charge(("browser", "c"), "t", 50.0, now=0.0) is None  # its own budget was not charged
+    assert meters.server.level_at(0.0) == 250.0
+
+
+def test_the_default_server_bucket_is_ten_browsers_and_a_class_at_default_settings_never_meets_it():
+    caps = wb.Caps()
+    assert caps.server_flops / caps.server_window_s == 10 * caps.session_flops / caps.session_window_s
+    meters, now = wb.SharedMeters(caps), 0.0
+    setting = wb.gibbs_step_flops(784, 512) * 4 * 200  # the RBM explorer's default: 4 chains x 200 steps
+    for minute in range(15):  # 30 students, each trying 2 new settings a minute
+        for student in range(30):
+            for k in range(2):
+                assert meters.charge(("browser", student), (minute, k), setting, now=now) is None
+        now += 60.0
+
+
+def test_the_meters_stay_bounded_however_many_browsers_and_settings_arrive():
+    meters = _meters(meter_browsers=50, meter_settings=8, session_flops=1e9)
+    for b in range(1000):
+        meters.charge(("browser", b), "s", 1.0, now=0.0)
+    assert len(meters) == 50  # the least recently active forgotten
+    for k in range(100):
+        meters.charge(("browser", 999), ("setting", k), 1.0, now=0.0)
+    assert meters.charge(("browser", 999), ("setting", 0), 1e9, now=0.0) is not None  # forgotten: priced again
+    assert meters.charge(("browser", 999), ("setting", 99), 1e9, now=0.0) is None  # remembered: free
+
+
+def test_threads_charging_at_once_never_overdraw_a_bucket():
+    import threading
+
+    meters, taken = _meters(session_flops=1e9, server_flops=100.0, server_window_s=1e9), []
+    start = threading.Barrier(8)
+
+    def student(b):
+        start.wait()
+        taken.extend(k for k in range(50) if meters.charge(("browser", b), k, 1.0, now=1.0) is None)
+
+    threads = [threading.Thread(target=student, args=(b,)) for b in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(taken) == 100
+
+
+def test_the_meter_key_is_the_browsers_cookie_token_not_its_masked_text_or_the_tab():
+    from streamlit.web.server.starlette.starlette_app_utils import generate_xsrf_token_string
+
+    from dashboard.work_meter import meter_key
+
+    token = os.urandom(16)
+    tab1 = {"_streamlit_xsrf": generate_xsrf_token_string(token)}  # each response masks the token afresh
+    tab2 = {"_streamlit_xsrf": generate_xsrf_token_string(token)}
+    assert tab1 != tab2 and meter_key(tab1, "tab-1") == meter_key(tab2, "tab-2") != meter_key(
+        {"_streamlit_xsrf": generate_xsrf_token_string(os.urandom(16))}, "tab-1")
+    assert meter_key(tab1, "tab-1")[0] == "browser" and token.hex() not in str(meter_key(tab1, "tab-1"))
+    assert meter_key({}, "tab-1") == ("tab", "tab-1") != meter_key({}, "tab-2")  # no cookie: the tab alone
+    assert meter_key({"_streamlit_xsrf": "garbage"}, "tab-1") == ("tab", "tab-1")
+
+
+@pytest.fixture
+def browser_cookie(monkeypatch):
+    """Set the cookies the next page run's browser sends (AppTest cannot: st.context.cookies reads the session's
+    client, which AppTest has none of, so its one reader in Streamlit is replaced)."""
+    from types import SimpleNamespace
+
+    import streamlit.runtime.context as context
+    from streamlit.web.server.starlette.starlette_app_utils import generate_xsrf_token_string
+
+    sent: dict = {}
+    monkeypatch.setattr(context, "_get_client_context", lambda: SimpleNamespace(cookies=dict(sent), headers={}))
+
+    def use(token: bytes) -> None:  # a tab of the browser holding `token` (masked afresh, as the server sends it)
+        sent.clear()
+        sent["_streamlit_xsrf"] = generate_xsrf_token_string(token)
+    return use
+
+
+def _gibbs_counter(monkeypatch):
+    import dashboard.explore.rbm as page
+
+    done = []
+    real = page.gibbs_chain
+    monkeypatch.setattr(page, "gibbs_chain", lambda model, v0, steps, **kw: done.append(v0.shape[0] * steps)
+                        or real(model, v0, steps, **kw))
+    return done
+
+
+def _open_chain(run, seed):
+    return _open("rbm", run, **{"rbm-tab": "Gibbs chain", f"rbm-gchains-{run.id}": "16",
+                                f"rbm-gsteps-{run.id}": "1000", f"rbm-gseed-{run.id}": str(seed)})
+
+
+def _warnings(at) -> str:
+    return " ".join(str(w.value) for w in at.warning)
+
+
+def test_a_second_tab_of_the_same_browser_is_refused_after_the_first_used_the_budget(runs_dir, monkeypatch,
+                                                                                      browser_cookie):
+    monkeypatch.setattr(wb, "CAPS", wb.Caps(session_flops=2e8, session_window_s=600.0))
+    done = _gibbs_counter(monkeypatch)
+    run = _save_run(runs_dir, "rbm", {"n_hidden": 64})  # 16 chains x 1,000 steps: 3.2 GFLOP, over the budget
+    mine, other = os.urandom(16), os.urandom(16)
+    browser_cookie(mine)
+    first = _open_chain(run, seed=0)  # tab 1 spends this browser's budget
+    assert not first.exception, first.exception
+    assert len(done) == 1 and not first.warning
+    browser_cookie(mine)
+    second = _open_chain(run, seed=7)  # tab 2 of the same browser, a new setting
+    assert not second.exception, second.exception
+    assert len(done) == 1, "the second tab got a budget of its own"
+    assert "This browser (all its tabs together)" in _warnings(second)
+    assert "its share of a class's server" in _warnings(second)
+    browser_cookie(mine)
+    again = _open_chain(run, seed=0)  # the setting tab 1 computed: free in any tab of that browser
+    assert not again.warning and len(done) == 1
+    browser_cookie(other)
+    elsewhere = _open_chain(run, seed=7)  # another student's browser: its own budget
+    assert not elsewhere.warning and len(done) == 2
+
+
+def test_many_browsers_meet_the_servers_cap_and_the_page_says_it_is_the_servers(runs_dir, monkeypatch,
+                                                                                browser_cookie):
+    monkeypatch.setattr(wb, "CAPS", wb.Caps(session_flops=1e12, server_flops=2e8, server_window_s=600.0))
+    done = _gibbs_counter(monkeypatch)
+    run = _save_run(runs_dir, "rbm", {"n_hidden": 64})
+    browser_cookie(os.urandom(16))
+    assert not _open_chain(run, seed=0).warning and len(done) == 1  # an empty server takes one request
+    browser_cookie(os.urandom(16))  # a fresh browser (or cleared cookies): a full budget of its own, not the server
+    at = _open_chain(run, seed=7)
+    assert not at.exception, at.exception
+    assert len(done) == 1
+    assert "The server's explorer work is fully used for the next" in _warnings(at)
+    assert "This browser" not in _warnings(at)
 
 
 def test_a_live_runs_animation_is_rebuilt_when_a_tenth_more_epochs_landed_not_at_each():

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "scripts") not in sys.path:
     sys.path.append(str(ROOT / "scripts"))
-from st_harness import free_port, streamlit_command, wait_healthy  # noqa: E402
+from st_harness import (STICKY_COOKIE, free_port, nginx_path, start_app_servers,  # noqa: E402
+                        start_nginx, sticky_key, stop_server, streamlit_command, wait_healthy)
 from st_ws_client import Session, user_key  # noqa: E402
 
 APP = '''
@@ -51,6 +53,17 @@ def ticker():
 
 explorer()
 ticker()
+'''
+
+# behind the proxy: which server drew the page, and an image from that server's media store
+PROXIED_APP = '''
+import numpy as np
+import streamlit as st
+
+st.write(f"served by port {st.get_option('server.port')}")
+v = st.slider("v", 0.0, 1.0, 0.0, 0.25, key="v")
+with st.container(key="img"):
+    st.image(np.full((8, 8), v, dtype=np.float32), output_format="PNG")
 '''
 
 
@@ -145,4 +158,42 @@ def test_the_load_test_script_documents_its_modes():
                          text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "--ws-sessions" in out.stdout and "--browser-sessions" in out.stdout and "--out" in out.stdout
-    assert "--hostile-sessions" in out.stdout
+    assert "--hostile-sessions" in out.stdout and "--servers" in out.stdout
+
+
+def test_a_session_with_the_sticky_cookie_stays_on_its_server_behind_nginx(tmp_path):
+    """Two app servers behind deploy/nginx-genlib.conf (what load_test.py --servers 2 drives): a session sends its
+    genlib_backend cookie on the websocket's upgrade, so it lands on the server the cookie picks, and with every
+    image request, so each image comes from the media store of the server that drew it (a request without the
+    cookie gets a fresh random key from the proxy and, half the time, the other server's 404)."""
+    if nginx_path() is None:
+        if os.environ.get("GENLIB_REQUIRE_NGINX", "") not in ("", "0", "false", "no"):
+            pytest.fail("GENLIB_REQUIRE_NGINX=1 but nginx is not installed (apt-get install nginx)")
+        pytest.skip("nginx not found: apt-get install nginx")
+    (tmp_path / "app.py").write_text(PROXIED_APP)
+    servers = start_app_servers(2, dict(os.environ), tmp_path, tmp_path, timeout=60)
+    ports = [port for _, _, port in servers]
+    try:
+        nginx, url, log = start_nginx(tmp_path, ports)
+        try:
+            cookies = {port: f"{STICKY_COOKIE}={sticky_key(url, port)}" for port in ports}
+
+            async def scenario(port: int) -> None:
+                async with Session(url, timeout=30, cookie=cookies[port]) as s:
+                    await s.open()
+                    texts = [el.proto.body for el in s.elements.values() if el.kind == "markdown"]
+                    assert f"served by port {port}" in texts, texts
+                    for value in (0.25, 0.5, 0.75, 1.0, 0.75, 0.5, 0.25, 0.0):
+                        dt, _ = await s.move_slider("v", value, "img")
+                        assert dt is not None
+                    assert s.images_gone == 0 and s.images_fetched >= 9  # the first image and one per move
+                    assert s.exceptions == []
+
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                for port in ports:
+                    pool.submit(asyncio.run, scenario(port)).result()
+        finally:
+            stop_server(nginx, log)
+    finally:
+        for proc, proc_log, _ in servers:
+            stop_server(proc, proc_log)

@@ -23,6 +23,7 @@ from genlib.data import binarize, to_unit
 from genlib.images import png_bytes, upscale
 from genlib.sampling.langevin import free_energy_fn, langevin_chain, trajectory_energies
 from genlib.runs.store import Run
+from genlib.sampling.bernoulli import random_binary
 from genlib.sampling.gibbs import gibbs_chain
 from genlib.work_budget import (forward_flops, free_energy_flops, gibbs_step_flops, langevin_step_flops,
                                 plan_chains)
@@ -71,7 +72,7 @@ def rbm_chains(version: str, dataset: str, start: str, first: int, chains: int, 
     if start == "test":
         v0 = binarize(x0.reshape(chains, -1), "threshold")  # (B, 784) in {0, 1}, as Gibbs sampling needs
     else:
-        v0 = torch.bernoulli(torch.full((chains, 784), 0.5), generator=g)  # random binary pixels
+        v0 = random_binary(chains, 784, generator=g)  # (B, 784) random binary pixels on the CPU, as g
     every = max(1, steps // MAX_FRAMES)
     energy = free_energy_fn(_rbm)
     lang = langevin_chain(energy, v0.reshape(x0.shape), steps, step_size=step_size, noise=noise, clip=clip,
@@ -99,8 +100,8 @@ def energy_flops(version: str, _model: Any) -> float:
 
 def _within_budget(k: dict[str, Any], step_flops: float, setting: tuple) -> bool:
     """Fit the knobs' chains x steps under the per-setting work cap (genlib.work_budget), in place; say so when
-    it cut them (a wide EBM's 8 chains x 1,000 steps can be 10 TFLOP). False when this tab's share of the server
-    is spent for now (dashboard.work_meter says when it can run)."""
+    it cut them (a wide EBM's 8 chains x 1,000 steps can be 10 TFLOP). False when this browser's share of the
+    server, or the server's, is spent for now (dashboard.work_meter says when it can run)."""
     plan = plan_chains(step_flops, k["chains"], k["steps"], max_frames=MAX_FRAMES)
     if plan.capped:
         st.info(plan.note, icon=":material/speed:")

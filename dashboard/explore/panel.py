@@ -8,6 +8,7 @@ import streamlit as st
 from dashboard.explore import draw_digit, ebm, gan, rbm, vae
 from dashboard.explore.widgets import (REFRESH_S, is_live, key, load_snapshot, refresh_every, tabbed_panels,
                                        weights_file)
+from genlib.models import LatentModel, model_class
 from genlib.runs.store import LIVE_STATES, Run
 
 EXPLORERS = {"vae": vae, "gan": gan, "rbm": rbm, "ebm": ebm}  # model name -> module with PANELS {tab: panel}
@@ -44,8 +45,9 @@ def _wait_for_snapshot(run: Run) -> None:
 
 def render(model_name: str, run: Run | None) -> None:
     """The exploration section of a model's page for `run` (None: the model has no run yet)."""
-    # an EBM has no latent space: its explorer walks the energy landscape instead
-    st.subheader("Exploring the energy landscape" if model_name == "ebm" else "Exploring the latent space")
+    # a model without a latent space (the EBM) has its energy landscape explored instead
+    latent = issubclass(model_class(model_name), LatentModel)
+    st.subheader("Exploring the latent space" if latent else "Exploring the energy landscape")
     if run is None:
         st.info("No run of this model yet: start a training above, and exploration opens once its first "
                 "snapshot is saved (a few seconds after it starts).")

@@ -26,6 +26,7 @@ from genlib.data import binarize, to_unit
 from genlib.images import gif_bytes, grid, png_bytes, upscale
 from genlib.latent import unit_filters
 from genlib.runs.store import Run
+from genlib.sampling.bernoulli import random_binary
 from genlib.sampling.gibbs import gibbs_chain
 from genlib.work_budget import gibbs_step_flops, plan_chains
 
@@ -74,7 +75,7 @@ def chain_grids(version: str, dataset: str, start: str, digit: int, chains: int,
     g = torch.Generator().manual_seed(int(seed))
     n_visible = _model.n_visible
     if start == "noise":
-        v0 = torch.bernoulli(torch.full((chains, n_visible), 0.5), generator=g)  # (B, n_visible)
+        v0 = random_binary(chains, n_visible, generator=g)  # (B, n_visible) on the CPU, as g
     else:
         x = to_unit(_data.x_test[digit:digit + 1]).expand(chains, -1, -1, -1)
         v0 = binarize(_visible(_model, x), "threshold")
@@ -98,14 +99,11 @@ def chain_frame_png(version: str, dataset: str, start: str, digit: int, chains: 
 @st.cache_data(max_entries=8, show_spinner=False)
 def chain_gif(version: str, dataset: str, start: str, digit: int, chains: int, steps: int, seed: int,
               _model: Any, _data: Any) -> bytes:
-    """The chains' recorded frames as a looping animated GIF (at most GIF_FRAMES frames, about GIF_PX wide): the
-    browser plays it, smoothly and without a rerun per frame."""
+    """The chains' recorded frames as a looping animated GIF (at most GIF_FRAMES frames, evenly spaced from the first
+    to the chain's last state, at most GIF_PX wide, within the server's pixel cap): the browser plays it, smoothly and
+    without a rerun per frame."""
     grids, _ = chain_grids(version, dataset, start, digit, chains, steps, seed, _model, _data)
-    stride = max(1, -(-grids.shape[0] // GIF_FRAMES))
-    frames = list(grids[::stride])
-    if (grids.shape[0] - 1) % stride:
-        frames.append(grids[-1])  # always end on the chain's last state
-    return gif_bytes([upscale(f, max(1, round(GIF_PX / f.shape[1]))) for f in frames], duration_ms=80)
+    return gif_bytes(grids.shape[0], lambda i: grids[i], width=GIF_PX, duration_ms=80, max_frames=GIF_FRAMES)[0]
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -162,7 +160,7 @@ def _chain(model: Any, run: Run | None, step: int) -> None:
         st.info(plan.note, icon=":material/speed:")
     chains, steps = plan.chains, plan.steps
     if not work_meter.allowed(("rbm-chain", snap.version, data.name, start, digit, chains, steps, seed), plan.flops):
-        return  # this tab's share of the server is spent for now: the message says when
+        return  # this browser's share of the server (or the server's) is spent for now: the message says when
     every = max(1, steps // MAX_FRAMES)
     frame_key = key("rbm", "gframe", run)
     frame = st.session_state.get(frame_key, steps)

@@ -16,6 +16,7 @@ import torch
 from genlib.ising.observables import Thermo, thermodynamics, to_spins
 from genlib.devices import device_generator
 from genlib.runs.schema import RunRecord
+from genlib.sampling.bernoulli import bernoulli, random_binary
 from genlib.sampling.gibbs import gibbs_chain
 
 SWEEP_KIND = "ising-sweep"  # a run's "sweep" (genlib.runs.schema.SweepMember) marks one temperature of a sweep
@@ -29,9 +30,9 @@ def rbm_spins(model: Any, n: int, *, steps: int = 1000, seed: int = 0) -> torch.
         raise ValueError(f"need n >= 2 chains and steps >= 1, got n={n}, steps={steps}")
     g = device_generator(torch.Generator().manual_seed(seed), model.device)
     dtype = model.W.dtype
-    v0 = (torch.rand(n, model.n_visible, generator=g, device=model.device) < 0.5).to(dtype)  # (n, n_v)
+    v0 = random_binary(n, model.n_visible, generator=g, device=model.device, dtype=dtype)  # (n, n_v)
     pv = gibbs_chain(model, v0, steps, generator=g)  # (n, n_v): p(v|h) of the last step
-    v = torch.rand(pv.shape, generator=g, device=pv.device) < pv  # one draw of the visibles
+    v = bernoulli(pv, g)  # one draw of the visibles
     side = model.image_shape[-1]
     return to_spins(v.reshape(n, side, side).cpu())
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from genlib.runs.ownership import OWNED_EXIT, RunOwned
 from genlib.runs.store import Run
 
 KINDS = ("train", "evaluate")
@@ -31,6 +32,7 @@ class Liveness:
     alive: bool
     reason: str | None = None  # why it ended: exit code or signal and the log's last line, or the cluster's message
     node: str | None = None  # where it runs, when the backend knows (a Ray node id)
+    refused: bool = False  # it ended at once, writing nothing, because another process owns the run folder
 
 
 class Launcher(Protocol):
@@ -132,7 +134,7 @@ class ProcessLauncher:
         code = handle.proc.poll()
         if code is None:
             return Liveness(alive=True)
-        return Liveness(alive=False, reason=exit_reason(code, handle.log))
+        return Liveness(alive=False, reason=exit_reason(code, handle.log), refused=code == OWNED_EXIT)
 
     def stop(self, handle: _Process) -> None:
         if handle.proc.poll() is None:
@@ -150,6 +152,7 @@ class ProcessLauncher:
 class _Thread:
     def __init__(self, target: Any, name: str) -> None:
         self.error: str | None = None
+        self.refused = False  # the job found its run folder owned by another process (RunOwned)
         self.thread = threading.Thread(target=self._main, args=(target,), name=name, daemon=True)
 
     def _main(self, target: Any) -> None:
@@ -157,6 +160,8 @@ class _Thread:
         kept here, so the job shows as failed with that error, not as running forever."""
         try:
             target()
+        except RunOwned as e:
+            self.error, self.refused = str(e), True
         except BaseException as e:  # noqa: BLE001 - the thread ends here either way; the error must be seen
             self.error = f"{type(e).__name__}: {e}".strip().rstrip(":")
 
@@ -183,7 +188,7 @@ class ThreadLauncher:
     def status(self, handle: _Thread) -> Liveness:
         if handle.thread.is_alive():
             return Liveness(alive=True)
-        return Liveness(alive=False, reason=handle.error or exit_reason(None, None))
+        return Liveness(alive=False, reason=handle.error or exit_reason(None, None), refused=handle.refused)
 
     def stop(self, handle: _Thread) -> None:
         """A thread cannot be killed: the run folder's Stop command is the only way (the manager sends it)."""

@@ -161,8 +161,10 @@ class JobManager:
         refuse_during_evaluation(run, "resumed")
         self._finish_exiting(run)
         with self._lock:
-            if run_id in self._jobs or (run.effective_state() in LIVE_STATES and run_id not in self._lost):
-                owner = run.owner()
+            holder = run.lock_holder()  # a worker (the CLI's too) owns it, perhaps before saying so in its state
+            if run_id in self._jobs or holder is not None or (run.effective_state() in LIVE_STATES
+                                                              and run_id not in self._lost):
+                owner = holder or run.owner()
                 raise ValueError(f"run {run_id} is already live" + (f", owned by {owner.describe()}" if owner else "")
                                  + "; pause/resume it instead")
             record = run.record()
@@ -230,7 +232,8 @@ class JobManager:
         with self._lock, admission.admission_lock(self.store.root):
             if key in self._jobs or evaluation_running(run):
                 raise ValueError(f"an evaluation of run {run_id} is already queued or running")
-            if run_id in self._jobs or _status(run, None, False).live:  # its checkpoint is still being rewritten
+            if run_id in self._jobs or _status(run, None, False).live or run.lock_holder() is not None:
+                # its checkpoint is still being rewritten (the owner lock: a worker that has not yet said so)
                 raise ValueError(f"run {run_id} is still training: evaluate it once it has stopped")
             try:  # a cancel left over from an earlier evaluation must not cancel this one
                 run.quality_cancel_path.unlink(missing_ok=True)
@@ -413,6 +416,8 @@ class JobManager:
                 if job.kind == "evaluate":
                     admission.fail_silent_evaluation(job.run, job.quality, liveness.reason)
                     continue
+                if liveness.refused or job.run.lock_holder() is not None:
+                    continue  # another process owns the run (the CLI's resume won the race): its state stands
                 state = job.run.state()
                 if state.get("state") in LIVE_STATES:  # the worker died without saying why
                     error = liveness.reason or "the training worker ended without recording a result"

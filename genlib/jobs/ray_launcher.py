@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from genlib.jobs.launchers import Liveness, check_kind, job_command, last_log_line, log_path
+from genlib.runs.ownership import LOCK_NAME
 from genlib.runs.store import Run
 from genlib.settings import current as current_settings, passed_on
 
@@ -125,7 +126,9 @@ class RayLauncher:
             if info.message:
                 reason += f": {info.message.strip()[:300]}"
             line = last_log_line(handle.log)
-            handle.last = Liveness(alive=False, reason=f"{reason} (log: {line})" if line else reason, node=node)
+            refused = line is not None and f"which holds {LOCK_NAME}" in line  # genlib.runs.ownership.refusal
+            handle.last = Liveness(alive=False, reason=f"{reason} (log: {line})" if line else reason, node=node,
+                                   refused=refused)
         return handle.last
 
     def stop(self, handle: RayJob) -> None:

@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -22,6 +23,7 @@ from genlib.runs.forks import save_epoch_checkpoint
 from genlib.data import load_dataset
 from genlib.devices import resolve_device
 from genlib.images import grid, png_bytes
+from genlib.runs import ownership
 from genlib.runs.io import append_jsonl, atomic_write_bytes
 from genlib.models import build_model
 from genlib.quality.evaluator import ProgressFn
@@ -117,12 +119,17 @@ class Job:
     resumes it from the last checkpoint; step_loop() trains, calling on_log(), on_epoch_end() and read_control();
     finish() checkpoints, writes the last grids, evaluates and records the end state. request_stop() (a SIGTERM)
     stops it as the run's Stop command does.
+
+    One owner per run folder: `owner_lock` is the run's owner lock its caller took (genlib.runs.ownership; a worker
+    process keeps it until it exits); without one, run_all() takes it first (RunOwned, nothing written, when another
+    process or thread owns the run) and releases it when it returns.
     """
 
     def __init__(self, run: Run, *, on_log: Callable[[dict[str, Any]], None] | None = None,
                  evaluate: str = "final", on_evaluation_plan: PlanFn | None = None,
                  on_evaluation_progress: ProgressFn | None = None,
-                 on_stage: Callable[[str], None] | None = None) -> None:
+                 on_stage: Callable[[str], None] | None = None,
+                 owner_lock: ownership.OwnerLock | None = None) -> None:
         if evaluate not in EVALUATE_CHOICES:
             raise ValueError(f"evaluate must be one of {EVALUATE_CHOICES}, got {evaluate!r}")
         self.run, self.info = run, run.info()
@@ -140,6 +147,7 @@ class Job:
         self.stop_reason: str | None = None  # set by request_stop
         self.quality_record: dict[str, Any] | None = None  # the end-of-run evaluation's
         self._poll_next, self._beat = 0.0, time.monotonic()
+        self.owner_lock = owner_lock
 
     # ---- the steps ----
 
@@ -230,7 +238,14 @@ class Job:
 
     def run_all(self) -> dict[str, Any]:
         """All the steps; failures are recorded in state.json, never raised, except KeyboardInterrupt (recorded as
-        'stopped', then re-raised). Returns the summary."""
+        'stopped', then re-raised). Returns the summary. RunOwned, before anything is written, when another process
+        owns the run folder."""
+        if self.owner_lock is not None:
+            return self._run_all()
+        with ownership.take(self.run.path):
+            return self._run_all()
+
+    def _run_all(self) -> dict[str, Any]:
         run = self.run
         self.start()
         try:
@@ -358,15 +373,17 @@ class Job:
 def run_job(run: Run, *, on_log: Callable[[dict[str, Any]], None] | None = None, evaluate: str = "final",
             on_evaluation_plan: PlanFn | None = None,
             on_evaluation_progress: ProgressFn | None = None,
-            on_stage: Callable[[str], None] | None = None) -> dict[str, Any]:
+            on_stage: Callable[[str], None] | None = None,
+            owner_lock: ownership.OwnerLock | None = None) -> dict[str, Any]:
     """Train the run in `run`'s folder until its configured end, a stop command, or a failure (see Job).
 
     `evaluate`: "final" (the dashboard's: CHEAP figures while training, FINAL at the end), "cheap" (CHEAP at the end
     too) or "none". Returns the summary (also the CLI's last line); failures are recorded in state.json, never
-    raised, except KeyboardInterrupt, which is recorded as 'stopped' and re-raised.
+    raised, except KeyboardInterrupt, which is recorded as 'stopped' and re-raised, and RunOwned (nothing written)
+    when another process owns the run folder and `owner_lock` is not its lock, already taken.
     """
     return Job(run, on_log=on_log, evaluate=evaluate, on_evaluation_plan=on_evaluation_plan,
-               on_evaluation_progress=on_evaluation_progress, on_stage=on_stage).run_all()
+               on_evaluation_progress=on_evaluation_progress, on_stage=on_stage, owner_lock=owner_lock).run_all()
 
 
 SIGTERM_MESSAGE = "stopped by a SIGTERM (for example `ray job stop`); Continue training resumes it"
@@ -389,8 +406,14 @@ def stop_on_sigterm(job: Job) -> Iterator[None]:
 def run_and_report(run: Run) -> int:
     """A worker process's whole job (`python -m genlib worker`, genlib.jobs.standby): the Job (a SIGTERM stops it
     cleanly), its summary as the last line on stdout, and the exit code: 0 when the run finished or was stopped,
-    1 when it failed or diverged."""
-    job = Job(run, evaluate=current_settings().worker_evaluate)  # the dashboard's "final" unless set otherwise
+    1 when it failed or diverged, ownership.OWNED_EXIT (nothing written, the owner named on stderr) when another
+    process owns the run folder. The owner lock is held until this process exits."""
+    try:
+        lock = ownership.take(run.path)
+    except ownership.RunOwned as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return ownership.OWNED_EXIT
+    job = Job(run, evaluate=current_settings().worker_evaluate, owner_lock=lock)  # "final" unless set otherwise
     with stop_on_sigterm(job):
         summary = job.run_all()
     print(json.dumps(summary), flush=True)

@@ -21,8 +21,18 @@ _REGISTRY: dict[str, tuple[str, str, str]] = {
 MODEL_NAMES: tuple[str, ...] = tuple(_REGISTRY)
 
 __all__ = ["MODEL_NAMES", "MODELS", "GenerativeModel", "LatentModel", "EnergyModel", "DenseDecoder", "model_class",
-           "make_config", "build_model", "RBM", "RBMConfig", "VAE", "VAEConfig", "GAN", "GANConfig",
-           "EBM", "EBMConfig"]
+           "model_names", "model_title", "make_config", "build_model", "RBM", "RBMConfig", "VAE", "VAEConfig",
+           "GAN", "GANConfig", "EBM", "EBMConfig"]
+
+
+def model_names() -> tuple[str, ...]:
+    """The registered models' names, in the registry's order (read at call time, so a test may register a model)."""
+    return tuple(_REGISTRY)
+
+
+def model_title(name: str) -> str:
+    """How pages and messages name model `name` (its class's `title`): "VAE" for "vae"."""
+    return model_class(name).title
 
 
 def model_class(name: str) -> type[GenerativeModel]:

@@ -28,11 +28,21 @@ class GenerativeModel(nn.Module, ABC):
     """Base of all models: config in, one training step, samples out."""
 
     name: ClassVar[str]  # registry key, e.g. "vae"
+    title: ClassVar[str]  # how pages, tables and messages name it, e.g. "VAE"
     config_class: ClassVar[type]  # the frozen dataclass of the constructor's arguments
     metric_names: ClassVar[tuple[str, ...]]  # keys of train_step's result, "loss" first
     monitor: ClassVar[str] = "loss"  # the metric that falls as the model learns (tests and the UI use it)
     # settings a running training may change (each through set_<name>); kept in checkpoints, logged as knob events
     live_knobs: ClassVar[tuple[str, ...]] = ("lr",)
+    # how genlib.quality estimates its test log-likelihood: "ais" (annealed importance sampling of log Z, the RBM's),
+    # "iwae" (importance-weighted bound through an encoder, the VAE's), or None (no likelihood: samples only)
+    likelihood: ClassVar[str | None] = None
+    # the train_step metric that is itself a bound on -log p(x) per image (the VAE's negative ELBO, "loss"), so that
+    # runs of the model compare by it when they have no quality figures; None when no training metric is one
+    likelihood_bound_metric: ClassVar[str | None] = None
+    # whether `sample` is one network pass (the VAE's decoder, the GAN's generator), cheap enough for a page to
+    # sample on the spot, rather than a chain of hundreds of steps (the RBM's Gibbs, the EBM's Langevin)
+    one_pass_sampling: ClassVar[bool] = False
 
     def __init__(self, config: Any) -> None:
         super().__init__()
@@ -167,7 +177,8 @@ def dense_layer(weight: torch.Tensor, bias: torch.Tensor, act: str) -> DenseLaye
 
 
 class LatentModel(ABC):
-    """Models with a latent variable z that a slider can move: the VAE's z, the GAN's noise, the RBM's hidden units."""
+    """Models with a latent variable z that a slider can move: the VAE's z, the GAN's noise, the RBM's hidden units.
+    Mixed into a GenerativeModel, whose `device` the draws land on."""
 
     latent_dim: int
 
@@ -176,9 +187,14 @@ class LatentModel(ABC):
         p(v|h)); None when it is not (the GAN's convolutions), and then nothing outside the model runs it."""
         return None
 
-    @abstractmethod
     def sample_latent(self, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
-        """n draws (n, latent_dim) from the prior p(z), on the model's device."""
+        """n draws (n, latent_dim) from the prior p(z) on the model's device: N(0, I), the VAE's prior and the GAN's
+        noise; a model with another prior (the RBM's fair coin flips) overrides it. A generator on another device
+        than the model's (a CPU one for a CUDA model) draws there, then the draws move: the same z on every device."""
+        device = self.device
+        if generator is not None and generator.device != device:
+            return torch.randn(n, self.latent_dim, generator=generator).to(device)
+        return torch.randn(n, self.latent_dim, generator=generator, device=device)
 
     @abstractmethod
     def decode(self, z: torch.Tensor) -> torch.Tensor:

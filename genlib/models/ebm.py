@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genlib.sampling.langevin import LangevinChain, langevin_chain
-from genlib.config import check_declared, check_ints, number, whole
+from genlib.config import check_declared, number, whole, whole_tuple
 from genlib.models.base import EnergyModel, GenerativeModel, device_generator
 
 IMAGE_SHAPE = (1, 28, 28)
@@ -37,23 +37,33 @@ class EBMConfig:
     100-140 images/s on one thread of a 2-core CPU (15-20 minutes); samples from noise take 500 Langevin steps.
     Pixels live in [0, 1] here, [-1, 1] in Foster: step 10 with clip 0.03 moves a pixel twice as far as his."""
 
-    channels: tuple[int, int, int, int] = (16, 32, 64, 64)  # widths of the four strided convolutions
-    hidden: int = whole(64, 1, 4096)  # units of the dense layer before the energy
-    langevin_steps: int = whole(20, 1, 1000)  # Langevin steps per training batch (Foster: 60)
-    step_size: float = number(10.0, 0.0, 1000.0, lo_open=True)  # multiplies the clipped dE/dx (pixels in [0, 1])
-    noise: float = number(0.005, 0.0, 1.0)  # standard deviation of the Langevin noise per step
+    channels: tuple[int, int, int, int] = whole_tuple(  # widths of the four strided convolutions
+        (16, 32, 64, 64), 1, 512, help="the four convolutions' widths, e.g. 16,32,64,64")
+    hidden: int = whole(64, 1, 4096, help="hidden layer width")  # units of the dense layer before the energy
+    # Foster: 60
+    langevin_steps: int = whole(20, 1, 1000, help="Langevin steps per training batch")
+    # multiplies the clipped dE/dx (pixels in [0, 1])
+    step_size: float = number(10.0, 0.0, 1000.0, lo_open=True,
+                              help="Langevin step size (multiplies the clipped dE/dx)")
+    # per step
+    noise: float = number(0.005, 0.0, 1.0, cli="langevin_noise", help="standard deviation of the Langevin noise")
     # each component of dE/dx is clipped to [-grad_clip, grad_clip]: a pixel moves <= 0.3 a step
-    grad_clip: float = number(0.03, 0.0, 10.0, lo_open=True)
-    buffer_size: int = whole(2048, 1, 100_000)  # replay buffer of negatives (Foster: 8192)
-    reinit: float = number(0.05, 0.0, 1.0)  # share of chains restarted from uniform noise each step
-    reg_weight: float = number(0.1, 0.0, 100.0)  # alpha of the energy-magnitude regulariser
-    data_noise: float = number(0.005, 0.0, 1.0)  # noise on the data, so its energy is smooth around each image
-    param_clip: float = number(0.1, 0.0, 1e6, lo_open=True)  # gradient norm clip (Lippe's gradient_clip_val)
-    adam_beta1: float = number(0.0, 0.0, 1.0, hi_open=True)  # 0 (no momentum) as Du & Mordatch and Lippe: stable
-    sample_steps: int = whole(500, 1, 100_000)  # Langevin steps of `sample`, from uniform noise (digits at 200-500)
+    grad_clip: float = number(0.03, 0.0, 10.0, lo_open=True, help="clip of each Langevin step's dE/dx per pixel")
+    buffer_size: int = whole(2048, 1, 100_000, help="replay buffer of negatives")  # Foster: 8192
+    # share of chains restarted from uniform noise each step
+    reinit: float = number(0.05, 0.0, 1.0, help="share of each batch's chains started from noise")
+    # alpha of the energy-magnitude regulariser
+    reg_weight: float = number(0.1, 0.0, 100.0, help="weight of the energy-magnitude regulariser")
+    # noise on the data, so its energy is smooth around each image
+    data_noise: float = number(0.005, 0.0, 1.0, help="noise added to the training images")
+    # gradient norm clip (Lippe's gradient_clip_val)
+    param_clip: float = number(0.1, 0.0, 1e6, lo_open=True, help="clip of the parameters' gradient norm")
+    # 0 (no momentum) as Du & Mordatch and Lippe: stable
+    adam_beta1: float = number(0.0, 0.0, 1.0, hi_open=True, help="Adam's beta1")
+    # Langevin steps of `sample`, from uniform noise (digits at 200-500)
+    sample_steps: int = whole(500, 1, 100_000, help="Langevin steps when sampling from noise")
 
     def __post_init__(self) -> None:
-        check_ints("channels", self.channels, 4, 1, 512)
         check_declared(self)
 
 
@@ -84,6 +94,7 @@ class EBM(GenerativeModel, EnergyModel):
     """An energy network `net`, its Adam optimiser and the replay buffer of Langevin negatives."""
 
     name: ClassVar[str] = "ebm"
+    title: ClassVar[str] = "EBM"
     config_class: ClassVar[type] = EBMConfig
     metric_names: ClassVar[tuple[str, ...]] = ("loss", "energy_real", "energy_sample", "energy_gap", "grad_norm")
     monitor: ClassVar[str] = "loss"  # no metric falls steadily: the sampler chases the model (see metric_labels)

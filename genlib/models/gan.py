@@ -41,14 +41,18 @@ ADAM_EPS = 1e-7  # Keras Adam epsilon
 class GANConfig:
     """Constructor arguments of a GAN; the defaults are the seed's Keras model (lr 1e-4 is set by the trainer)."""
 
-    preset: str = choice("seed", PRESETS)  # "seed" (2.3M + 0.2M parameters) or "fast" (widths / 4, for CPUs)
-    noise_dim: int = whole(100, 1, 1024)  # dimension of the generator's input noise z
-    leaky_slope: float = number(0.3, 0.0, 1.0, hi_open=True)  # Keras LeakyReLU's default alpha, which the seed uses
-    dropout: float = number(0.3, 0.0, 1.0, hi_open=True)  # the discriminator's dropout rate
-    adam_beta1: float = number(0.9, 0.0, 1.0, hi_open=True)  # Keras's default; DCGAN's paper recommends 0.5
+    # "seed" (2.3M + 0.2M parameters) or "fast" (widths / 4, for CPUs)
+    preset: str = choice("seed", PRESETS, cli="widths", help="network size, the seed's or every width / 4")
+    # dimension of the generator's input noise z
+    noise_dim: int = whole(100, 1, 1024, help="dimension of the noise z")
+    # Keras LeakyReLU's default alpha, which the seed uses
+    leaky_slope: float = number(0.3, 0.0, 1.0, hi_open=True, help="LeakyReLU slope")
+    dropout: float = number(0.3, 0.0, 1.0, hi_open=True, help="the discriminator's dropout rate")
+    # Keras's default; DCGAN's paper recommends 0.5
+    adam_beta1: float = number(0.9, 0.0, 1.0, hi_open=True, help="Adam's beta1 (DCGAN's paper: 0.5)")
     # NHWC memory format for the convolutions: on by default, the fastest layout measured on a 2-core Xeon (bf16:
     # 2.67x the seed port against 2.28x in NCHW; fp32 1.19x against 1.10x) and on recent GPUs
-    channels_last: bool = flag(True)
+    channels_last: bool = flag(True, help="NHWC layout (default on; --no-channels-last for NCHW)")
 
     def __post_init__(self) -> None:
         check_declared(self)
@@ -135,6 +139,8 @@ class GAN(GenerativeModel, LatentModel):
     """The seed's DCGAN: `netG` maps noise to images, `netD` scores images; `train_step` plays one round."""
 
     name: ClassVar[str] = "gan"
+    title: ClassVar[str] = "GAN"
+    one_pass_sampling: ClassVar[bool] = True
     config_class: ClassVar[type] = GANConfig
     metric_names: ClassVar[tuple[str, ...]] = ("loss", "d_loss", "g_loss", "d_real", "d_fake")
     monitor: ClassVar[str] = "d_loss"
@@ -221,12 +227,6 @@ class GAN(GenerativeModel, LatentModel):
         return metrics
 
     # ---- generation ----
-    def sample_latent(self, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
-        """n noise vectors (n, noise_dim) from N(0, I); a CPU generator draws on the CPU, then moves them."""
-        if generator is not None and generator.device != self.device:
-            return torch.randn(n, self.latent_dim, generator=generator).to(self.device)
-        return torch.randn(n, self.latent_dim, generator=generator, device=self.device)
-
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Images (n, 1, 28, 28) in [0, 1] for noise z (n, noise_dim): eval mode (BN running stats, no dropout)."""

@@ -1,32 +1,19 @@
 """The Bernoulli-Bernoulli restricted Boltzmann machine of the course notes, trained with CD-k (Hinton 2002) or PCD-k
-(Tieleman 2008), optionally with centred gradient steps (Melchior, Fischer & Wiskott 2016).
-
-Energy E(v, h) = -v.b - h.c - h^T W v with binary visibles v (n_visible) and hiddens h (n_hidden), W of shape
-(n_hidden, n_visible) as in the seed. The seed trains by autograd of the free-energy gap F(v0).mean() - F(vk).mean()
-with SGD; here the same gradient is written in closed form and applied with torch.optim.SGD's exact update rule,
-without autograd, so one step costs four matmuls for k = 1 and no graph: v0 -> h0, h0 -> v1, v1 -> h1 and one
-(n_h, 2B) @ (2B, n_v) product [p(h|v0); -p(h|v1)]^T [v0; v1] that gives both the positive and the negative
-statistics (five matmuls' worth of multiply-adds). The states live in preallocated (2B, n) buffers reused by every
-step of the same batch size; Bernoulli draws compare one uniform draw per unit with its probability (u < p), which is
-3x cheaper on a CPU than torch.bernoulli, and with precision "bf16" the weights are cast once per step and the chain
-runs in bfloat16 ({0, 1} states are exact in it), the parameters and their update staying in fp32. On a CPU in
-float32, the passes between the matmuls (binarising, sigmoids, draws, the statistics and the loss) run as compiled C
-where a C compiler is present (genlib.sampling.kernels.cd: the same maths, a few passes instead of ~40 PyTorch calls).
-"""
+(Tieleman 2008), optionally with centred gradient steps (Melchior, Fischer & Wiskott 2016)."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from genlib.data import binarize
-from genlib.sampling.bernoulli import draw_, words_for
-from genlib.sampling.kernels.cd import CDKernels, load as load_cd_kernels, new_stream
+from genlib.models import rbm_fast
+from genlib.sampling.bernoulli import bernoulli, random_binary
 from genlib.config import bounds, check_declared, check_ints, choice, flag, number, whole
 from genlib.models.base import DenseDecoder, EnergyModel, GenerativeModel, LatentModel, dense_layer, device_generator
 from genlib.sampling.gibbs import gibbs_chain
@@ -36,28 +23,50 @@ PARAMS = ("W", "v_bias", "h_bias")
 PCD_GRID = "pcd_chains"  # extra_grids' name: the worker saves the persistent chains as pcd_chains.png
 PCD_SHOWN = 64  # persistent chains in that grid
 
+# The lecture's RBM (the seed's `RBM` class) with binary visibles v (n_visible) and hiddens h (n_hidden):
+#   energy        E(v, h) = -v.b - h.c - h^T W v, W (n_hidden, n_visible), b = v_bias (n_v), c = h_bias (n_h)
+#   free energy   F(v) = -log sum_h exp(-E(v, h)) = -v.b - sum_j softplus((W v + c)_j)     (the seed's free_energy)
+#   conditionals  p(h_j = 1 | v) = sigmoid(W v + c)_j                                       (the seed's v_to_h)
+#                 p(v_i = 1 | h) = sigmoid(W^T h + b)_i                                     (the seed's h_to_v)
+#   draws         h ~ p(h|v) as [u < p], u ~ U[0, 1)                                  (the seed's sample_from_p)
+#   CD-k chain    v0 -> h0 -> v1 -> h1 -> ... -> vk, k Gibbs steps from the data            (the seed's forward)
+#   loss          L = mean_b F(v0) - mean_b F(vk), vk held fixed    (the seed's free_energy(v) - free_energy(v1))
+#   its gradient  -dL/dW = <h v^T>_data - <h v^T>_model = mean_b p(h|v0) v0^T - mean_b p(h|vk) vk^T
+#                 -dL/db = <v>_data - <v>_model,  -dL/dc = <h>_data - <h>_model  (h averaged as p(h|v))
+#   update        p <- p - lr dL/dp                                           (the seed's optim.SGD(..., 0.1))
+# PCD-k (Tieleman 2008) starts each chain where the previous batch's ended instead of at the data. `cd_step` is this,
+# line for line, and runs float64, CUDA and wherever genlib.models.rbm_fast does not apply; rbm_fast computes the same
+# update faster (fused CPU passes, bf16, reused buffers), and tests/test_rbm_fast.py checks that the two agree.
+
 
 @dataclass(frozen=True, kw_only=True)
 class RBMConfig:
     """Constructor arguments of an RBM; the defaults are the seed's (784 visible, 500 hidden, CD-1, plain SGD)."""
 
     image_shape: tuple[int, int, int] = (1, 28, 28)  # n_visible = C * H * W
-    n_hidden: int = whole(500, 1, 10_000)
-    k: int = whole(1, 1, 1000)  # Gibbs steps of the negative phase (CD-k / PCD-k); RBM.set_k changes it in training
-    persistent: bool = flag(False)  # PCD: the negative chain continues across batches instead of restarting at the data
-    momentum: float = number(0.0, 0.0, 1.0, hi_open=True)  # SGD momentum, torch.optim.SGD's convention
-    weight_decay: float = number(0.0, 0.0, 1.0, hi_open=True)  # L2 penalty added to the gradient, as torch.optim.SGD
-    binarize: str = choice("stochastic", BINARIZE_MODES)  # [0, 1] -> {0, 1}: Bernoulli draws (the seed's) or > 0.5
-    init_std: float = number(0.01, 0.0, 1.0, lo_open=True)  # W ~ N(0, init_std^2), the seed's randn * 1e-2
-    sample_steps: int = whole(500, 1, 100_000)  # Gibbs steps of `sample`, from uniform random visibles
+    n_hidden: int = whole(500, 1, 10_000, cli="hidden", help="hidden units")
+    # Gibbs steps of the negative phase (CD-k / PCD-k); RBM.set_k changes it in training
+    k: int = whole(1, 1, 1000, help="Gibbs steps per update (CD-k)")
+    # PCD: the negative chain continues across batches instead of restarting at the data
+    persistent: bool = flag(False, cli="pcd", help="persistent contrastive divergence")
+    momentum: float = number(0.0, 0.0, 1.0, hi_open=True, help="SGD momentum")  # torch.optim.SGD's convention
+    # L2 penalty added to the gradient, as torch.optim.SGD
+    weight_decay: float = number(0.0, 0.0, 1.0, hi_open=True, help="L2 weight decay")
+    # [0, 1] -> {0, 1}: Bernoulli draws (the seed's) or > 0.5
+    binarize: str = choice("stochastic", BINARIZE_MODES, help="pixels to bits: Bernoulli draws or > 0.5")
+    # W ~ N(0, init_std^2), the seed's randn * 1e-2
+    init_std: float = number(0.01, 0.0, 1.0, lo_open=True, help="standard deviation of the initial weights")
+    # Gibbs steps of `sample`, from uniform random visibles
+    sample_steps: int = whole(500, 1, 100_000, help="Gibbs steps when sampling from noise")
     # 0: constant step size. N: the step size falls linearly from lr to 0 over the first N updates (set N to the run's
     # total steps): the SGD noise of a constant lr leaves the model's statistics off the data's (Robbins-Monro)
-    lr_decay_steps: int = whole(0, 0, 10**9)
+    lr_decay_steps: int = whole(0, 0, 10**9, help="lr falls linearly to 0 over this many updates (0: off)")
     # Centering (Montavon & Mueller 2012; Melchior, Fischer & Wiskott, JMLR 17, 2016): the SGD step is taken in the
     # coordinates E = -(v-mu).b~ - (h-lam).c~ - (h-lam)^T W (v-mu), with mu and lam running means of the data's
     # visibles and p(h|v). The model (W, b, c) is the same RBM; only the gradient's conditioning changes, which
     # matters where 0/1 units code a symmetric variable (Ising spins)
-    centering: bool = flag(False)
+    centering: bool = flag(False, help="centred gradient steps (Melchior et al. 2016): offsets at the data's and "
+                                       "hiddens' means")
 
     def __post_init__(self) -> None:
         check_ints("image_shape", self.image_shape, 3, 1)
@@ -65,69 +74,21 @@ class RBMConfig:
 
 
 class CDChain(NamedTuple):
-    """One negative phase: data statistics, the reconstruction and the chain's end, all (B, n) rows.
+    """One negative phase, all (B, n) rows: its samples, and the hidden logits a = W v + c, p(h|v) = sigmoid(a)."""
 
-    The tensors are views of the model's scratch buffers in the chain's compute dtype (the weights' dtype, or bf16
-    under precision "bf16"): they are overwritten by the next call (and train_step negates phk in place for its
-    gradient matmul), so clone what must outlive it.
-    """
-
-    h_logits0: torch.Tensor  # W v0 + c (B, n_hidden)
-    ph0: torch.Tensor  # p(h|v0) (B, n_hidden), the positive statistics
-    recon: torch.Tensor  # p(v|h0), h0 ~ p(h|v0) (B, n_visible), for the recon_error metric
+    h0: torch.Tensor  # h0 ~ p(h|v0) (B, n_hidden)
+    recon: torch.Tensor  # p(v|h0) (B, n_visible), for the recon_error metric
     vk: torch.Tensor  # the negative particles after k Gibbs steps (B, n_visible), in {0, 1}
-    h_logits_k: torch.Tensor  # W vk + c (B, n_hidden)
-    phk: torch.Tensor  # p(h|vk) (B, n_hidden), the negative statistics
-    visibles: torch.Tensor  # [v0; vk] (2B, n_visible): the storage of v0 (as computed with) and vk
-    h_logits: torch.Tensor  # [W v0 + c; W vk + c] (2B, n_hidden): the storage of h_logits0 and h_logits_k
-    p_h: torch.Tensor  # [p(h|v0); p(h|vk)] (2B, n_hidden): the storage of ph0 and phk
-
-
-class _Scratch:
-    """The chain's buffers for one (batch size, device, dtype): allocated once, reused by every step."""
-
-    def __init__(self, n: int, n_v: int, n_h: int, device: torch.device, dtype: torch.dtype,
-                 param_dtype: torch.dtype) -> None:
-        self.key = (n, device, dtype, param_dtype)
-        kw = {"device": device, "dtype": dtype}
-        self.visibles = torch.empty(2 * n, n_v, **kw)  # [v0; vk]
-        self.h_logits = torch.empty(2 * n, n_h, **kw)  # [a0; ak]
-        self.p_h = torch.empty(2 * n, n_h, **kw)  # [p(h|v0); p(h|vk)]
-        self.recon = torch.empty(n, n_v, **kw)  # p(v|h0)
-        self.hidden = torch.empty(n, n_h, **kw)  # the current hidden draw
-        self.p_v: torch.Tensor | None = None  # p(v|h) of later Gibbs steps (k > 1 or PCD), made on first use
-        # random bits of the draws u < p (genlib.sampling.bernoulli: four 15-bit uniforms per int64 word); fp64 weights (the
-        # reference tests) draw exact fp64 uniforms instead
-        self.exact = param_dtype == torch.float64
-        self.words = words_for(n * max(n_v, n_h), device)
-        uniform = torch.empty(n * max(n_v, n_h), device=device, dtype=param_dtype) if self.exact else None
-        self.uniforms = {} if uniform is None else {(n, n_v): uniform[:n * n_v].view(n, n_v),
-                                                    (n, n_h): uniform[:n * n_h].view(n, n_h)}
-        self.weight: torch.Tensor | None = None  # W cast to the compute dtype (bf16 precision only)
-        self.stats: torch.Tensor | None = None  # [p(h|v0); -p(h|vk)]^T [v0; vk] in the compute dtype (bf16 only)
-        # the halves [:n] (data) and [n:] (chain's end) of the stacked buffers, made once
-        self.halves = tuple(t[i] for t in (self.visibles, self.h_logits, self.p_h)
-                            for i in (slice(None, n), slice(n, None)))
-        self.sums: tuple[torch.Tensor, ...] | None = None  # the fused passes' dv, v0 sum (n_v), dh, p(h|v0) sum (n_h)
-
-    def fused_sums(self) -> tuple[torch.Tensor, ...]:
-        if self.sums is None:
-            n_v, n_h = self.visibles.shape[1], self.p_h.shape[1]
-            kw = {"device": self.visibles.device, "dtype": self.visibles.dtype}
-            self.sums = (torch.empty(n_v, **kw), torch.empty(n_v, **kw), torch.empty(n_h, **kw), torch.empty(n_h, **kw))
-        return self.sums
-
-    def draw(self, p: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        """Bernoulli(p) into `out` (same shape), from the default generator of p's device."""
-        if self.exact:
-            return torch.lt(self.uniforms[tuple(p.shape)].uniform_(), p, out=out)
-        return draw_(p, out, self.words)
+    a0: torch.Tensor  # W v0 + c (B, n_hidden): the positive phase's hidden logits
+    ak: torch.Tensor  # W vk + c (B, n_hidden): the negative phase's hidden logits
 
 
 class RBM(GenerativeModel, LatentModel, EnergyModel):
     """A Bernoulli-Bernoulli RBM; `train_step` takes images in [0, 1], binarises them and takes one CD-k/PCD-k step."""
 
     name: ClassVar[str] = "rbm"
+    title: ClassVar[str] = "RBM"
+    likelihood: ClassVar[str | None] = "ais"
     config_class: ClassVar[type] = RBMConfig
     metric_names: ClassVar[tuple[str, ...]] = ("loss", "recon_error")
     monitor: ClassVar[str] = "recon_error"
@@ -152,19 +113,18 @@ class RBM(GenerativeModel, LatentModel, EnergyModel):
         self.h_bias = nn.Parameter(torch.zeros(config.n_hidden))  # c (n_h)
         # PCD's fantasy particles as hidden states (B, n_h); not in state_dict, saved by training_state()
         self.register_buffer("pcd_chain", None, persistent=False)
-        self._grads: dict[str, torch.Tensor] = {}  # scratch gradients, allocated once per parameter
         self._velocity: dict[str, torch.Tensor] = {}  # SGD momentum buffers, created on the first step as SGD does
         self._offsets: dict[str, torch.Tensor] = {}  # centering's mu (n_v) and lam (n_h), set by the first batch
-        self._scratch: _Scratch | None = None  # the chain's buffers for the last batch size, device and dtype
-        # use the compiled CPU passes (genlib.sampling.kernels.cd) where they apply; False forces the eager PyTorch step (the
-        # same maths, with PyTorch's own random stream)
+        self._fast = rbm_fast.FastCD()  # the fast step's buffers (genlib.models.rbm_fast)
+        # use the compiled CPU passes (genlib.sampling.kernels.cd) where they apply; False runs fp32 training with the
+        # reference `cd_step` (the same maths, with PyTorch's own random stream)
         self.fused_cpu = True
 
     # ---- training setup ----
     def _make_optimizers(self, lr: float) -> None:
         """No torch optimiser: reset the closed-form SGD's state (momentum buffers, persistent chain)."""
-        self._grads, self._velocity, self._offsets = {}, {}, {}
-        self._scratch = None
+        self._velocity, self._offsets = {}, {}
+        self._fast = rbm_fast.FastCD()
         self.updates = 0
         self.pcd_chain = None
 
@@ -209,20 +169,15 @@ class RBM(GenerativeModel, LatentModel, EnergyModel):
         """p(v_i = 1 | h) = sigmoid(W^T h + b) (B, n_visible)."""
         return torch.sigmoid(F.linear(h, self.W.t(), self.v_bias))
 
-    def _bernoulli(self, p: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        # Bernoulli(p) as u < p with u ~ U[0, 1) on p's device (3x cheaper than torch.bernoulli on a CPU); the uniforms
-        # are fp32 (fp64 for fp64 weights) so P(u < p) = p for bf16 p too; the states come in the parameters' dtype
-        udtype = torch.float64 if self.W.dtype == torch.float64 else torch.float32
-        u = torch.rand(p.shape, generator=generator, device=p.device, dtype=udtype)
-        return u.lt_(p).to(self.W.dtype)
-
+    @torch.no_grad()  # a draw has no gradient
     def sample_h_given_v(self, v: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """h ~ p(h|v) (B, n_hidden) in {0, 1}; `generator` must live on the model's device."""
-        return self._bernoulli(self.p_h_given_v(v), generator)
+        return bernoulli(self.p_h_given_v(v), generator)  # u < p (genlib.sampling.bernoulli), the seed's sample_from_p
 
+    @torch.no_grad()
     def sample_v_given_h(self, h: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """v ~ p(v|h) (B, n_visible) in {0, 1}; `generator` must live on the model's device."""
-        return self._bernoulli(self.p_v_given_h(h), generator)
+        return bernoulli(self.p_v_given_h(h), generator)
 
     # ---- training ----
     def visibles(self, x: torch.Tensor) -> torch.Tensor:
@@ -232,86 +187,39 @@ class RBM(GenerativeModel, LatentModel, EnergyModel):
             raise ValueError(f"images of shape {tuple(x.shape[1:])} do not fit this RBM's {self.image_shape}")
         return binarize(v, self.config.binarize)
 
-    def _fused_visibles(self, x: torch.Tensor, kernels: CDKernels) -> torch.Tensor:
-        """`visibles(x)` binarised by the fused pass straight into the chain's v0 buffer (B, n_v)."""
-        v = x.reshape(x.shape[0], -1)
-        if self.config.binarize != "stochastic" or v.shape[1] != self.n_visible or v.dtype != torch.float32 \
-                or v.device.type != "cpu":
-            return self.visibles(x)  # thresholds, conversions and the shape error stay with the eager code
-        v_0 = self._scratch_for(v.shape[0], torch.float32).halves[0]
-        return kernels.bernoulli_(v.contiguous(), v_0, new_stream())
-
-    def _scratch_for(self, n: int, dtype: torch.dtype) -> _Scratch:
-        key = (n, self.W.device, dtype, self.W.dtype)
-        if self._scratch is None or self._scratch.key != key:
-            self._scratch = _Scratch(n, self.n_visible, self.latent_dim, self.W.device, dtype, self.W.dtype)
-        return self._scratch
-
-    def _compute_dtype(self) -> torch.dtype:
-        return torch.bfloat16 if self.precision == "bf16" else self.W.dtype
-
-    def _fused(self) -> CDKernels | None:
-        """The compiled CD passes (genlib.sampling.kernels.cd) when this step can use them: a float32 chain on a CPU."""
-        if not self.fused_cpu or self.W.device.type != "cpu" or self._compute_dtype() != torch.float32:
-            return None
-        return load_cd_kernels()  # compiled once per machine, loaded once per process
-
-    def _chain_ops(self, s: _Scratch, kernels: CDKernels | None) -> tuple[Callable, Callable]:
-        """(sigmoid(a, out), draw(p, out)) of the chain: the fused passes', or PyTorch's with genlib.sampling.bernoulli."""
-        if kernels is None:
-            return (lambda a, out: torch.sigmoid(a, out=out)), s.draw
-        stream = new_stream()
-        return kernels.sigmoid_, (lambda p, out: kernels.bernoulli_(p, out, stream))
+    def _fast_path(self) -> rbm_fast.FastCD | None:
+        """genlib.models.rbm_fast's step where it applies (precision bf16, or fp32 on a CPU with the fused passes)."""
+        return self._fast if rbm_fast.applies(self) else None
 
     @torch.no_grad()
     def contrastive_chain(self, v0: torch.Tensor) -> CDChain:
-        """The seed's chain: h0 ~ p(h|v0), then k times v ~ p(v|h), h ~ p(h|v); PCD starts from its stored hiddens.
+        """The seed's `forward`: h0 ~ p(h|v0), then k times v ~ p(v|h), h ~ p(h|v), from binary visibles v0 (B, n_v).
 
-        Runs in the weights' dtype, or in bf16 with precision "bf16" (W cast once; states in {0, 1} are exact, the
-        matmuls accumulate in fp32). The result's tensors are the model's scratch buffers (see CDChain).
+        PCD starts from its stored hiddens instead of h0 and stores the chain's next hiddens. Runs in the weights'
+        dtype; where rbm_fast applies, its tensors are that module's reused buffers (clone what must outlive a step).
         """
-        n = v0.shape[0]
-        s = self._scratch_for(n, self._compute_dtype())
-        sigmoid, draw = self._chain_ops(s, self._fused())
-        W, b, c = self.W, self.v_bias, self.h_bias
-        if s.visibles.dtype != W.dtype:  # bf16: one cast of W per step, the biases follow (as autocast would)
-            if s.weight is None:
-                s.weight = torch.empty_like(W, dtype=s.visibles.dtype)
-            W = s.weight.copy_(W)
-            b, c = b.to(W.dtype), c.to(W.dtype)
-        vis, logits, p_h = s.visibles, s.h_logits, s.p_h
-        v_0, v_k, a_0, a_k, ph_0, ph_k = s.halves
-
-        def p_v(h: torch.Tensor, out: torch.Tensor) -> torch.Tensor:  # p(v|h) = sigmoid(h W + b) (n, n_v)
-            return sigmoid(torch.addmm(b, h, W, out=out), out)
-
-        if v0 is not v_0:  # train_step's fused path binarises straight into the buffer
-            v_0.copy_(v0)
-        torch.addmm(c, v_0, W.t(), out=a_0)  # W v0 + c (n, n_h)
-        sigmoid(a_0, ph_0)
-        h = draw(ph_0, s.hidden)  # h0 (n, n_h)
-        recon = pv = p_v(h, s.recon)  # p(v|h0) (n, n_v): the reconstruction and CD's first visible probabilities
-        if self.config.persistent or self.k > 1:
-            if s.p_v is None:
-                s.p_v = torch.empty_like(s.recon)
+        fast = self._fast_path()
+        if fast is not None:
+            return CDChain(*fast.chain(self, v0))
+        a0 = self._h_logits(v0)  # W v0 + c (B, n_h)
+        h = h0 = bernoulli(torch.sigmoid(a0))  # h0 ~ p(h|v0) (B, n_h) in {0, 1}
+        recon = pv = self.p_v_given_h(h0)  # (B, n_v): the reconstruction and the chain's first p(v|h)
         if self.config.persistent:
-            if self.pcd_chain is None or self.pcd_chain.shape != h.shape:
-                # first use, or a new batch size: start the particles at the data
-                self.pcd_chain = h.to(self.W.dtype, copy=True)
+            if self.pcd_chain is None or self.pcd_chain.shape != h0.shape:
+                self.pcd_chain = h0.clone()  # first use, or a new batch size: start the particles at the data
             else:
-                h = s.hidden.copy_(self.pcd_chain)
-                pv = p_v(h, s.p_v)
+                h = self.pcd_chain
+                pv = self.p_v_given_h(h)
         for step in range(self.k):
             if step:
-                pv = p_v(h, s.p_v)
-            draw(pv, v_k)  # (n, n_v)
-            torch.addmm(c, v_k, W.t(), out=a_k)  # W vk + c (n, n_h)
-            sigmoid(a_k, ph_k)
-            if step < self.k - 1:  # CD never uses the last hidden draw (the gradient takes p(h|vk))
-                h = draw(ph_k, s.hidden)
+                pv = self.p_v_given_h(h)
+            vk = bernoulli(pv)  # (B, n_v)
+            ak = self._h_logits(vk)  # W vk + c (B, n_h)
+            if step < self.k - 1:  # the last hidden draw is not needed: the update averages p(h|vk)
+                h = bernoulli(torch.sigmoid(ak))
         if self.config.persistent:
-            self.pcd_chain.copy_(draw(ph_k, s.hidden))  # the particles' next hidden state
-        return CDChain(a_0, ph_0, recon, v_k, a_k, ph_k, vis, logits, p_h)
+            self.pcd_chain = bernoulli(torch.sigmoid(ak))  # the particles' next hidden state
+        return CDChain(h0, recon, vk, a0, ak)
 
     def step_lr(self) -> float:
         """The step size of the next update: lr, or lr (1 - updates / lr_decay_steps), at least 0, when decaying."""
@@ -334,86 +242,61 @@ class RBM(GenerativeModel, LatentModel, EnergyModel):
             grad = buf
         param.add_(grad, alpha=-lr)
 
+    def _descend(self, grads: dict[str, torch.Tensor], lr: float) -> None:
+        """One SGD step on (W, b, c) from the loss's gradients `grads` (overwritten), centred under `centering`."""
+        if self.config.centering:
+            self._centered_sgd(grads, lr)
+            return
+        for name in PARAMS:
+            self._sgd(name, getattr(self, name), grads[name], lr)
+
+    def _require_lr(self) -> None:
+        if self.lr is None:
+            raise RuntimeError("call configure_training(lr=...) before train_step")
+
     @torch.no_grad()
     def train_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """One CD-k (or PCD-k) SGD step on images x (B, C, H, W) in [0, 1]; detached metrics, no host sync."""
-        kernels = self._fused()
-        v0 = self.visibles(x) if kernels is None else self._fused_visibles(x, kernels)  # (B, n_v) in {0, 1}
-        return self._cd_step(v0, kernels)
+        self._require_lr()
+        fast = self._fast_path()
+        return self.cd_step(self.visibles(x)) if fast is None else fast.train_step(self, x)
 
     @torch.no_grad()
     def train_step_uint8(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """`train_step` on uint8 images (B, C, H, W): the fused path draws v = Bernoulli(x / 255) from the bytes in
-        one pass, straight into the chain's buffer (no float copy of the batch)."""
-        kernels = self._fused()
-        n = x.shape[0]
-        if kernels is None or self.config.binarize != "stochastic" or x.dtype != torch.uint8 \
-                or x.device.type != "cpu" or math.prod(x.shape[1:]) != self.n_visible:
-            return super().train_step_uint8(x)
-        v_0 = self._scratch_for(n, torch.float32).halves[0]
-        return self._cd_step(kernels.bernoulli_u8_(x.reshape(n, -1).contiguous(), v_0, new_stream()), kernels)
+        """`train_step` on uint8 images (B, C, H, W); the fused path binarises the bytes itself (rbm_fast)."""
+        self._require_lr()
+        fast = self._fast_path()
+        if fast is not None and fast.takes_bytes(self, x):
+            return fast.train_step_uint8(self, x)
+        return super().train_step_uint8(x)
 
-    def _cd_step(self, v0: torch.Tensor, kernels: CDKernels | None) -> dict[str, torch.Tensor]:
-        """The CD-k/PCD-k update from binary visibles v0 (B, n_v); `kernels` when the fused passes run it."""
-        if self.lr is None:
-            raise RuntimeError("call configure_training(lr=...) before train_step")
-        chain = self.contrastive_chain(v0)
-        n, dtype, cfg = v0.shape[0], self.W.dtype, self.config
+    @torch.no_grad()
+    def cd_step(self, v0: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The reference CD-k (or PCD-k) SGD step from binary visibles v0 (B, n_v): the chain, then `cd_update`."""
+        self._require_lr()
+        return self.cd_update(v0, self.contrastive_chain(v0))
+
+    @torch.no_grad()
+    def cd_update(self, v0: torch.Tensor, chain: CDChain) -> dict[str, torch.Tensor]:
+        """The SGD step of the seed's loss from data v0 (B, n_v) and a negative phase: positive minus negative phase."""
+        n, b = v0.shape[0], self.v_bias
+        # in the weights' dtype (a no-op but for rbm_fast's bf16 chain): vk (B, n_v), the logits a0, ak (B, n_h)
+        vk, recon, a0, ak = (t.to(b.dtype) for t in (chain.vk, chain.recon, chain.a0, chain.ak))
+        ph0, phk = torch.sigmoid(a0), torch.sigmoid(ak)  # p(h|v0), p(h|vk) (B, n_h)
+        # the metrics, at the parameters the chain ran with: the seed's loss F(v0).mean() - F(vk).mean() (from the
+        # chain's logits) and the one-step reconstruction error
+        loss = self._free_energy_from(v0, a0, b).mean() - self._free_energy_from(vk, ak, b).mean()
+        metrics = {"loss": loss, "recon_error": F.mse_loss(recon, v0)}
+        positive, negative = ph0.t() @ v0, phk.t() @ vk  # sum_b p(h|v0) v0^T, sum_b p(h|vk) vk^T (n_h, n_v)
+        dW = positive.sub_(negative).div_(n)  # <h v^T>_data - <h v^T>_model (n_h, n_v), in place
+        db = v0.mean(0) - vk.mean(0)  # <v>_data - <v>_model (n_v)
+        dc = ph0.mean(0) - phk.mean(0)  # <h>_data - <h>_model (n_h)
         lr = self.step_lr()
         self.updates += 1
-        vis, p_h = chain.visibles, chain.p_h  # [v0; vk] (2B, n_v), [p(h|v0); p(h|vk)] (2B, n_h)
-        # metrics first: they use the parameters the chain ran with, as the seed's loss does. From the logits the
-        # chain already has: mean F(v0) - mean F(vk) = -((sum v0 - sum vk).b + sum softplus(a0) - sum softplus(ak)) / B
-        # Then the gradients of the seed's loss F(v0).mean() - F(vk).mean() with vk fixed (dF/dW = -p(h|v) v^T), one
-        # matmul: [p(h|v0); -p(h|vk)]^T [v0; vk] = p(h|v0)^T v0 - p(h|vk)^T vk = -B dL/dW (n_h, n_v)
-        if kernels is None:
-            v_sums = vis.view(2, n, -1).sum(1, dtype=dtype)  # (2, n_v)
-            dv = v_sums[0] - v_sums[1]  # sum_b (v0 - vk) (n_v): also -B times the v_bias gradient
-            sp = F.softplus(chain.h_logits.to(dtype)).view(2, -1).sum(1)  # (2,)
-            loss = (torch.dot(dv, self.v_bias) + (sp[0] - sp[1])).div_(-n)
-            metrics = {"loss": loss, "recon_error": F.mse_loss(chain.recon.to(dtype), v0)}
-            p_h[n:].neg_()
-            dh = p_h.sum(0, dtype=dtype)  # sum_b p(h|v0) - p(h|vk) = -B dL/dc (n_h)
-            v0_sum, h0_sum = v_sums[0], (p_h[:n].sum(0, dtype=dtype) if cfg.centering else None)
-        else:  # the same sums in two fused passes (p_h negated in the second)
-            dv, v0_sum, dh, h0_sum = self._scratch.fused_sums()
-            out = torch.empty(3, dtype=torch.float64)  # sum (recon - v0)^2, dv . b, sum softplus(a0) - softplus(ak)
-            kernels.visible_stats(chain.recon, v0, chain.vk, self.v_bias, dv, v0_sum, out)
-            kernels.hidden_stats(chain.h_logits, p_h, dh, h0_sum, out)
-            sq, dvb, sp = out.tolist()
-            metrics = {"loss": torch.tensor(-(dvb + sp) / n), "recon_error": torch.tensor(sq / v0.numel())}
-        if cfg.centering:  # this batch moves the offsets first: mean v0 (n_v) and mean p(h|v0) (n_h)
-            self._move_offsets(v0_sum / n, h0_sum / n)
-        bf16 = vis.dtype != dtype
-        plain = not (cfg.momentum or cfg.weight_decay or cfg.centering)  # plain SGD needs no fp32 gradient buffers
-        g = self._grads
-        if (bf16 or not plain) and (not g or g["W"].device != self.W.device or g["W"].dtype != dtype):
-            g.update({name: torch.empty_like(getattr(self, name)) for name in PARAMS})
-        if bf16:  # bf16 operands, fp32 accumulation inside the GEMM, one bf16 rounding of the result
-            s = self._scratch
-            if s.stats is None:
-                s.stats = torch.empty_like(self.W, dtype=vis.dtype)
-            stats = g["W"].copy_(torch.mm(p_h.t(), vis, out=s.stats))  # to fp32 in a buffer (no temporary)
-        if plain:  # p -= lr g, fused into one pass per parameter
-            step = lr / n
-            if bf16:
-                self.W.add_(stats, alpha=step)
-            else:
-                self.W.addmm_(p_h.t(), vis, alpha=step)  # (n_h, 2B) @ (2B, n_v), added in place
-            self.v_bias.add_(dv, alpha=step)
-            self.h_bias.add_(dh, alpha=step)
-            return metrics
-        if bf16:
-            stats.div_(-n)
-        else:
-            torch.mm(p_h.t(), vis, out=g["W"]).div_(-n)
-        torch.div(dv, -n, out=g["v_bias"])  # mean(vk - v0) (n_v)
-        torch.div(dh, -n, out=g["h_bias"])  # mean(p(h|vk) - p(h|v0)) (n_h)
-        if cfg.centering:
-            self._centered_sgd(g, lr)
-            return metrics
-        for name in PARAMS:
-            self._sgd(name, getattr(self, name), g[name], lr)
+        if self.config.centering:  # this batch moves the offsets first: mean v0 (n_v) and mean p(h|v0) (n_h)
+            self._move_offsets(v0.mean(0), ph0.mean(0))
+        # the loss's gradients are minus the phases' gaps (negated in place): SGD descends the loss
+        self._descend({"W": dW.neg_(), "v_bias": db.neg_(), "h_bias": dc.neg_()}, lr)
         return metrics
 
     # offsets' running-mean rate: Melchior et al.'s sliding factor 0.01 (an average over ~100 batches)
@@ -471,8 +354,8 @@ class RBM(GenerativeModel, LatentModel, EnergyModel):
     @torch.no_grad()
     def sample_latent(self, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
         """n hidden vectors (n, n_hidden) of fair coin flips, Bernoulli(0.5), on the model's device."""
-        half = torch.full((n, self.latent_dim), 0.5, device=self.device, dtype=self.W.dtype)
-        return torch.bernoulli(half, generator=device_generator(generator, self.device))
+        return random_binary(n, self.latent_dim, generator=device_generator(generator, self.device),
+                             device=self.device, dtype=self.W.dtype)
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> torch.Tensor:
@@ -499,7 +382,6 @@ class RBM(GenerativeModel, LatentModel, EnergyModel):
     def sample(self, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
         """n images (n, C, H, W) in [0, 1]: p(v|h) after `sample_steps` Gibbs steps from uniform random binary v."""
         g = device_generator(generator, self.device)
-        half = torch.full((n, self.n_visible), 0.5, device=self.device, dtype=self.W.dtype)
-        v = torch.bernoulli(half, generator=g)  # (n, n_v) uniform over {0, 1}^n_v
+        v = random_binary(n, self.n_visible, generator=g, device=self.device, dtype=self.W.dtype)  # (n, n_v)
         pv = gibbs_chain(self, v, self.config.sample_steps, generator=g)
         return pv.reshape(n, *self.image_shape)

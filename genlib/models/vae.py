@@ -5,9 +5,10 @@ decoder Linear(latent, H)-ReLU-Linear(H, D) gives p(x|z): Bernoulli logits (pyto
 Normal(tanh(.), 1) on data shifted to [-0.5, 0.5]. The loss is the negative ELBO in nats per image, with the KL
 term weighted by beta (Higgins et al. 2017's beta-VAE when beta != 1).
 
+The training loss is the batch mean of the two per-image terms a student finds in the lecture, `recon_term`
+(-log p(x|z)) and `kl_term` (KL(q(z|x) || p(z))); the IWAE evaluation (genlib.quality.iwae) uses the same two.
 Speed on a CPU: Adam runs as one fused kernel per parameter (`fused=True`, also kept after loading a checkpoint's
-optimiser state), the ReLUs work in place, and the training loss sums its terms over the whole batch in one call
-each (BCE with logits or squared error with reduction="sum", then / B) instead of per-image rows and a mean.
+optimiser state) and the ReLUs work in place.
 """
 
 from __future__ import annotations
@@ -36,10 +37,13 @@ class VAEConfig:
     """Constructor arguments of a VAE; the defaults are the seed's (784-512-8, lr 1e-3 set by the trainer)."""
 
     image_shape: tuple[int, int, int] = (1, 28, 28)
-    hidden: int = whole(512, 8, 4096)  # H, width of both hidden layers of the encoder and of the decoder's one
-    latent: int = whole(8, 2, 64)  # dimension of z
-    decoder: str = choice("bernoulli", DECODERS)  # "bernoulli" (logits, BCE) or the seed's Normal(tanh(.), 1)
-    beta: float = number(1.0, 0.0, 10.0)  # weight of the KL term at the start of training; VAE.set_beta changes it
+    # H, width of both hidden layers of the encoder and of the decoder's one
+    hidden: int = whole(512, 8, 4096, help="hidden layer width")
+    latent: int = whole(8, 2, 64, help="latent dimensions (2 to 64)")  # dimension of z
+    # "bernoulli" (logits, BCE) or the seed's Normal(tanh(.), 1)
+    decoder: str = choice("bernoulli", DECODERS, help="p(x|z), the pixels' likelihood")
+    # weight of the KL term at the start of training; VAE.set_beta changes it
+    beta: float = number(1.0, 0.0, 10.0, help="weight of the KL term")
 
     def __post_init__(self) -> None:
         check_ints("image_shape", self.image_shape, 3, 1)
@@ -50,6 +54,10 @@ class VAE(GenerativeModel, LatentModel):
     """A fully connected VAE; `train_step` takes images in [0, 1] and minimises recon + beta * kl."""
 
     name: ClassVar[str] = "vae"
+    title: ClassVar[str] = "VAE"
+    likelihood: ClassVar[str | None] = "iwae"
+    likelihood_bound_metric: ClassVar[str | None] = "loss"  # the negative ELBO per image (with beta = 1)
+    one_pass_sampling: ClassVar[bool] = True
     config_class: ClassVar[type] = VAEConfig
     metric_names: ClassVar[tuple[str, ...]] = ("loss", "recon", "kl")
     live_knobs: ClassVar[tuple[str, ...]] = ("lr", "beta")
@@ -184,21 +192,11 @@ class VAE(GenerativeModel, LatentModel):
         One reparameterised draw z ~ q(z|x) per image estimates the reconstruction term, as in the seed;
         pass `z` (B, latent) to evaluate it at fixed latents instead (the KL term is analytic either way).
         """
-        mu, log_sigma = self.encode(x)
+        mu, log_sigma = self.encode(x)  # q(z|x): (B, latent) each
         if z is None:
             z = self.reparameterize(mu, log_sigma, generator=generator)
-        n = x.shape[0]
-        # the batch means of recon_term and kl_term, each summed over the whole batch in one pass, then / B
-        raw, x = self.decode_logits(z).float().reshape(n, -1), x.float().reshape(n, -1)  # (B, D) in fp32
-        if self.config.decoder == "bernoulli":
-            recon = F.binary_cross_entropy_with_logits(raw, x, reduction="sum") / n
-        else:  # sum of (x - 0.5 - tanh(raw))^2 / 2 + log(2 pi) / 2 over the pixels, batch mean
-            recon = (0.5 / n) * F.mse_loss(torch.tanh(raw), x - GAUSSIAN_SHIFT, reduction="sum") \
-                + 0.5 * math.log(2 * math.pi) * raw.shape[1]
-        mu, log_sigma = mu.float(), log_sigma.float()
-        # 0.5 sum_j (mu^2 + sigma^2 - 1 - 2 log sigma), batch mean; the -1 summed over the latent units is -latent
-        two_log_sigma = 2.0 * log_sigma
-        kl = (0.5 / n) * (mu.square() + torch.exp(two_log_sigma) - two_log_sigma).sum() - 0.5 * mu.shape[1]
+        recon = self.recon_term(self.decode_logits(z), x).mean()  # E_q[-log p(x|z)], one draw per image
+        kl = self.kl_term(mu, log_sigma).mean()  # KL(q(z|x) || p(z)), analytic
         return {"loss": recon + self.beta * kl, "recon": recon, "kl": kl}
 
     def train_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -214,12 +212,6 @@ class VAE(GenerativeModel, LatentModel):
         return {k: v.detach() for k, v in terms.items()}
 
     # ---- generation ----
-    def sample_latent(self, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
-        """n draws (n, latent) from the prior N(0, I); a CPU generator draws on the CPU, then moves them."""
-        if generator is not None and generator.device != self.device:
-            return torch.randn(n, self.latent_dim, generator=generator).to(self.device)
-        return torch.randn(n, self.latent_dim, generator=generator, device=self.device)
-
     def sample(self, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
         """n new images (n, C, H, W) in [0, 1]: decoder means at prior draws z ~ N(0, I)."""
         return self.decode(self.sample_latent(n, generator=generator))

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from genlib.data import binarize, to_unit
 from genlib.config import check_choice, check_int, check_number
 from genlib.devices import device_generator
+from genlib.sampling.bernoulli import bernoulli
 
 ProgressFn = Callable[[float, str], None]  # (fraction done in [0, 1], message)
 
@@ -111,11 +112,6 @@ def base_rate_biases(x_train: torch.Tensor, *, pseudocount: float = 0.05, binari
     return torch.log(p) - torch.log1p(-p)
 
 
-def _bernoulli(p: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """{0, 1} draws with probabilities p, on p's device; uniform < p is 3x faster than torch.bernoulli on CPUs."""
-    return (torch.rand(p.shape, generator=generator, device=p.device, dtype=p.dtype) < p).to(p.dtype)
-
-
 def _params(rbm: Any, dtype: torch.dtype | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(W (n_h, n_v), b (n_v), c (n_h)) detached, in `dtype` (default: the RBM's own)."""
     dtype = dtype or rbm.W.dtype
@@ -145,7 +141,7 @@ def ais_log_partition(rbm: Any, base_biases: torch.Tensor, config: AISConfig = A
     m = config.n_chains
 
     # v_0 ~ p_A: independent Bernoulli(sigmoid(b_A)) visibles (M, n_v)
-    v = _bernoulli(torch.sigmoid(b_a).expand(m, n_v), gen)
+    v = bernoulli(torch.sigmoid(b_a).expand(m, n_v), gen)
     log_w = torch.zeros(m, dtype=torch.float64, device=device)  # (M,)
     k_total = len(betas) - 1
     for k in range(1, k_total + 1):
@@ -156,8 +152,8 @@ def ais_log_partition(rbm: Any, base_biases: torch.Tensor, config: AISConfig = A
         log_w += (beta - beta_prev) * (v @ db).double()  # the dot's rounding is relative 1e-7; the sum is float64
         log_w += (F.softplus(beta * a64) - F.softplus(beta_prev * a64)).sum(-1)
         if k < k_total:  # a transition T_k leaving p_k invariant: h ~ p_k(h|v), v ~ p_k(v|h); none needed after β = 1
-            h = _bernoulli(torch.sigmoid(beta * a), gen)  # (M, n_h)
-            v = _bernoulli(torch.sigmoid(beta * F.linear(h, W.t(), b) + (1.0 - beta) * b_a), gen)  # (M, n_v)
+            h = bernoulli(torch.sigmoid(beta * a), gen)  # (M, n_h)
+            v = bernoulli(torch.sigmoid(beta * F.linear(h, W.t(), b) + (1.0 - beta) * b_a), gen)  # (M, n_v)
         if progress is not None and (k % config.progress_every == 0 or k == k_total):
             progress(k / k_total, f"AIS step {k:,}/{k_total:,} ({m} chains)")
 

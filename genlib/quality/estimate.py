@@ -36,10 +36,9 @@ def estimate_stages(evaluator: Any, model: Any, settings: QualitySettings) -> di
     model.eval()
     try:
         with torch.no_grad():
-            if model.name == "rbm":
-                out["AIS"] = _ais_seconds(evaluator, model, settings)
-            elif model.name == "vae":
-                out["IWAE"] = _iwae_seconds(evaluator, model, settings)
+            if model.likelihood is not None:  # the stage the model's declaration picks (GenerativeModel.likelihood)
+                stage, seconds = LIKELIHOOD_STAGES[model.likelihood]
+                out[stage] = seconds(evaluator, model, settings)
             if settings.scores_samples(model.name) and tuple(evaluator.data.image_shape) == (1, 28, 28):
                 from genlib.quality.classifier import cached_classifier
 
@@ -77,6 +76,11 @@ def _iwae_seconds(evaluator: Any, vae: Any, s: QualitySettings) -> float:
     probe = _timed(lambda: evaluate_vae(vae, evaluator.data.x_test[:m], VAEEvalConfig(k=k, n_test=m)))
     return probe * (n * s.iwae_k) / (m * k)
 
+
+
+# a model's `likelihood` declaration -> (its stage's name, the probe that times it)
+LIKELIHOOD_STAGES: dict[str, tuple[str, Callable[[Any, Any, QualitySettings], float]]] = {
+    "ais": ("AIS", _ais_seconds), "iwae": ("IWAE", _iwae_seconds)}
 
 def _classifier_seconds(data: Any) -> float:
     """A few of the classifier's training steps (its architecture, batch size and optimiser), times its steps."""

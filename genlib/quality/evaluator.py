@@ -67,10 +67,9 @@ class QualityEvaluator:
         model.eval()
         try:
             with torch.no_grad():
-                if model.name == "rbm":
-                    out.update(self._rbm(model, settings))
-                elif model.name == "vae":
-                    out.update(self._vae(model, settings))
+                # the model's own declaration says how its likelihood is estimated (GenerativeModel.likelihood)
+                if model.likelihood is not None:
+                    out.update(self.LIKELIHOODS[model.likelihood](self, model, settings))
                 if settings.scores_samples(model.name):
                     out.update(self._samples(model, settings))
                 elif settings.n_samples > 0:
@@ -88,7 +87,8 @@ class QualityEvaluator:
             self._memo[k] = make().to(device)
         return self._memo[k]
 
-    def _rbm(self, rbm: Any, s: QualitySettings) -> dict[str, Any]:
+    def _ais(self, rbm: Any, s: QualitySettings) -> dict[str, Any]:
+        """The RBM's likelihood figures: AIS test log-likelihood (log Z exact too when small) and the PLL."""
         from genlib.quality.ais import (AISConfig, ais_log_partition, base_rate_biases, binarized_test_set,
                                          log_partition_exact, pseudo_log_likelihood, unnormalized_log_prob)
 
@@ -123,7 +123,8 @@ class QualityEvaluator:
             out["test_log_likelihood_exact"] = mean - log_z
         return out
 
-    def _vae(self, vae: Any, s: QualitySettings) -> dict[str, Any]:
+    def _iwae(self, vae: Any, s: QualitySettings) -> dict[str, Any]:
+        """The VAE's likelihood figures: test negative ELBO and IWAE bound."""
         from genlib.quality.iwae import VAEEvalConfig, evaluate_vae
 
         r = evaluate_vae(vae, self.data.x_test, VAEEvalConfig(k=s.iwae_k, n_test=s.vae_n_test,
@@ -131,6 +132,9 @@ class QualityEvaluator:
         return {"neg_elbo": r["neg_elbo"], "neg_elbo_se": r["neg_elbo_se"], "iwae_nll": r["iwae_nll"],
                 "iwae_nll_se": r["iwae_nll_se"], "iwae_k": r["iwae_k"], "vae_n_test": r["n_test"],
                 "comparable": r["comparable"]}
+
+    # a model's `likelihood` declaration -> the method that computes its figures
+    LIKELIHOODS: dict[str, Callable[..., dict[str, Any]]] = {"ais": _ais, "iwae": _iwae}
 
     def classifier(self, train: bool) -> tuple[Any, dict] | None:
         """The dataset's classifier: kept once found; from the cache; trained now only when `train`."""

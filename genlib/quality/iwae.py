@@ -88,8 +88,9 @@ def vae_bounds(vae: Any, x: torch.Tensor, k: int, *, generator: torch.Generator 
     done = 0
     while done < k:
         s = min(chunk, k - done)
-        eps = torch.randn((b, s, latent), generator=generator, device=device)  # (B, S, L)
-        z = mu[:, None, :] + torch.exp(log_sigma)[:, None, :] * eps  # (B, S, L) draws from q(z|x)
+        # (B, S, L) draws from q(z|x) by the model's own z = mu + sigma eps, S per image
+        z = vae.reparameterize(mu[:, None, :].expand(b, s, latent), log_sigma[:, None, :].expand(b, s, latent),
+                               generator=generator)
         lw, log_px = log_weights(vae, x, z, mu, log_sigma)
         lse = torch.logaddexp(lse, torch.logsumexp(lw, dim=1))
         sum_log_px += log_px.sum(1)

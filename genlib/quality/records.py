@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 import torch
 
+from genlib.models import model_class, model_names
 from genlib.runs.io import append_jsonl, atomic_write_json
 from genlib.runs.schema import QUALITY_VERSION, QualityStatus, RunRecord
 from genlib.runs.store import this_host
@@ -256,7 +257,8 @@ def evaluate_saved_run(run: Any, settings: QualitySettings = FULL, *, device: to
     return record
 
 
-# the figures of each model's likelihoods, for the command line's per-model groups ("rbm", "vae", "samples")
+# the figures of each model's likelihoods, for the command line's per-model groups ("rbm", "vae": the models that
+# declare a likelihood; "samples")
 SAMPLE_KEYS = ("frechet_distance", "frechet_floor", "n_samples", "n_floor", "class_histogram", "class_names",
                "class_entropy", "class_max_entropy", "classes_seen", "class_min_share", "class_max_share",
                "classifier_accuracy")
@@ -273,7 +275,7 @@ def result_line(run: Any, record: dict[str, Any], *, device: Any = None) -> dict
                quick=record.get("kind") == "cheap")
     if device is not None:
         out["device"] = str(device)
-    if model in ("rbm", "vae") and record.get("error") is None:
+    if model in model_names() and model_class(model).likelihood is not None and record.get("error") is None:
         out[model] = {k: v for k, v in figures.items() if k not in SAMPLE_KEYS and k != "samples_skipped"}
     if "frechet_distance" in figures:
         out["samples"] = {k: figures[k] for k in SAMPLE_KEYS if k in figures}

@@ -83,14 +83,20 @@ class Figure:
     label: str
     better: str  # "higher" or "lower"
     se_key: str | None = None  # the key of its standard error, if it has one
-    models: tuple[str, ...] | None = None  # the models that have it (None: every model whose samples are scored)
+    # the models that have it: those whose `likelihood` (GenerativeModel.likelihood) is this ("ais", "iwae"); None:
+    # every model whose samples are scored
+    likelihood: str | None = None
+
+    def applies_to(self, model_likelihood: str | None) -> bool:
+        """Whether a model that declares `model_likelihood` has this figure."""
+        return self.likelihood is None or self.likelihood == model_likelihood
 
 
 FIGURES: tuple[Figure, ...] = (
-    Figure("test_log_likelihood", "Test log-likelihood (AIS, nats)", "higher", "test_log_likelihood_se", ("rbm",)),
-    Figure("pseudo_log_likelihood", "Pseudo-log-likelihood (nats)", "higher", "pseudo_log_likelihood_se", ("rbm",)),
-    Figure("neg_elbo", "Negative ELBO (nats)", "lower", "neg_elbo_se", ("vae",)),
-    Figure("iwae_nll", "IWAE bound on -log p(x) (nats)", "lower", "iwae_nll_se", ("vae",)),
+    Figure("test_log_likelihood", "Test log-likelihood (AIS, nats)", "higher", "test_log_likelihood_se", "ais"),
+    Figure("pseudo_log_likelihood", "Pseudo-log-likelihood (nats)", "higher", "pseudo_log_likelihood_se", "ais"),
+    Figure("neg_elbo", "Negative ELBO (nats)", "lower", "neg_elbo_se", "iwae"),
+    Figure("iwae_nll", "IWAE bound on -log p(x) (nats)", "lower", "iwae_nll_se", "iwae"),
     Figure("frechet_distance", "Fréchet distance", "lower"),
     Figure("frechet_floor", "Fréchet floor (train vs test)", "lower"),
     Figure("class_entropy", "Class entropy (nats)", "higher"),

@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from genlib.models import model_class, model_names
 from genlib.runs.store import RUN_ID_RE, Run, RunStore
 from genlib.settings import current as current_settings
 
@@ -76,9 +77,6 @@ def refuse_if_pretrained(run: Run, action: str) -> None:
 # (lower is better unless marked "higher"). The Fréchet ratio is the distance over its train-vs-test floor.
 RANKING: tuple[tuple[str, str], ...] = (("frechet_ratio", "lower"), ("iwae_nll", "lower"), ("neg_elbo", "lower"),
                                         ("test_log_likelihood", "higher"))
-# Training losses that are themselves likelihood bounds, so comparable across runs of the model: the VAE's is the
-# negative ELBO per image (nats). A GAN's or EBM's loss says nothing about sample quality.
-LIKELIHOOD_LOSS = {"vae": "loss"}
 
 
 def manifest(source: Path | str | None = None) -> dict[str, dict[str, Any]]:
@@ -109,8 +107,10 @@ def _figures(run: Run, row: dict[str, Any] | None) -> dict[str, float]:
 
 def best_pretrained(runs: list[Run], model: str, source: Path | str | None = None) -> Run | None:
     """The pretrained run of `model` a page opens on: ranked by the first RANKING figure every candidate has (from
-    quality.json or MANIFEST.json), else by its likelihood-bound training loss (LIKELIHOOD_LOSS), else the one
-    trained for the most steps; ties go to the lower id. None when `runs` holds no pretrained run of `model`."""
+    quality.json or MANIFEST.json), else by its training loss where that is a likelihood bound (the model's
+    likelihood_bound_metric: the VAE's negative ELBO; a GAN's or EBM's loss says nothing about sample quality), else
+    the one trained for the most steps; ties go to the lower id. None when `runs` holds no pretrained run of
+    `model`."""
     candidates = [r for r in runs if is_pretrained(r) and r.info().get("model") == model]
     if len(candidates) <= 1:
         return candidates[0] if candidates else None
@@ -121,7 +121,7 @@ def best_pretrained(runs: list[Run], model: str, source: Path | str | None = Non
             sign = -1.0 if better == "higher" else 1.0
             return min(candidates, key=lambda r: (sign * figures[r.id][key], r.id))
     states = {r.id: r.state() for r in candidates}
-    loss = LIKELIHOOD_LOSS.get(model)
+    loss = model_class(model).likelihood_bound_metric if model in model_names() else None
     if loss and all(isinstance((states[r.id].get("metrics") or {}).get(loss), (int, float)) for r in candidates):
         return min(candidates, key=lambda r: (states[r.id]["metrics"][loss], r.id))
     return min(candidates, key=lambda r: (-int(states[r.id].get("step") or 0), r.id))

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from genlib.runs import ownership
 from genlib.runs.io import atomic_write_bytes, read_jsonl
 from genlib.settings import NODE_ENV, RUNS_DIR_ENV, current as current_settings
 from genlib.runs.schema import (LIVE_STATES, STATES, ControlRecord, QualityRecord, QualityStatus, RunRecord,
@@ -91,6 +92,11 @@ class Run:
     @property
     def log_path(self) -> Path:
         return self.path / "worker.log"
+
+    @property
+    def owner_lock_path(self) -> Path:
+        """flock'd by the one process that trains (or deletes) the run, for its whole life (genlib.runs.ownership)."""
+        return self.path / ownership.LOCK_NAME
 
     # quality evaluations (genlib.quality.evaluator): one JSON line per evaluation, the last final/full one, its progress
     @property
@@ -229,6 +235,8 @@ class Run:
         if state is None:
             return "unknown"
         if state.state in LIVE_STATES and state.state != "queued":
+            if ownership.holder(self.path) is not None:  # its worker holds the owner lock: alive, however silent
+                return state.state
             silent = time.time() - state.updated
             if state.pid is None or (state.pid == os.getpid() and _here(state.host)):
                 alive = None  # a worker thread (of this process, or of a server that is gone): only silence tells
@@ -241,7 +249,12 @@ class Run:
 
     def owner(self) -> Owner | None:
         """The live process that owns this run (its worker, or the server that queued it), or None when nobody
-        does and the run may be resumed. A queued run is owned while the server that queued it is alive here."""
+        does and the run may be resumed. A queued run is owned while the server that queued it is alive here. The
+        process holding the owner lock (genlib.runs.ownership) owns it whatever state.json says (it may not have
+        written its state yet)."""
+        holder = self.lock_holder()
+        if holder is not None:
+            return holder
         state = self.state_record()
         if state is None or state.state not in LIVE_STATES:
             return None
@@ -257,6 +270,14 @@ class Run:
         if self.effective_state() == "interrupted":
             return None
         return Owner(pid=state.pid, host=state.host, node=state.node, what=f"the {state.state} run's worker")
+
+    def lock_holder(self) -> Owner | None:
+        """The process holding the run folder's owner lock now (genlib.runs.ownership), or None."""
+        who = ownership.holder(self.path)
+        if who is None:
+            return None
+        pid = who.get("pid") if isinstance(who.get("pid"), int) else None
+        return Owner(pid=pid, host=who.get("host"), node=who.get("node"), what=str(who.get("what") or "a worker"))
 
     def evaluation_owner(self) -> Owner | None:
         """The live evaluation of this run (a final/full one, genlib.quality.records), or None: its status says
@@ -391,8 +412,11 @@ class RunStore:
         return [run for _, run in sorted(runs, key=lambda cr: cr[0], reverse=True)]
 
     def delete(self, run_id: str) -> None:
+        """Remove the run folder, holding its owner lock meanwhile: refused (ValueError naming the owner) while a
+        worker owns it, and no worker can start on it while it goes."""
         run = self.get(run_id)
-        shutil.rmtree(run.path)
+        with ownership.take(run.path, what="a delete of the run"):  # RunOwned (a ValueError) naming the owner
+            shutil.rmtree(run.path)
 
 
 def open_run(path_or_id: Path | str, store: RunStore | None = None) -> Run:

@@ -1,4 +1,5 @@
-"""Bernoulli draws for the RBM's Gibbs chain, as u < p with 15-bit uniforms cut four at a time from 64-bit random words.
+"""Every Bernoulli draw in genlib and the dashboard (the RBM's Gibbs chains, AIS, binarised data, random binary starts),
+as u < p with 15-bit uniforms cut four at a time from 64-bit random words.
 
 Why: on a CPU torch.rand makes one float per draw from the Mersenne twister, and a CD-1 step of the seed's RBM
 draws 180k of them (the data, h0 and v1); that was a quarter of the step. `random_()` on int64 yields 63 random
@@ -52,5 +53,13 @@ def draw_(p: torch.Tensor, out: torch.Tensor, words: torch.Tensor | None = None,
 
 
 def bernoulli(p: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Bernoulli(p) as a new tensor of p's dtype."""
+    """Bernoulli(p) as a new tensor of p's dtype, on p's device (`generator` must live there)."""
     return draw_(p, torch.empty_like(p), generator=generator)
+
+
+def random_binary(n: int, d: int, *, generator: torch.Generator | None = None, device: torch.device | str = "cpu",
+                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """n vectors (n, d) of fair coin flips, uniform over {0, 1}^d: a chain's random binary start. Exact for every
+    dtype (P(u < 16384) = 1/2 for 15-bit u). `generator` must live on `device` (genlib.devices.device_generator
+    seeds one there from a CPU generator)."""
+    return bernoulli(torch.full((n, d), 0.5, dtype=dtype, device=device), generator)

@@ -11,6 +11,7 @@ from typing import Protocol
 import torch
 
 from genlib.devices import device_generator
+from genlib.sampling.bernoulli import bernoulli
 
 
 class GibbsModel(Protocol):
@@ -60,7 +61,7 @@ def gibbs_chain(model: GibbsModel, v0: torch.Tensor, steps: int, *, generator: t
             h = model.sample_h_given_v(v, generator)  # (B, n_hidden) in {0, 1}
         else:
             ph = torch.where(mask, values, model.p_h_given_v(v))  # clamped units keep their given probability
-            h = torch.bernoulli(ph, generator=generator)
+            h = bernoulli(ph, generator)
         record = return_trajectory and step % every == 0
         if record or step == steps:
             pv = model.p_v_given_h(h)  # (B, n_visible), the mean-field image of this step

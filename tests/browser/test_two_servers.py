@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import subprocess
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -26,41 +23,12 @@ except ImportError:  # conftest.py skips every test here (or, with GENLIB_REQUIR
 else:
     expect.set_options(timeout=30_000)
 
-from st_harness import free_port, stop_server, streamlit_command, wait_healthy  # noqa: E402 (scripts/ on sys.path)
+from st_harness import nginx_path, start_app_servers, start_nginx, sticky_key, stop_server  # noqa: E402 (scripts/)
 from st_pages import by_key, open_page  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-CONF = ROOT / "deploy" / "nginx-genlib.conf"
 APP_TIMEOUT_MS = 60_000
 START_TIMEOUT_MS = 150_000  # a worker's start (torch import) and its first state, on a busy 2-core CPU
-
-
-def nginx_path() -> str | None:
-    found = shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
-    return found
-
-
-def render_conf(base: Path, listen: int, upstreams: list[int]) -> Path:
-    """The shipped site config with this test's ports, inside a minimal main config that runs unprivileged."""
-    site = CONF.read_text()
-    site = re.sub(r"listen 80;", f"listen 127.0.0.1:{listen};", site)
-    servers = "".join(f"    server 127.0.0.1:{p};\n" for p in upstreams)
-    site, n = re.subn(r"(?:    server 127\.0\.0\.1:\d+;\n)+", servers, site)
-    assert n == 1, "deploy/nginx-genlib.conf no longer lists its app servers as the test expects"
-    (base / "site.conf").write_text(site)
-    main = base / "nginx.conf"
-    temps = " ".join(f"{k}_temp_path {base / k};" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-    main.write_text(f"pid {base / 'nginx.pid'};\nerror_log {base / 'error.log'};\ndaemon off;\n"
-                    f"events {{ worker_connections 512; }}\n"
-                    f"http {{ access_log off; {temps} include {base / 'site.conf'}; }}\n")
-    return main
-
-
-def upstream_of(url: str, key: str) -> str:
-    """Which app server the proxy sends a browser with cookie key `key` to (its X-Genlib-Upstream header)."""
-    request = urllib.request.Request(url + "/_stcore/health", headers={"Cookie": f"genlib_backend={key}"})
-    with urllib.request.urlopen(request, timeout=10) as r:
-        return r.headers["X-Genlib-Upstream"]
 
 
 @pytest.fixture(scope="module")
@@ -75,30 +43,17 @@ def two_servers(tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if k != "GENLIB_TEACHER_TOKEN"}
     env.update(GENLIB_RUNS_DIR=str(base / "runs"), GENLIB_DATA_ROOT=str(base / "data"), GENLIB_JOB_BACKEND="process",
                GENLIB_MAX_JOBS="1", GENLIB_STANDBY_WORKER="0", GENLIB_PRETRAINED_DIR="none", PYTHONUNBUFFERED="1")
-    ports = [free_port(), free_port()]
-    servers = []
+    servers = start_app_servers(2, env, base, ROOT)
+    ports = [port for _, _, port in servers]
     try:
-        for i, port in enumerate(ports):
-            log = open(base / f"streamlit-{i}.log", "wb")
-            servers.append((subprocess.Popen(streamlit_command(port), cwd=ROOT, env=env, stdout=log,
-                                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL), log))
-        for (proc, _), port in zip(servers, ports):
-            wait_healthy(f"http://127.0.0.1:{port}", proc, 120)
-        listen = free_port()
-        nginx_log = open(base / "nginx.out", "wb")
-        nginx = subprocess.Popen([nginx_path(), "-c", str(render_conf(base, listen, ports)), "-p", str(base)],
-                                 stdout=nginx_log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        url = f"http://127.0.0.1:{listen}"
+        nginx, url, nginx_log = start_nginx(base, ports)
         try:
-            wait_healthy(url, nginx, 30)
             yield {"url": url, "ports": ports, "runs": base / "runs"}
         finally:
-            nginx.terminate()
-            nginx.wait(20)
-            nginx_log.close()
+            stop_server(nginx, nginx_log)
     finally:
         stop_runs(base / "runs")
-        for proc, log in servers:
+        for proc, log, _ in servers:
             stop_server(proc, log)
 
 
@@ -118,7 +73,7 @@ def stop_runs(runs: Path, timeout: float = 60.0) -> None:
 
 def pinned_context(browser, url: str, port: int):
     """A browser context whose cookie makes the proxy send it to the app server on `port`."""
-    key = next(k for k in (f"k{i}" for i in range(200)) if upstream_of(url, k).endswith(f":{port}"))
+    key = sticky_key(url, port)
     ctx = browser.new_context(viewport={"width": 1400, "height": 900})
     ctx.set_default_timeout(30_000)
     ctx.add_cookies([{"name": "genlib_backend", "value": key, "url": url}])
