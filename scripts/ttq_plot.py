@@ -53,7 +53,8 @@ def write_plots(doc: dict[str, Any], model: str) -> bytes:
     draw = ImageDraw.Draw(img)
     runs = [r for r in doc["runs"] if r["model"] == model]
     draw.text((8, 6), f"{model.upper()}: quality against seconds since Start "
-                      f"({doc['settings'].get('worker_threads') or 'default'} torch thread(s), shared host)",
+                      f"({doc['settings'].get('worker_threads') or 'default'} torch thread(s), "
+                      f"{doc['settings'].get('cpus', '?')} CPUs)",
               fill="black")
     for i, (key, title, log) in enumerate(panels):
         x0, y0 = i * PANEL_W + MARGIN, 40
