@@ -16,7 +16,7 @@ $(VENV)/.installed: requirements.txt
 
 run: setup
 	$(PY) -m dashboard.auth  # refuses a teacher token too short to hold, saying why
-	$(PY) -m streamlit run app.py --server.port $(PORT)
+	$(PY) -m streamlit run serve.py --server.port $(PORT)
 
 test: setup
 	$(PY) -m pytest

@@ -1,6 +1,7 @@
 """The dashboard's frame: page settings, navigation, the sidebar (device and every job), then the chosen page.
 
-Run with `make run` (or `python -m streamlit run app.py`). Nothing heavy is imported here: torch loads on first use.
+Run with `make run` (`python -m streamlit run serve.py`: this app plus the GAN grid route; `streamlit run app.py` works
+too, with Streamlit's sliders on the GAN page). Nothing heavy is imported here: torch loads on first use.
 """
 
 import streamlit as st

@@ -19,7 +19,7 @@ from streamlit.web.server.starlette.starlette_app_utils import decode_xsrf_token
 from streamlit.web.server.starlette.starlette_server_config import XSRF_COOKIE_NAME
 
 from genlib import work_budget
-from genlib.work_budget import Caps, SharedMeters, human_flops
+from genlib.work_budget import Caps, Refusal, SharedMeters, human_flops
 
 TAB_KEY = "work-meter-tab"
 
@@ -41,23 +41,33 @@ def meter_key(cookies: Mapping[str, str], tab: str) -> tuple[str, str]:
     return "browser", hashlib.sha256(token).hexdigest()
 
 
+def charge(cookies: Mapping[str, str], tab: str, setting: Hashable, flops: float) -> tuple[Refusal | None, tuple]:
+    """Charge `setting` (worth `flops`) to the browser these cookies name (else to `tab`) and to the server: (None,
+    key) when it may run now, else (the Refusal, key). The page's `allowed` and the GAN grid route both call it."""
+    key = meter_key(cookies, tab)
+    caps = work_budget.CAPS  # read at each request, not bound at import: a test lowers the caps
+    return shared_meters(caps).charge(key, setting, flops, time.monotonic()), key
+
+
+def refusal_message(refusal: Refusal, key: tuple, flops: float) -> str:
+    """What the page says when a setting waits: whose share is used up, how much, and when it can run."""
+    wait = f"{refusal.wait_s:.0f} s"
+    if refusal.scope == "server":
+        return (f"The server's explorer work is fully used for the next {wait}: every browser's new settings "
+                f"together have asked for about {human_flops(refusal.level)} in the last few minutes, what this "
+                f"server gives a class. This setting ({human_flops(flops)}) can run then. Settings shown before "
+                "appear at once.")
+    who = "This browser (all its tabs together)" if key[0] == "browser" else "This tab"
+    return (f"{who} has asked the server for about {human_flops(refusal.level)} of sampling in the last few "
+            f"minutes, its share of a class's server: this setting ({human_flops(flops)}) can run in {wait}. "
+            "Settings shown before appear at once.")
+
+
 def allowed(setting: Hashable, flops: float) -> bool:
     """Whether this tab may compute `setting` (worth `flops`) now; when not, the page says when it can."""
     tab = st.session_state.setdefault(TAB_KEY, uuid.uuid4().hex)
-    key = meter_key(st.context.cookies, tab)
-    caps = work_budget.CAPS  # read at each request, not bound at import: a test lowers the caps
-    refusal = shared_meters(caps).charge(key, setting, flops, time.monotonic())
+    refusal, key = charge(st.context.cookies, tab, setting, flops)
     if refusal is None:
         return True
-    wait = f"{refusal.wait_s:.0f} s"
-    if refusal.scope == "server":
-        st.warning(f"The server's explorer work is fully used for the next {wait}: every browser's new settings "
-                   f"together have asked for about {human_flops(refusal.level)} in the last few minutes, what this "
-                   f"server gives a class. This setting ({human_flops(flops)}) can run then. Settings shown before "
-                   "appear at once.", icon=":material/hourglass_top:")
-    else:
-        who = "This browser (all its tabs together)" if key[0] == "browser" else "This tab"
-        st.warning(f"{who} has asked the server for about {human_flops(refusal.level)} of sampling in the last few "
-                   f"minutes, its share of a class's server: this setting ({human_flops(flops)}) can run in {wait}. "
-                   "Settings shown before appear at once.", icon=":material/hourglass_top:")
+    st.warning(refusal_message(refusal, key, flops), icon=":material/hourglass_top:")
     return False

@@ -5,7 +5,7 @@ digit, clicks on the latent map and the manifold, presenter mode (issue 8's "don
     .venv/bin/python scripts/lecture_walk.py                       # screenshots in artifacts/lecture/
     .venv/bin/python scripts/lecture_walk.py --out /tmp/lecture --data-root ../shared/data
 
-Starts `streamlit run app.py` on a free port with an empty runs folder (so the shipped pretrained runs are installed
+Starts `streamlit run serve.py` on a free port with an empty runs folder (so the shipped pretrained runs are installed
 as on a fresh install) and Debian's Chromium (the browser tests' flags), then runs the steps in order. Each step
 saves a numbered screenshot into --out and prints one line: PASS or FAIL, its number and name, seconds, and what it
 saw or why it failed. A failed step does not stop the walk (later steps may fail for its sake); the exit status is 1

@@ -1,4 +1,4 @@
-"""Classroom load test (a script, not a unit test): one `streamlit run app.py` server (or N behind nginx), two jobs
+"""Classroom load test (a script, not a unit test): one `streamlit run serve.py` server (or N behind nginx), two jobs
 training, and N student sessions that watch the pages and move latent sliders for M minutes. Most sessions are
 browserless websocket clients speaking Streamlit's own protocol (scripts/st_ws_client.py: the server does the same
 work for them as for a browser tab, reruns, fragment auto-reruns and image fetches included, while the client costs
@@ -46,6 +46,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -76,7 +77,7 @@ class Seat:
 
 def new_mode() -> dict:
     return {"sessions": 0, "held": 0, "visits": 0, "timeouts": [], "exceptions": [], "session_errors": [],
-            "latency": [], "idle_latency": [], "page_load": [], "idle_page_load": [], "unchanged": 0,
+            "latency": [], "idle_latency": [], "gan_route": [], "page_load": [], "idle_page_load": [], "unchanged": 0,
             "chart_points": 0, "images": 0, "images_gone": 0, "overtaken": 0, "pressed": 0, "image_bytes": 0,
             "held_by_server": {}}
 
@@ -127,11 +128,7 @@ async def ws_visit(seat: Seat, page: str, query: str, runs: dict[str, str], rng:
                 await ws_slider_walk(s, runs["explore"], 6, rng, mode["latency"], mode)
             elif page == "gan":
                 await asyncio.sleep(4)  # watch the live view refresh (auto-reruns of its fragments)
-                key = f"gan-means-{runs['gan']}"
-                if key in s.widget_keys():  # (not before the run's first snapshot)
-                    value, _, hi, step = s.slider(key)
-                    await s.move_slider(key, value + step if value + step <= hi else value - step,
-                                        f"gan-grid-{runs['gan']}")
+                await ws_gan_move(s, runs["gan"], rng, mode)
             else:
                 await asyncio.sleep(6)  # watch: the sidebar and the live chart refresh by themselves
             if page in ("vae", "gan"):
@@ -277,6 +274,27 @@ async def move_slider(page, slider_key: str, image_key: str, press: str) -> floa
     return time.perf_counter() - t0
 
 
+async def move_gan_slider(page, run_id: str) -> float | None:
+    """ArrowRight on the GAN page's own scale_means slider (serve.py's grid route); seconds until the page painted
+    the fetched grid (None: none within the timeout, or the run has no snapshot yet)."""
+    uid = f"gan-route-grid-{run_id}"
+    loads = "(uid) => ((window.__genlibGanGrids || {})[uid] || {}).loads || 0"
+    try:
+        await page.wait_for_function(f"(uid) => ({loads})(uid) >= 1", arg=uid, timeout=TIMEOUT_S * 1000)
+    except Exception:  # noqa: BLE001 - no grid yet (no snapshot): nothing to move
+        return None
+    before = await page.evaluate(loads, uid)
+    await page.get_by_label("scale_means", exact=True).focus()
+    t0 = time.perf_counter()
+    await page.keyboard.press("ArrowRight")
+    try:
+        await page.wait_for_function(f"([uid, n]) => ({loads})(uid) > n", arg=[uid, before],
+                                     timeout=SLIDER_TIMEOUT_MS, polling=20)
+    except Exception:  # noqa: BLE001 - a server too slow: not a latency sample
+        return None
+    return time.perf_counter() - t0
+
+
 async def chart_points(page) -> int:
     """The most points in any trace of any Plotly chart on the page (what the browser holds)."""
     try:
@@ -304,6 +322,29 @@ async def slider_walk(page, run_id: str, n: int, rng: random.Random, latencies: 
             latencies.append(dt)
 
 
+async def ws_gan_move(s: Any, run_id: str, rng: random.Random, mode: dict) -> None:
+    """One move of the GAN page's latent-point sliders: the page's own (serve.py's grid route), a GET of the route
+    as its browser would send it (timed into mode["gan_route"]); else Streamlit's slider, a fragment rerun. Nothing
+    before the run's first snapshot."""
+    data = s.component_data(f"gan-route-grid-{run_id}")
+    if data is not None:
+        means = next(d for d in data["sliders"] if d["name"] == "means")
+        stds = next(d for d in data["sliders"] if d["name"] == "stds")
+        m = means["value"] + rng.choice((-1, 1)) * means["step"]
+        m = m if means["min"] <= m <= means["max"] else means["value"] - means["step"]
+        dt, status, body = await s.get(f"{data['url']}?n={data['n']}&means={m:.2f}&stds={stds['value']:.2f}"
+                                       f"&seed={data['seed']}")
+        if status == 200:
+            mode["gan_route"].append(dt)
+        elif status != 429:  # a share used up is the route doing its job; anything else is a fault
+            mode["exceptions"].append(f"GAN grid route answered HTTP {status}: {body[:200]!r}")
+        return
+    key = f"gan-means-{run_id}"
+    if key in s.widget_keys():
+        value, _, hi, step = s.slider(key)
+        await s.move_slider(key, value + step if value + step <= hi else value - step, f"gan-grid-{run_id}")
+
+
 async def browser_visit(page, target: str, runs: dict[str, str], rng: random.Random, mode: dict) -> None:
     t0 = time.perf_counter()
     await page.goto(target, wait_until="domcontentloaded", timeout=TIMEOUT_S * 1000)
@@ -314,7 +355,9 @@ async def browser_visit(page, target: str, runs: dict[str, str], rng: random.Ran
         await slider_walk(page, runs["explore"], 6, rng, mode["latency"], mode)
     elif "/gan?" in target:
         await asyncio.sleep(4)  # watch the live view refresh
-        await move_slider(page, f"gan-means-{runs['gan']}", f"gan-grid-{runs['gan']}", "ArrowRight")
+        dt = await move_gan_slider(page, runs["gan"])
+        if dt is not None:
+            mode["gan_route"].append(dt)
     else:
         await asyncio.sleep(6)  # watch: the sidebar and the live chart refresh by themselves
     if "/vae?" in target or "/gan?" in target:
@@ -552,6 +595,8 @@ def report(out: dict, args, jobs_info: str, log_text: str) -> str:
             f"[{label}] slider -> new image, idle (1 session, no jobs): {ms(m['idle_latency'])}",
             f"[{label}] slider -> new image, under load: {ms(m['latency'])}; moves giving the same image "
             f"{m['unchanged']}",
+            f"[{label}] GAN page's own sliders, one grid from the route (GET -> PNG), under load: "
+            f"{ms(m['gan_route'])}",
             f"[{label}] page load (open -> drawn), idle: {ms(m['idle_page_load'])}; under load: {ms(m['page_load'])}",
         ]
         if name == "ws":

@@ -97,9 +97,9 @@ def percentile(values: list[float], q: float) -> float:
 # ---- the server ----
 
 class Server:
-    """`streamlit run app.py` on a free port with the given environment; stopped on exit."""
+    """`streamlit run serve.py` (as `make run`) on a free port with the given environment; stopped on exit."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, script: str = "app.py",
+    def __init__(self, env: dict[str, str], log_path: Path, script: str = "serve.py",
                  options: list[str] | None = None) -> None:
         self.port = st_harness.free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -173,75 +173,6 @@ def slider_latencies(page, img_sel: str, slider_keys: list[str], moves: int,
 
 def vae_slider_latencies(page, run_id: str, dims: list[int], moves: int) -> dict[str, Any]:
     return slider_latencies(page, f".st-key-vae-zimg-{run_id}", [f"vae-z{d}-{run_id}" for d in dims], moves)
-
-
-# The GAN page's "seed's latent points" sliders (dashboard/explore/gan.py): scale_means from 1.0 to 10 and
-# scale_stds from 1.0 to 10 in steps of 0.5 are 18 fresh positions each; one image grid of GAN_IMAGES digits.
-GAN_MOVES_PER_SLIDER = 18
-
-
-def gan_slider_latencies(page, run_id: str, moves: int) -> dict[str, Any]:
-    """ArrowRight on the means, then the stds slider -> the new grid loaded (at most 2 x GAN_MOVES_PER_SLIDER)."""
-    return slider_latencies(page, f".st-key-gan-grid-{run_id}", [f"gan-means-{run_id}", f"gan-stds-{run_id}"],
-                            min(moves, 2 * GAN_MOVES_PER_SLIDER), per_slider=GAN_MOVES_PER_SLIDER)
-
-
-def measure_gan(args, browser, env: dict[str, str], runs_dir: Path, dataset: str, data_root: str,
-                work: Path) -> dict[str, Any]:
-    """The GAN sliders' latency for each preset's run (the shipped 'fast' pretrained GAN, and a seed-preset GAN
-    trained a few steps here), idle and while a VAE job trains (a CLI job at the dashboard workers' niceness +10,
-    as dashboard/state.py starts them); each figure on a freshly opened page, on two servers side by side and
-    interleaved: grids computed one step ahead (the default) and made only when asked ($GENLIB_GAN_AHEAD=0, the
-    path before it)."""
-    from genlib.runs.pretrained import install
-    from genlib.runs.store import RunStore
-
-    store = RunStore(runs_dir)
-    install(store)
-    runs = {"fast": "pretrained-gan"}
-    log("GAN: training a seed-preset GAN for 20 steps (its sliders' latency does not depend on its quality)")
-    out = subprocess.run([sys.executable, "-m", "genlib", "train", "gan", "--preset", "seed", "--dataset", "digits",
-                          "--max-steps", "20", "--runs-dir", str(runs_dir), "--quiet"],
-                         cwd=REPO, env=env, capture_output=True, text=True, check=False)
-    if out.returncode == 0:
-        runs["seed"] = json.loads(out.stdout.strip().splitlines()[-1])["run_id"]
-    else:
-        log(f"GAN: the seed-preset run failed, measuring 'fast' only:\n{out.stderr[-1500:]}")
-    servers = {mode: Server(dict(env, GENLIB_JOB_BACKEND="process", GENLIB_GAN_AHEAD=flag),
-                            work / f"streamlit-gan-{mode}.log", options=args.st_option)
-               for mode, flag in (("ahead", "1"), ("asked", "0"))}
-    result: dict[str, Any] = {}
-    job = None
-    try:
-        ctx = browser.new_context(viewport={"width": 1400, "height": 900})
-        page = ctx.new_page()
-        for phase in ("idle", "training"):
-            if phase == "training":
-                cmd = ["nice", "-n", "10", sys.executable, "-m", "genlib", "train", "vae", "--dataset", dataset,
-                       "--data-root", data_root, "--hidden", str(VAE_CONFIG["hidden"]), "--latent",
-                       str(VAE_CONFIG["latent"]), "--batch-size", str(VAE_CONFIG["batch_size"]), "--epochs", "50",
-                       "--runs-dir", str(work / "gan-load-runs"), "--quiet"]
-                job = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                metrics = list((work / "gan-load-runs").glob("*/metrics.jsonl"))
-                t0 = time.time()
-                while not metrics and time.time() - t0 < 300:  # past its imports and data loading: training
-                    time.sleep(1)
-                    metrics = list((work / "gan-load-runs").glob("*/metrics.jsonl"))
-            for i, (preset, run_id) in enumerate(runs.items()):
-                order = list(servers) if i % 2 == 0 else list(servers)[::-1]  # interleaved: neither always first
-                for mode in order:
-                    open_page(page, f"{servers[mode].url}/gan?run={run_id}")
-                    log(f"GAN ({preset}, {mode}) {phase}: {args.moves} slider moves")
-                    res = gan_slider_latencies(page, run_id, args.moves)
-                    result[f"{preset}_{phase}_{mode}"] = summary(res["ms"]) | {"missed": res["missed"]}
-        ctx.close()
-    finally:
-        if job is not None:
-            job.terminate()
-            job.wait(30)
-        for server in servers.values():
-            server.close()
-    return result
 
 
 # The floor: Streamlit alone, one slider in a fragment and one 280 px PNG made without torch (numpy + Pillow).
@@ -588,6 +519,8 @@ def main(argv: list[str] | None = None) -> int:
                     if not args.no_floor:  # Streamlit's own round trip on this machine now: the least a move costs
                         log(f"(a) the floor: a bare Streamlit slider and image, {args.moves} moves")
                         report["floor"] = floor_latencies(browser, env, work, args.moves, args.st_option)
+                    from measure_gan_ui import measure_gan  # the GAN page's sliders, three ways
+
                     report["gan"] = measure_gan(args, browser, env, runs_dir, dataset, data_root, work)
                 finally:
                     browser.close()

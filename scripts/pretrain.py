@@ -1,9 +1,11 @@
-"""Trains the pretrained models the app ships (RBM, VAE with latent 2 and 8, GAN, and the EBM once genlib has it) on
-MNIST within a stated CPU budget, and writes each as a small read-only run folder under pretrained/ (half-precision
-weights, metrics, per-epoch grids), which genlib.runs.pretrained installs into the runs folder on a fresh install.
+"""Trains the pretrained models the app ships (RBM, VAE with latent 16 and 2, GAN, EBM; the VAE, GAN and EBM with
+their lecture recipes, genlib/presets.py) on MNIST within a stated CPU budget, and writes each as a small read-only
+run folder under pretrained/ (half-precision weights, metrics, per-epoch grids, and with --evaluate its quality
+figures), which genlib.runs.pretrained installs into the runs folder on a fresh install.
 
     nice -n 10 .venv/bin/python scripts/pretrain.py --data-root ../shared/data            # every model
-    nice -n 10 .venv/bin/python scripts/pretrain.py --data-root ../shared/data --only vae-latent2 --epochs 3
+    nice -n 10 .venv/bin/python scripts/pretrain.py --data-root ../shared/data --only pretrained-vae-latent2 --epochs 3
+    .venv/bin/python scripts/pretrain.py --adopt pretrained-rbm OUT/work/runs/<run id>   # time_to_quality --keep-runs
 
 Each model trains through genlib.jobs.worker.run_job in a temporary runs folder, exactly as a dashboard job does; the
 export then rewrites the last checkpoint in float16 (no optimiser state: forks of a pretrained run start a fresh
@@ -42,32 +44,44 @@ class PretrainSpec:
     budget_min: float = 10.0  # stop (and ship what was learned) if training runs longer than this
 
 
+def _lecture(model: str, run_id: str, title: str, budget_min: float, model_config: dict[str, Any] | None = None,
+             **train: Any) -> PretrainSpec:
+    """A shipped model made with its lecture recipe (genlib/presets.py), `model_config` and `train` on top."""
+    from genlib.presets import recipe
+
+    r = recipe(model, "lecture")
+    return PretrainSpec(run_id=run_id, model=model, title=title, model_config={**r.model_config, **(model_config or {})},
+                        train={**r.train_config, **train}, budget_min=budget_min)
+
+
 def specs(model_names: Sequence[str]) -> list[PretrainSpec]:
-    """The shipped models, in the order they are trained; the EBM is included when genlib has one."""
+    """The shipped models, in the order they are trained: the VAE's, GAN's and EBM's lecture recipes, trained for
+    longer than a lecture's minutes (docs/time_to_quality.md has the curves these runs follow), and the RBM below."""
     out = [
-        # PCD-1 (Tieleman 2008) rather than the seed's CD-1: after a few epochs a CD-1 RBM's long Gibbs chains from
-        # random pixels all settle on one grey blob, a PCD one's on digits. With the seed's lr 0.1 and 64 chains
-        # they all settle on 0s; 256 persistent chains (the batch), lr 0.02 with momentum 0.5 (Hinton's guide) and a
-        # little weight decay give chains that end on most of the ten digits (tried 2026-11: 64-256 chains, lr
-        # 0.01-0.05, momentum 0.5/0.9, CD-10; lower rates leave chains from noise grey, higher ones collapse them)
+        # not the RBM's lecture recipe: centred PCD-1 at lr 0.05 (batch 100) was measured for 30 minutes and its Gibbs
+        # chains from noise collapse onto one digit throughout (AIS -129 nats at 10 minutes;
+        # docs/time_to_quality.md), so the shipped RBM stays this one: PCD-1 (Tieleman 2008) with 256 persistent
+        # chains (the batch), lr 0.02 with momentum 0.5 (Hinton's guide) and a little weight decay, whose chains end
+        # on most of the ten digits (tried 2026-11: 64-256 chains, lr 0.01-0.05, momentum 0.5/0.9, CD-10)
         PretrainSpec(run_id="pretrained-rbm", model="rbm", title="Pretrained RBM (500 hidden units, PCD-1, 256 chains)",
                      model_config={"persistent": True, "momentum": 0.5, "weight_decay": 1e-4},
                      train={"epochs": 15, "lr": 0.02, "batch_size": 256}, budget_min=12),
-        PretrainSpec(run_id="pretrained-vae-latent8", model="vae", title="Pretrained VAE (latent 8, the seed's)",
-                     model_config={"latent": 8}, train={"epochs": 20}, budget_min=6),
-        PretrainSpec(run_id="pretrained-vae-latent2", model="vae", title="Pretrained VAE (latent 2: a map you can see)",
-                     model_config={"latent": 2}, train={"epochs": 20}, budget_min=6),
-        # the seed's DCGAN (2.5M parameters) needs hours of CPU for 30 epochs; the 'fast' preset (widths / 4) fits, with
-        # DCGAN's own Adam settings (lr 2e-4, beta1 0.5) and batches of 64: more updates in the same time
-        PretrainSpec(run_id="pretrained-gan", model="gan", title="Pretrained GAN ('fast' preset: the seed's DCGAN, "
-                     "widths / 4)", model_config={"preset": "fast", "adam_beta1": 0.5},
-                     train={"epochs": 10, "lr": 2e-4, "batch_size": 64}, budget_min=12),
+        # the lecture recipe (Bernoulli decoder, 16 latent dimensions): 100 epochs are ~15 minutes of one idle core,
+        # where its IWAE bound reached 92.5 nats (docs/time_to_quality.md); epochs, not the clock, end it, so a
+        # busy machine takes longer but ships the same model
+        _lecture("vae", "pretrained-vae", "Pretrained VAE (lecture recipe: latent 16, Bernoulli decoder)", 40,
+                 epochs=100),
+        _lecture("vae", "pretrained-vae-latent2", "Pretrained VAE (latent 2: a map you can see)", 20,
+                 model_config={"latent": 2}, epochs=30),
+        # DCGAN's Adam 2e-4, beta1 0.5, batches of 32 on the widths / 4 network: past the shipped 'fast' GAN's FD
+        # after 6.5 minutes of one core
+        _lecture("gan", "pretrained-gan", "Pretrained GAN (lecture recipe: the seed's DCGAN with widths / 4)", 25,
+                 epochs=1000),
     ]
     if "ebm" in model_names:
         # two epochs: after one, Langevin chains from noise still end in stroke fragments; after two, about three
         # quarters of them are readable digits (15-20 min on one idle core, 31 min on this shared machine)
-        out.append(PretrainSpec(run_id="pretrained-ebm", model="ebm", title="Pretrained EBM (2 epochs)",
-                                train={"epochs": 2}, budget_min=35))
+        out.append(_lecture("ebm", "pretrained-ebm", "Pretrained EBM (2 epochs)", 35, epochs=2))
     return out
 
 
@@ -175,6 +189,30 @@ def export(run: Any, spec: PretrainSpec, out_dir: Path, seconds: float, order: i
             "checkpoint_bytes": len(half), "half_max_pixel_diff": round(diff, 5)}
 
 
+# the figures a MANIFEST row carries (genlib.runs.pretrained ranks a model's pretrained runs by them; the page's
+# quality panel reads the folder's quality.json)
+MANIFEST_FIGURES = ("frechet_distance", "frechet_floor", "class_min_share", "iwae_nll", "neg_elbo",
+                    "test_log_likelihood", "test_log_likelihood_se")
+
+
+def evaluate_export(folder: Path, data_root: str | None) -> dict[str, Any]:
+    """The FINAL quality evaluation of an exported folder's float16 weights, recorded in it (quality.jsonl and
+    quality.json ship with it, so its page shows the figures at once); returns the MANIFEST's figures."""
+    from genlib.quality.records import evaluate_saved_run
+    from genlib.quality.settings import FINAL
+    from genlib.runs.store import Run
+
+    run = Run(folder)
+    record = evaluate_saved_run(run, FINAL, data_root=data_root)
+    run.quality_status_path.unlink(missing_ok=True)  # the evaluation's progress: nothing a shipped run needs
+    if record.get("error"):
+        raise RuntimeError(f"the final evaluation of {folder.name} failed: {record['error']}")
+    figures = {k: round(float(v), 4) for k, v in record["figures"].items()
+               if k in MANIFEST_FIGURES and isinstance(v, (int, float))}
+    print(f"{folder.name}: {figures}", file=sys.stderr)
+    return figures
+
+
 def write_manifest(out_dir: Path, rows: list[dict[str, Any]]) -> None:
     """pretrained/MANIFEST.json: what each folder holds and how long it trained (merged with earlier rows)."""
     path = out_dir / "MANIFEST.json"
@@ -196,7 +234,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--dataset", default="mnist", help="mnist (default; what ships) or digits (offline trials)")
     p.add_argument("--adopt", nargs=2, metavar=("RUN_ID", "RUN_DIR"),
                    help="instead of training RUN_ID, export a run folder already trained with the same settings "
-                        "(e.g. `python -m genlib train ebm --epochs 2` on a quieter machine); its own wall time is kept")
+                        "(e.g. `python -m genlib train ebm --epochs 2` on a quieter machine, or a run that "
+                        "scripts/time_to_quality.py --keep-runs stopped at its clock); its own wall time is kept")
+    p.add_argument("--evaluate", action="store_true",
+                   help="after each export, its FINAL quality evaluation (minutes), shipped in the folder and MANIFEST")
+    p.add_argument("--figures-only", action="store_true",
+                   help="train nothing: evaluate the shipped folders of --only (or all) and record their figures")
     args = p.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     from genlib.models import MODEL_NAMES
@@ -207,6 +250,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not chosen:
         raise SystemExit(f"nothing to train: --only names none of {[s.run_id for s in specs(MODEL_NAMES)]}")
     rows = []
+    if args.figures_only:  # the shipped folders as they are: evaluate them and record their figures
+        old_rows = {r["run_id"]: r for r in json.loads((out_dir / "MANIFEST.json").read_text())["runs"]}
+        for spec in chosen:
+            rows.append({**old_rows[spec.run_id], "figures": evaluate_export(out_dir / spec.run_id, args.data_root)})
+        write_manifest(out_dir, rows)
+        print(json.dumps({"evaluated": [r["run_id"] for r in rows], "out": str(out_dir)}))
+        return 0
     if args.adopt:
         from genlib.runs.store import Run
 
@@ -215,11 +265,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         if run_id not in by_id:
             raise SystemExit(f"--adopt: {run_id} is none of {sorted(by_id)}")
         run = Run(Path(run_dir))
-        if run.info().get("model") != by_id[run_id].model or run.state().get("state") != "finished":
-            raise SystemExit(f"--adopt: {run_dir} is not a finished {by_id[run_id].model} run")
+        spec = by_id[run_id]
+        info = run.info()
+        if info.get("model") != spec.model or run.state().get("state") not in ("finished", "stopped"):
+            raise SystemExit(f"--adopt: {run_dir} is not a finished or stopped {spec.model} run")
+        differs = {k: (info["model_config"].get(k), v) for k, v in spec.model_config.items()
+                   if info["model_config"].get(k) != v}
+        if differs:  # the folder must hold what the spec ships, or its title would say something else
+            raise SystemExit(f"--adopt: {run_dir}'s model settings differ from {run_id}'s (theirs, ours): {differs}")
         seconds = float(run.state().get("seconds") or 0.0)
         order = list(by_id).index(run_id)
-        write_manifest(out_dir, [export(run, by_id[run_id], out_dir, seconds, order, args.threads)])
+        row = export(run, spec, out_dir, seconds, order, args.threads)
+        if args.evaluate:
+            row["figures"] = evaluate_export(out_dir / run_id, args.data_root)
+        write_manifest(out_dir, [row])
         print(json.dumps({"adopted": run_id, "from": str(run_dir), "out": str(out_dir)}))
         return 0
     with tempfile.TemporaryDirectory(prefix="genlib-pretrain-") as tmp:
@@ -227,6 +286,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             run, seconds = train_one(spec, Path(tmp), args.data_root, args.threads, args.epochs, args.dataset)
             order = [s.run_id for s in specs(MODEL_NAMES)].index(spec.run_id)
             rows.append(export(run, spec, out_dir, seconds, order, args.threads))
+            if args.evaluate:
+                rows[-1]["figures"] = evaluate_export(out_dir / spec.run_id, args.data_root)
     write_manifest(out_dir, rows)
     print(json.dumps({"runs": rows, "out": str(out_dir)}))
     return 0

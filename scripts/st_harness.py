@@ -1,5 +1,5 @@
 """What the browser tests (tests/browser/) and the load test (scripts/load_test.py) share to drive the dashboard: a
-free local port, the `streamlit run app.py` command line, waiting for /_stcore/health, Debian's Chromium launched by
+free local port, the `streamlit run serve.py` command line, waiting for /_stcore/health, Debian's Chromium launched by
 Playwright (never a Playwright download), and Debian's nginx in front of several app servers with the shipped
 deploy/nginx-genlib.conf (sticky by the `genlib_backend` cookie).
 
@@ -51,8 +51,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def streamlit_command(port: int, app: str = "app.py") -> list[str]:
-    """`python -m streamlit run <app>` headless on 127.0.0.1:<port>, without the file watcher or usage stats."""
+def streamlit_command(port: int, app: str = "serve.py") -> list[str]:
+    """`python -m streamlit run <app>` headless on 127.0.0.1:<port>, without the file watcher or usage stats; the
+    default serve.py is app.py with the GAN grid route, as `make run` starts it."""
     return [sys.executable, "-m", "streamlit", "run", app, "--server.headless", "true",
             "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false",
             "--server.port", str(port), "--server.address", "127.0.0.1"]

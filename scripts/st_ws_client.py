@@ -15,6 +15,7 @@ the widget values it changed (the server keeps the others at their last values).
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 import time
 import urllib.parse
@@ -261,6 +262,20 @@ class Session:
 
     def widgets(self, kind: str | None = None) -> list[Element]:
         return [el for el in self.elements.values() if el.kind in WIDGETS and (kind is None or el.kind == kind)]
+
+    def component_data(self, key: str) -> dict[str, Any] | None:
+        """The JSON data of the components-v2 element created with `key=key` (e.g. the GAN sliders' route URL), or
+        None when the page has none."""
+        for el in self.elements.values():
+            if el.kind == "bidi_component" and user_key(el.proto.id) == key and el.proto.json:
+                return json.loads(el.proto.json)
+        return None
+
+    async def get(self, path: str) -> tuple[float, int, bytes]:
+        """(seconds, HTTP status, body) of a GET of `path` on this session's server, as its browser (its cookie)."""
+        t0 = time.perf_counter()
+        status, body = await asyncio.wait_for(_get(self.url.rstrip("/") + path, self.cookie), self.timeout)
+        return time.perf_counter() - t0, status, body
 
     def image_urls(self, container_key: str | None = None, *, fetched: bool = False) -> list[str]:
         """URLs of the images on the page, or only of those inside the keyed container `container_key`."""

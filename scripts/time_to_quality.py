@@ -77,8 +77,16 @@ TARGETS: dict[str, tuple[Target, ...]] = {
     "ebm": (Target("every digit >= 5%, FD <= half the pretrained EBM's", 600,
                    (_every_digit(), Condition("frechet", "<=", ref="ebm.frechet", factor=0.5))),),
 }
-REFERENCE_RUNS = {"gan": "pretrained-gan", "vae": "pretrained-vae-latent8", "ebm": "pretrained-ebm",
-                  "rbm": "pretrained-rbm"}
+REFERENCE_RUNS = {"gan": "pretrained-gan", "vae": "pretrained-vae", "ebm": "pretrained-ebm", "rbm": "pretrained-rbm"}
+# The targets are relative to the models shipped before the lecture recipes replaced them (pretrained/ at commit
+# 14efb1d: the 'fast' GAN of batch 64, the latent-8 VAE, the 2-epoch EBM), judged by this script's classifier on
+# 2,000 samples (scripts/time_to_quality.py at 14efb1d, which measured its own pretrained/). `--references shipped`
+# judges whatever pretrained/ holds now instead.
+BEFORE_LECTURE: dict[str, float] = {
+    "gan.frechet": 115.18, "gan.ratio": 44.87, "gan.min_share": 0.059,
+    "vae.frechet": 298.26, "vae.ratio": 116.18, "vae.min_share": 0.023,
+    "ebm.frechet": 281.47, "ebm.ratio": 109.6, "ebm.min_share": 0.021,
+}
 
 
 def holds(point: dict[str, Any], cond: Condition, refs: dict[str, float]) -> bool:
@@ -230,24 +238,45 @@ def likelihood(model_name: str, model: Any, data: Any, args: argparse.Namespace,
     if model_name == "rbm":
         from genlib.quality.ais import AISConfig, RBMEvalConfig, evaluate_rbm
 
-        cfg = RBMEvalConfig(ais=AISConfig(n_steps=args.ais_steps, n_chains=args.ais_chains, seed=seed),
-                            n_test=args.n_test)
-        r = evaluate_rbm(model, data.x_train, data.x_test, cfg)
-        return {"ais_ll": r["test_log_likelihood"], "ais_steps": args.ais_steps, "ais_chains": args.ais_chains}
+        # independent AIS runs (their own chains' seeds): the estimate's spread, beside its mean
+        runs = [evaluate_rbm(model, data.x_train, data.x_test,
+                             RBMEvalConfig(ais=AISConfig(n_steps=args.ais_steps, n_chains=args.ais_chains,
+                                                         seed=seed + 1000 * i), n_test=args.n_test))
+                ["test_log_likelihood"] for i in range(max(1, args.ais_repeats))]
+        mean = sum(runs) / len(runs)
+        return {"ais_ll": mean, "ais_ll_runs": runs, "ais_ll_spread": max(runs) - min(runs),
+                "ais_steps": args.ais_steps, "ais_chains": args.ais_chains}
     return {}
+
+
+def snapshots_to_evaluate(names: list[str], eval_every: float, eval_at: list[float] | None = None
+                          ) -> list[tuple[float, str]]:
+    """(seconds, file name) of the snapshot copies to judge, in time order: at most one per `eval_every` seconds, or
+    with `eval_at` the last one at or before each of those seconds (the targets' deadlines); always the last."""
+    timed = sorted((float(name.removesuffix(".safetensors")), name) for name in names)
+    keep: list[tuple[float, str]] = []
+    if eval_at:
+        for deadline in sorted(eval_at):
+            before = [tn for tn in timed if tn[0] <= deadline]
+            if before and before[-1] not in keep:
+                keep.append(before[-1])
+    else:
+        last_t = -1e9
+        for t, name in timed[:-1]:
+            if t - last_t >= eval_every:
+                keep.append((t, name))
+                last_t = t
+    if timed and timed[-1] not in keep:
+        keep.append(timed[-1])
+    return keep
 
 
 def evaluate_run(model_name: str, snap_dir: Path, names: list[str], judge: Judge, args: argparse.Namespace
                  ) -> list[dict[str, Any]]:
-    """One curve point per kept snapshot: at most one per --eval-every seconds, and always the last."""
+    """One curve point per snapshot that snapshots_to_evaluate keeps."""
     from genlib.runs.checkpoints import load_checkpoint, model_from_checkpoint
 
-    keep, last_t = [], -1e9
-    for i, name in enumerate(names):
-        t = float(name.removesuffix(".safetensors"))
-        if t - last_t >= args.eval_every or i == len(names) - 1:
-            keep.append((t, name))
-            last_t = t
+    keep = snapshots_to_evaluate(names, args.eval_every, args.eval_at)
     curve = []
     for t, name in keep:
         ckpt = load_checkpoint(snap_dir / name)
@@ -262,8 +291,11 @@ def evaluate_run(model_name: str, snap_dir: Path, names: list[str], judge: Judge
     return curve
 
 
-def references(models: list[str], judge: Judge) -> dict[str, float]:
-    """Today's shipped models judged the same way: "<model>.frechet" and "<model>.ratio"."""
+def references(models: list[str], judge: Judge, which: str = "before-lecture") -> dict[str, float]:
+    """The figures the targets are relative to: "<model>.frechet", "<model>.ratio" and "<model>.min_share" of the
+    models shipped before the lecture recipes (BEFORE_LECTURE), or with which="shipped" of pretrained/ now."""
+    if which == "before-lecture":
+        return {k: v for k, v in BEFORE_LECTURE.items() if k.split(".")[0] in models}
     from genlib.runs.checkpoints import load_checkpoint, model_from_checkpoint
     from genlib.runs.store import Run
 
@@ -349,18 +381,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=120.0, help="wall-clock seconds of each run from its Start")
     ap.add_argument("--snapshot-every", type=float, default=5.0, help="seconds between the worker's snapshots")
     ap.add_argument("--eval-every", type=float, default=10.0, help="evaluate at most one snapshot per this many s")
+    ap.add_argument("--eval-at", type=lambda v: [float(x) for x in v.split(",") if x.strip()], default=None,
+                    help="instead of --eval-every: evaluate the last snapshot at or before each of these seconds, "
+                         "e.g. 120,300,1800 (the targets' deadlines)")
     ap.add_argument("--log-every", type=int, default=0, help="steps between the worker's metric reads, its chances "
                     "to write a snapshot (0: the dashboard's 20, 2 for the seed's GAN, which takes seconds a step)")
     ap.add_argument("--iwae-k", type=int, default=100, help="VAE: importance samples per test image")
     ap.add_argument("--n-test", type=int, default=1_000, help="test images for the likelihoods")
     ap.add_argument("--ais-steps", type=int, default=2_000)
     ap.add_argument("--ais-chains", type=int, default=32)
+    ap.add_argument("--ais-repeats", type=int, default=1,
+                    help="RBM: independent AIS runs per point; the curve has their mean, the JSON each and the spread")
     ap.add_argument("--data-root", default=os.environ.get("GENLIB_DATA_ROOT"))
     ap.add_argument("--out", default="time_to_quality", help="folder for the JSON, the PNGs and the run folders")
     ap.add_argument("--keep-runs", action="store_true", help="keep the run folders and snapshot copies")
     ap.add_argument("--evaluate-only", action="store_true",
                     help="skip training: evaluate the snapshot copies a --keep-runs run left in --out")
     ap.add_argument("--train-only", action="store_true", help="train and keep the snapshot copies; evaluate later")
+    ap.add_argument("--references", choices=("before-lecture", "shipped"), default="before-lecture",
+                    help="what the targets are relative to: the models shipped before the lecture recipes (their "
+                         "recorded figures, the issue's yardstick; default) or pretrained/ as it is now")
     args = ap.parse_args(argv)
 
     from genlib.data import load_dataset
@@ -395,14 +435,15 @@ def main(argv: list[str] | None = None) -> int:
             return 0
     print("evaluating the snapshots ...", flush=True)
     judge = Judge(load_dataset("mnist", root=args.data_root))
-    refs = references(models, judge)
+    refs = references(models, judge, args.references)
     for r in runs:
         r["curve"] = evaluate_run(r["model"], work / "snapshots" / _folder(r["model"], r["recipe"]), r["snapshots"],
                                   judge, args)
     settings = {"command": " ".join(["scripts/time_to_quality.py", *(argv if argv is not None else sys.argv[1:])]),
                 "seconds": args.seconds, "n_samples": N_SAMPLES, "snapshot_every_s": args.snapshot_every,
                 "eval_every_s": args.eval_every, "iwae_k": args.iwae_k, "n_test": args.n_test,
-                "ais_steps": args.ais_steps, "ais_chains": args.ais_chains, "worker_threads": threads,
+                "ais_steps": args.ais_steps, "ais_chains": args.ais_chains, "ais_repeats": args.ais_repeats,
+                "worker_threads": threads,
                 "order": "sequential, one run at a time, the recipes' order alternating between models",
                 "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
                 "load_average_at_end": list(os.getloadavg()), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}

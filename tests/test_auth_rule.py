@@ -123,7 +123,7 @@ def test_a_short_token_is_refused_at_start_up(monkeypatch):
     assert subprocess.run([sys.executable, "-m", "dashboard.auth"], cwd=ROOT, env=env, capture_output=True,
                           timeout=120).returncode == 0
     makefile = (ROOT / "Makefile").read_text()
-    assert makefile.index("-m dashboard.auth") < makefile.index("-m streamlit run app.py")
+    assert makefile.index("-m dashboard.auth") < makefile.index("-m streamlit run serve.py")
 
 
 def test_a_short_token_shows_its_error_on_every_page_and_serves_no_action(dashboard_env, monkeypatch):

@@ -15,11 +15,11 @@ def _run(store, run_id, model, loss=None, step=100, pretrained=True):
     return run
 
 
-def test_the_repositorys_vae_page_opens_on_latent_8_not_latent_2(tmp_path):
+def test_the_repositorys_vae_page_opens_on_the_lecture_vae_not_latent_2(tmp_path):
     from conftest import ROOT
 
     runs = RunStore(ROOT / "pretrained").list()
-    assert best_pretrained(runs, "vae", ROOT / "pretrained").id == "pretrained-vae-latent8"
+    assert best_pretrained(runs, "vae", ROOT / "pretrained").id == "pretrained-vae"
     assert best_pretrained(runs, "gan", ROOT / "pretrained").id == "pretrained-gan"
     assert best_pretrained(runs, "nope", ROOT / "pretrained") is None
 

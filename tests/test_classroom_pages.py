@@ -184,17 +184,17 @@ def test_a_fresh_install_opens_the_pretrained_models(dashboard_env, monkeypatch)
     monkeypatch.setenv("GENLIB_PRETRAINED_DIR", str(ROOT / "pretrained"))
     at = page("app_pages/vae.py")
     assert not at.exception
-    # the best shipped VAE (issue 20: latent 8, not the weakest latent-2 run) opens first
-    assert at.selectbox(key="vae-run-select").value == "pretrained-vae-latent8"
+    # the best shipped VAE (issue 20: the lecture recipe's, not the weakest latent-2 run) opens first
+    assert at.selectbox(key="vae-run-select").value == "pretrained-vae"
     assert any("pretrained model shipped with the app" in c.value for c in at.caption)
-    assert not [b for b in at.button if getattr(b, "key", "") == "continue-submit-pretrained-vae-latent8"]
+    assert not [b for b in at.button if getattr(b, "key", "") == "continue-submit-pretrained-vae"]
     for model, run_id in (("rbm", "pretrained-rbm"), ("gan", "pretrained-gan")):
         at = page(f"app_pages/{model}.py")
         assert at.selectbox(key=f"{model}-run-select").value == run_id
     runs = page("app_pages/runs.py", run="pretrained-gan")
     table = runs.dataframe[0].value
     assert set(table[table["origin"] == "pretrained"]["run"]) >= {"pretrained-rbm", "pretrained-vae-latent2",
-                                                                   "pretrained-vae-latent8", "pretrained-gan"}
+                                                                   "pretrained-vae", "pretrained-gan"}
     assert not [b for b in runs.button if getattr(b, "key", "") == "delete-run"]
     assert any("kept read-only" in c.value for c in runs.caption)
 

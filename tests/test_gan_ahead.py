@@ -1,4 +1,4 @@
-"""The GAN explorer's latent-point grids made one slider step ahead (dashboard.explore.gan.GridAhead, neighbours):
+"""The GAN explorer's latent-point grids made one slider step ahead (dashboard.explore.gan_grids.GridAhead, neighbours):
 which positions are queued, that a queued grid is served without being made again, and that the grid served is the
 one the generator makes for those slider positions."""
 
@@ -9,19 +9,19 @@ import threading
 import pytest
 import torch
 
-from dashboard.explore import gan
+from dashboard.explore import gan_grids
 
 
 def test_neighbours_put_the_last_moves_direction_first_and_stay_in_range():
-    assert gan.AHEAD == 2  # the first two of these are made ahead
-    assert gan.neighbours(1.0, 1.0, None) == [(1.5, 1.0), (0.5, 1.0), (1.0, 1.5), (1.0, 0.5)]
+    assert gan_grids.AHEAD == 2  # the first two of these are made ahead
+    assert gan_grids.neighbours(1.0, 1.0, None) == [(1.5, 1.0), (0.5, 1.0), (1.0, 1.5), (1.0, 0.5)]
     # the hand moved the means right: two steps further right first, then the rest
-    assert gan.neighbours(1.5, 1.0, (1.0, 1.0)) == [(2.0, 1.0), (2.5, 1.0), (1.0, 1.0), (1.5, 1.5), (1.5, 0.5)]
-    assert gan.neighbours(10.0, 0.0, (9.5, 0.0)) == [(9.5, 0.0), (10.0, 0.5)]  # the sliders' ends
+    assert gan_grids.neighbours(1.5, 1.0, (1.0, 1.0)) == [(2.0, 1.0), (2.5, 1.0), (1.0, 1.0), (1.5, 1.5), (1.5, 0.5)]
+    assert gan_grids.neighbours(10.0, 0.0, (9.5, 0.0)) == [(9.5, 0.0), (10.0, 0.5)]  # the sliders' ends
 
 
 def test_a_grid_made_ahead_is_served_without_making_it_again():
-    ahead = gan.GridAhead()
+    ahead = gan_grids.GridAhead()
     calls = []
     release = threading.Event()
 
@@ -41,7 +41,7 @@ def test_a_grid_made_ahead_is_served_without_making_it_again():
 
 
 def test_queued_grids_a_newer_move_overtakes_are_dropped_unmade():
-    ahead = gan.GridAhead()
+    ahead = gan_grids.GridAhead()
     gate, made = threading.Event(), []
 
     def slow():
@@ -66,8 +66,8 @@ def test_the_grid_served_is_the_generators_at_those_positions():
 
     torch.manual_seed(0)
     model = build_model("gan", {"preset": "fast"}).eval()
-    ahead = gan.GridAhead()
-    ahead.ahead([(("m", 16, m, 1.0, 3), (lambda m=m: gan._latent_grid(model, 16, m, 1.0, 3))) for m in (1.5, 2.0)])
+    ahead = gan_grids.GridAhead()
+    ahead.ahead([(("m", 16, m, 1.0, 3), (lambda m=m: gan_grids.latent_grid(model, 16, m, 1.0, 3))) for m in (1.5, 2.0)])
     for m in (1.5, 2.0):
         made = ahead.get(("m", 16, m, 1.0, 3), lambda: pytest.fail("made again"))
-        assert made == gan._latent_grid(model, 16, m, 1.0, 3)
+        assert made == gan_grids.latent_grid(model, 16, m, 1.0, 3)

@@ -305,7 +305,7 @@ def test_home_shows_a_sample_grid_of_every_model_from_its_best_pretrained_run(sh
     at = AppTest.from_file(APP, default_timeout=300).run()  # installs the runs and samples the GAN: slow when busy
     assert not at.exception, at.exception
     captions = [img.caption for el in at.image for img in el.proto.imgs]
-    for run_id, what in [("pretrained-rbm", "Gibbs"), ("pretrained-vae-latent8", "decoder"),
+    for run_id, what in [("pretrained-rbm", "Gibbs"), ("pretrained-vae", "decoder"),
                          ("pretrained-gan", "generator"), ("pretrained-ebm", "Langevin")]:
         assert any(run_id in c and what in c for c in captions), (run_id, captions)
     assert any("pretrained-gan" in c and "fresh samples" in c for c in captions)  # no saved grid: sampled once
@@ -333,7 +333,7 @@ def test_a_model_page_opens_on_its_best_pretrained_run_and_reads_finished(shippe
     at.switch_page("app_pages/vae.py")
     at.run()
     assert not at.exception, at.exception
-    assert at.selectbox(key="vae-run-select").value == "pretrained-vae-latent8"
+    assert at.selectbox(key="vae-run-select").value == "pretrained-vae"
     bars = [p.proto.text for p in at.get("progress")]
-    assert any(t.startswith("Finished · 4 epochs trained · step 2,030") for t in bars), bars
+    assert any(t.startswith("Finished · 100 epochs trained · step 46,800") for t in bars), bars
     assert not any("epochs done" in t for t in bars)

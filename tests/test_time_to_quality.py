@@ -82,8 +82,8 @@ def test_the_target_tables_cover_every_model_with_the_issue_deadlines():
         for t in targets:
             for c in t.conditions:
                 assert c.op in ("<=", ">=") and (c.value is None) != (c.ref is None), t.name
-                if c.ref:
-                    assert c.ref.split(".")[0] in ttq.REFERENCE_RUNS
+                if c.ref:  # the issue's yardstick: the models shipped before the lecture recipes, recorded
+                    assert c.ref.split(".")[0] in ttq.REFERENCE_RUNS and c.ref in ttq.BEFORE_LECTURE, c.ref
     for run in ttq.REFERENCE_RUNS.values():
         assert (ROOT / "pretrained" / run / "run.json").exists(), run
 
@@ -133,3 +133,35 @@ def test_recipe_variants_to_try_set_model_and_train_fields_and_refuse_bad_ones()
         with pytest.raises(ValueError):
             ttq.parse_recipe("vae", bad)
     assert ttq._folder("vae", "lecture:lr=0.003") == "vae-lecture_lr_0.003"
+
+
+def test_the_rbm_point_holds_each_independent_ais_run_their_mean_and_spread():
+    import argparse
+
+    import torch
+
+    from genlib.data import load_dataset
+    from genlib.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("rbm", {"n_hidden": 16}).eval()
+    data = load_dataset("digits")
+    args = argparse.Namespace(ais_steps=50, ais_chains=8, n_test=64, ais_repeats=3)
+    point = ttq.likelihood("rbm", model, data, args)
+    runs = point["ais_ll_runs"]
+    assert len(runs) == 3 and len(set(runs)) == 3  # three runs of their own chains, not one repeated
+    assert point["ais_ll"] == pytest.approx(sum(runs) / 3)
+    assert point["ais_ll_spread"] == pytest.approx(max(runs) - min(runs)) and point["ais_ll_spread"] > 0
+    one = ttq.likelihood("rbm", model, data, argparse.Namespace(**{**vars(args), "ais_repeats": 1}))
+    assert one["ais_ll_runs"] == runs[:1]  # the first run is the single run's estimate: the same seed
+
+
+def test_snapshots_are_picked_every_so_many_seconds_or_at_the_deadlines():
+    names = [f"{t:08.2f}.safetensors" for t in (5.0, 31.0, 64.0, 95.5, 118.0, 151.0, 299.0, 330.0)]
+    every = ttq.snapshots_to_evaluate(names, 60.0)
+    assert [t for t, _ in every] == [5.0, 95.5, 299.0, 330.0]  # >= 60 s apart, and the last
+    at = ttq.snapshots_to_evaluate(names, 60.0, [120, 300, 1800])
+    assert [t for t, _ in at] == [118.0, 299.0, 330.0]  # the last copy by each deadline (1800: the last one)
+    assert at[0][1] == "00118.00.safetensors"
+    assert ttq.snapshots_to_evaluate(names, 60.0, [1.0]) == [(330.0, "00330.00.safetensors")]  # none by 1 s
+    assert ttq.snapshots_to_evaluate([], 60.0, [120]) == []

@@ -171,7 +171,8 @@ def test_a_session_with_the_sticky_cookie_stays_on_its_server_behind_nginx(tmp_p
             pytest.fail("GENLIB_REQUIRE_NGINX=1 but nginx is not installed (apt-get install nginx)")
         pytest.skip("nginx not found: apt-get install nginx")
     (tmp_path / "app.py").write_text(PROXIED_APP)
-    servers = start_app_servers(2, dict(os.environ), tmp_path, tmp_path, timeout=60)
+    servers = start_app_servers(2, dict(os.environ), tmp_path, tmp_path, timeout=60,
+                                command=lambda port: streamlit_command(port, "app.py"))
     ports = [port for _, _, port in servers]
     try:
         nginx, url, log = start_nginx(tmp_path, ports)

@@ -1,5 +1,6 @@
-"""Real-browser fixtures: one `streamlit run app.py` server per session on a free local port, one headless Chromium
-(Debian's, never a Playwright download), and tiny pre-trained GAN and RBM runs for the explorers.
+"""Real-browser fixtures: one `streamlit run serve.py` server (app.py with the grid route, as `make run` starts it)
+per session on a free local port, one headless Chromium (Debian's, never a Playwright download), and tiny pre-trained
+GAN and RBM runs for the explorers.
 
 The server gets its own runs folder and an empty data root, so only the offline `digits` dataset exists and nothing
 touches the network. Without Chromium (or the playwright package) every test here is skipped with the reason, unless
@@ -136,7 +137,7 @@ def pretrain(browser_env):
 
 @pytest.fixture(scope="session")
 def app_url(browser_env, pretrain):
-    """`streamlit run app.py` on a free port; its URL once /_stcore/health says ok. Stopped (with every training
+    """`streamlit run serve.py` on a free port; its URL once /_stcore/health says ok. Stopped (with every training
     job it started) at the end of the session."""
     port = free_port()
     cmd = streamlit_command(port)

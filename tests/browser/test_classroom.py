@@ -72,7 +72,7 @@ def made_runs(browser_env):
 def test_a_copied_link_shows_a_second_browser_the_same_view(browser, context, page, app_url, made_runs,
                                                              screenshot_dir):
     run_id = made_runs["gan"]
-    open_page(page, f"{app_url}/gan?run={run_id}")
+    open_page(page, f"{app_url}/gan?run={run_id}&gan-server=true")
     grid = f"gan-grid-{run_id}"
     first_src = wait_image_loaded(page, grid)
     first = image_bytes(page, first_src)

@@ -1,4 +1,4 @@
-"""What a student does, in a real Chromium against `streamlit run app.py`: train a VAE from its page and watch the
+"""What a student does, in a real Chromium against `streamlit run serve.py`: train a VAE from its page and watch the
 loss chart stream, reload and open a second browser and find the job, move latent sliders and buttons on the VAE,
 GAN and RBM explorers and see the images change, list the runs, and screenshot every page to
 artifacts/screenshots/ (look at them: they are what the class sees).
@@ -187,7 +187,7 @@ def test_vae_latent_slider_changes_image(page, app_url, screenshot_dir):
 
 def test_gan_explorer_controls_change_grid(page, app_url, screenshot_dir, pretrain):
     run_id = pretrain()["gan"]
-    open_page(page, f"{app_url}/gan?run={run_id}")
+    open_page(page, f"{app_url}/gan?run={run_id}&gan-server=true")
     expect(page.get_by_role("heading", name="Generative adversarial network (GAN)")).to_be_visible()
     grid = f"gan-grid-{run_id}"
     old, new = change_and_wait(page, grid, lambda: by_key(page, f"gan-newnoise-{run_id}").get_by_role("button").click())

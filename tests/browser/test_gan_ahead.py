@@ -19,14 +19,14 @@ from st_pages import by_key, image_bytes, open_page, wait_for_app_run, wait_imag
 
 
 def _expected(runs_dir: str, run_id: str, n: int, means: float, stds: float, seed: int) -> np.ndarray:
-    from dashboard.explore import gan
+    from dashboard.explore import gan_grids
     from genlib.images import read_png
     from genlib.runs.checkpoints import load_checkpoint, model_from_checkpoint
     from genlib.runs.store import RunStore
 
     weights = RunStore(runs_dir).get(run_id).latest_weights()
     model = model_from_checkpoint(load_checkpoint(weights, device="cpu"), device="cpu").eval()
-    return read_png(gan._latent_grid(model, n, means, stds, seed)).astype(int)
+    return read_png(gan_grids.latent_grid(model, n, means, stds, seed)).astype(int)
 
 
 def _shown(page, key: str) -> np.ndarray:
@@ -58,7 +58,7 @@ def test_key_presses_show_the_generators_grid_for_the_new_positions(page, app_ur
     run_id, runs_dir = "pretrained-gan", browser_env["GENLIB_RUNS_DIR"]
     if not (Path(runs_dir) / run_id).exists():
         shutil.copytree(Path(__file__).resolve().parents[2] / "pretrained" / run_id, Path(runs_dir) / run_id)
-    open_page(page, f"{app_url}/gan?run={run_id}")
+    open_page(page, f"{app_url}/gan?run={run_id}&gan-server=true")
     grid = f"gan-grid-{run_id}"
     assert _shows(page, grid, _expected(runs_dir, run_id, 36, 1.0, 1.0, 0))
     thumb = by_key(page, f"gan-means-{run_id}").get_by_role("slider")
