@@ -71,23 +71,33 @@ def _fingerprint(folder: Path) -> dict[str, tuple[str, int]]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+def _reads_without_writing(copy: Path, raw: dict) -> None:
+    """A shipped run's folder reads as a finished pretrained run, and reading it changes no file."""
+    before = _fingerprint(copy)
+    run = Run(copy)
+    record = run.record()
+    assert record.model == raw["model"] and record.pretrained and record.forked_from is None
+    assert run.dataset() == "mnist" and run.info()["version"] == RUN_VERSION
+    assert run.state()["state"] == "finished" and run.control()["command"] == "run"
+    assert run.latest_weights() == run.checkpoint_path and run.effective_state() == "finished"
+    assert run.owner() is None
+    assert _fingerprint(copy) == before, f"reading {copy.name} changed its files"
+
+
 def test_the_shipped_pretrained_runs_load_and_reading_never_rewrites_them(tmp_path):
+    """Each shipped folder as it is, and each also as a run.json written before the schema (no "version"): older
+    exports ship that way, and an install keeps a teacher's copies of them."""
     folders = sorted(p for p in PRETRAINED.iterdir() if (p / "run.json").is_file())
     assert folders, "the repository ships pretrained runs"
     for folder in folders:
         raw = json.loads((folder / "run.json").read_text())
-        assert "version" not in raw  # written before the schema: the case this test is about
-        copy = tmp_path / folder.name
-        shutil.copytree(folder, copy)
-        before = _fingerprint(copy)
-        run = Run(copy)
-        record = run.record()
-        assert record.model == raw["model"] and record.pretrained and record.forked_from is None
-        assert run.dataset() == "mnist" and run.info()["version"] == RUN_VERSION
-        assert run.state()["state"] == "finished" and run.control()["command"] == "run"
-        assert run.latest_weights() == run.checkpoint_path and run.effective_state() == "finished"
-        assert run.owner() is None
-        assert _fingerprint(copy) == before, f"reading {folder.name} changed its files"
+        assert raw.get("version", RUN_VERSION) == RUN_VERSION, folder.name
+        shutil.copytree(folder, tmp_path / folder.name)
+        _reads_without_writing(tmp_path / folder.name, raw)
+        legacy = tmp_path / f"{folder.name}-before-the-schema"
+        shutil.copytree(folder, legacy)
+        (legacy / "run.json").write_text(json.dumps({k: v for k, v in raw.items() if k != "version"}, indent=1))
+        _reads_without_writing(legacy, raw)
 
 
 @pytest.mark.parametrize("parent,field,expected", [
