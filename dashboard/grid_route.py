@@ -19,6 +19,7 @@ from dashboard import work_meter
 from dashboard.explore import gan_grids
 from dashboard.explore.gan_grids import GRID_SIZES, MEANS_RANGE, ROUTE_PATH, SCALE_STEP, STDS_RANGE, tickets
 
+
 @dataclass(frozen=True)
 class GridQuery:
     """One grid the page asks for: its size, the two sliders, the noise seed, and where the sliders were before (the

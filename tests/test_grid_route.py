@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,13 @@ def fast_gan():
     return build_model("gan", {"preset": "fast", "noise_dim": 16}).eval()
 
 
+def _run(coro):
+    """The coroutine's result, on an event loop of its own thread: in a whole-suite run Playwright's session-wide
+    browser keeps an event loop running in this one, where asyncio.run refuses to start another."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
 def _get(ticket: str, query: str, cookies: str = "") -> tuple[int, bytes, dict]:
     """The route's answer to GET /genlib/gan-grid/<ticket>?<query>, called as Starlette calls it."""
     from starlette.requests import Request
@@ -33,7 +41,7 @@ def _get(ticket: str, query: str, cookies: str = "") -> tuple[int, bytes, dict]:
     scope = {"type": "http", "method": "GET", "path": f"{grid_route.ROUTE_PATH}/{ticket}",
              "query_string": query.encode(), "headers": headers, "path_params": {"ticket": ticket},
              "client": ("10.0.0.7", 5000)}
-    response = asyncio.run(grid_route.gan_grid(Request(scope)))
+    response = _run(grid_route.gan_grid(Request(scope)))
     return response.status_code, bytes(response.body), dict(response.headers)
 
 
@@ -106,4 +114,4 @@ def test_serve_py_mounts_the_route_and_marks_it_served():
             assert table.served
         assert not table.served
 
-    asyncio.run(life())
+    _run(life())
