@@ -169,4 +169,9 @@ def check_declared(config: Any) -> None:
     for f in fields(config):
         declared = f.metadata.get(BOUNDS_KEY)
         if declared is not None:
-            declared.check(f.name, getattr(config, f.name))
+            value = getattr(config, f.name)
+            declared.check(f.name, value)
+            if declared.kind == "number" and isinstance(value, int) and not isinstance(value, bool):
+                # a whole number for a real field (0 for Adam's beta1): stored as the float it means, so the
+                # libraries it reaches get one type (torch's Adam refuses betas mixing int and float)
+                object.__setattr__(config, f.name, float(value))

@@ -160,3 +160,15 @@ def test_a_live_knob_is_checked_against_the_same_declaration():
     model_class("rbm").check_knob("k", int(top))
     with pytest.raises(ValueError, match="k must be an int"):
         model_class("rbm").check_knob("k", int(top) + 1)
+
+
+@pytest.mark.parametrize("model_name", ["ebm", "gan"])
+def test_a_whole_number_for_a_real_field_is_stored_as_a_float_and_trains(model_name):
+    """Hypothesis found it (tests/test_bounds.py): adam_beta1=0 passed the bounds, and torch's Adam then refused
+    betas (0, 0.999) for mixing int and float."""
+    from genlib.models import build_model, make_config
+
+    config = make_config(model_name, {"adam_beta1": 0})
+    assert config.adam_beta1 == 0.0 and type(config.adam_beta1) is float
+    model = build_model(model_name, {"adam_beta1": 0})
+    model.configure_training(lr=1e-3, precision="fp32")  # raised ValueError before
