@@ -250,6 +250,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not chosen:
         raise SystemExit(f"nothing to train: --only names none of {[s.run_id for s in specs(MODEL_NAMES)]}")
     rows = []
+    shipped_order = [s.run_id for s in specs(MODEL_NAMES)]
+
+    def ship(run: Any, spec: PretrainSpec, seconds: float) -> dict[str, Any]:
+        """Export `run` as `spec`'s folder (with --evaluate, its FINAL figures too); returns its MANIFEST row."""
+        row = export(run, spec, out_dir, seconds, shipped_order.index(spec.run_id), args.threads)
+        if args.evaluate:
+            row["figures"] = evaluate_export(out_dir / spec.run_id, args.data_root)
+        return row
+
     if args.figures_only:  # the shipped folders as they are: evaluate them and record their figures
         old_rows = {r["run_id"]: r for r in json.loads((out_dir / "MANIFEST.json").read_text())["runs"]}
         for spec in chosen:
@@ -273,21 +282,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                    if info["model_config"].get(k) != v}
         if differs:  # the folder must hold what the spec ships, or its title would say something else
             raise SystemExit(f"--adopt: {run_dir}'s model settings differ from {run_id}'s (theirs, ours): {differs}")
-        seconds = float(run.state().get("seconds") or 0.0)
-        order = list(by_id).index(run_id)
-        row = export(run, spec, out_dir, seconds, order, args.threads)
-        if args.evaluate:
-            row["figures"] = evaluate_export(out_dir / run_id, args.data_root)
-        write_manifest(out_dir, [row])
+        write_manifest(out_dir, [ship(run, spec, float(run.state().get("seconds") or 0.0))])
         print(json.dumps({"adopted": run_id, "from": str(run_dir), "out": str(out_dir)}))
         return 0
     with tempfile.TemporaryDirectory(prefix="genlib-pretrain-") as tmp:
         for spec in chosen:
             run, seconds = train_one(spec, Path(tmp), args.data_root, args.threads, args.epochs, args.dataset)
-            order = [s.run_id for s in specs(MODEL_NAMES)].index(spec.run_id)
-            rows.append(export(run, spec, out_dir, seconds, order, args.threads))
-            if args.evaluate:
-                rows[-1]["figures"] = evaluate_export(out_dir / spec.run_id, args.data_root)
+            rows.append(ship(run, spec, seconds))
     write_manifest(out_dir, rows)
     print(json.dumps({"runs": rows, "out": str(out_dir)}))
     return 0

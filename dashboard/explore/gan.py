@@ -116,7 +116,7 @@ def _latent_points(model: Any, run: Run | None, step: int) -> None:
                                    key=key("gan", "stds", run), bind=BIND,
                                    help="stds = scale_stds * linspace(-1, 1, 100) (a negative std draws the same as "
                                         "its absolute value)")
-            st.session_state[key("gan", "points", run)] = {"means": scale_means, "stds": scale_stds}
+            gan_sliders.keep_positions(run, {"means": scale_means, "stds": scale_stds})
         last_key = key("gan", "last-points", run)  # where the sliders were on the last run: which way the hand moves
         last = st.session_state.get(last_key)
         st.session_state[last_key] = (scale_means, scale_stds)

@@ -39,7 +39,6 @@ def gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed))
 
 
-
 def latent_grid(model: Any, n: int, scale_means: float, scale_stds: float, seed: int) -> bytes:
     """The seed's generate_latent_points(n, scale_means, scale_stds) through the generator, one forward pass."""
     z = generate_latent_points(n, model.latent_dim, scale_means, scale_stds, gen(seed))  # (n, dim)
@@ -210,8 +209,7 @@ def tickets() -> GridTickets:
 
 
 def _image_flops(model: Any) -> float:
-    import torch
-
+    """FLOPs of the generator on one noise vector (what a grid of n images costs is n of these)."""
     from genlib.work_budget import forward_flops
 
     return forward_flops(model.decode, torch.zeros(1, model.latent_dim))

@@ -54,29 +54,43 @@ def slider_key(name: str, run: Run | None) -> str:
     return key("gan", name, run)
 
 
+RANGES = {"means": MEANS_RANGE, "stds": STDS_RANGE}
+
+
+def _on_slider(name: str, value: float) -> float:
+    """`value` moved to the nearest position slider `name` has: a multiple of SCALE_STEP within its range."""
+    lo, hi = RANGES[name]
+    return min(hi, max(lo, round(float(value) / SCALE_STEP) * SCALE_STEP))
+
+
+def _points_key(run: Run | None) -> str:
+    return key("gan", "points", run)
+
+
+def keep_positions(run: Run | None, points: dict[str, float]) -> None:
+    """Remember where the sliders are for this session (either kind of slider calls it after a move)."""
+    st.session_state[_points_key(run)] = dict(points)
+
+
 def positions(run: Run | None) -> dict[str, float]:
     """Where the two sliders are for this session: its own choice, else the link's, else the defaults."""
-    store = key("gan", "points", run)
-    if store not in st.session_state:
+    if _points_key(run) not in st.session_state:
         out = {}
-        for name, (lo, hi) in (("means", MEANS_RANGE), ("stds", STDS_RANGE)):
+        for name in RANGES:
             value = st.session_state.get(slider_key(name, run), st.query_params.get(slider_key(name, run)))
             try:
-                v = round(float(value) * 2) / 2 if value is not None else POINT_DEFAULTS[name]
+                out[name] = _on_slider(name, value) if value is not None else POINT_DEFAULTS[name]
             except ValueError:
-                v = POINT_DEFAULTS[name]  # a mangled link: that slider starts at its default
-            out[name] = min(hi, max(lo, v))
-        st.session_state[store] = out
-    return dict(st.session_state[store])
+                out[name] = POINT_DEFAULTS[name]  # a mangled link: that slider starts at its default
+        keep_positions(run, out)
+    return dict(st.session_state[_points_key(run)])
 
 
 def set_positions(run: Run | None, values: list[float]) -> None:
     """The page let go of a slider at `values` (means, stds): keep them, and in the link as the Streamlit sliders
     would (left out at their defaults)."""
-    (lo_m, hi_m), (lo_s, hi_s) = MEANS_RANGE, STDS_RANGE
-    new = {"means": min(hi_m, max(lo_m, round(float(values[0]) * 2) / 2)),
-           "stds": min(hi_s, max(lo_s, round(float(values[1]) * 2) / 2))}
-    st.session_state[key("gan", "points", run)] = new
+    new = {name: _on_slider(name, v) for name, v in zip(RANGES, values)}
+    keep_positions(run, new)
     for name, v in new.items():
         param = slider_key(name, run)
         if param in st.session_state:  # a Streamlit slider of this run exists: it follows, its binding writes the link
@@ -97,9 +111,9 @@ def _released(component_key: str, run: Run | None) -> None:
         set_positions(run, values)
 
 
-def route_sliders(*, run: Run | None, version: str, model: Any, n: int, seed: int) -> dict[str, float]:
+def route_sliders(*, run: Run | None, version: str, model: Any, n: int, seed: int) -> None:
     """The two sliders and their grid, fetched from the route for `model` (weights `version`) at `n` images and noise
-    `seed`; returns the sliders' positions as this run knows them."""
+    `seed`."""
     points = positions(run)
     ticket = tickets().offer(version, model)
     component_key = key("gan", "route-grid", run)
@@ -115,4 +129,3 @@ def route_sliders(*, run: Run | None, version: str, model: Any, n: int, seed: in
     }
     _component()(key=component_key, data=data,
                  on_release_change=functools.partial(_released, component_key, run))
-    return positions(run)
