@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -137,10 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     w = sub.add_parser("worker", help=argparse.SUPPRESS)
     w.add_argument("run_dir")
-    w.add_argument("--nice", type=int, default=0, help="lower this worker's CPU priority by this much (os.nice)")
+    w.add_argument("--nice", type=int, default=0, help="lower this worker's CPU priority by this much "
+                   "(genlib/jobs/priority.py)")
 
     sb = sub.add_parser("standby", help=argparse.SUPPRESS)  # a worker started ahead of time (genlib.jobs.standby)
-    sb.add_argument("--nice", type=int, default=0, help="lower this worker's CPU priority by this much (os.nice)")
+    sb.add_argument("--nice", type=int, default=0, help="lower this worker's CPU priority by this much "
+                   "(genlib/jobs/priority.py)")
 
     r = sub.add_parser("runs", help="list runs")
     r.add_argument("--runs-dir")
@@ -452,8 +453,12 @@ def _worker(args: argparse.Namespace) -> int:
     from genlib.runs.store import Run
     from genlib.jobs.worker import run_and_report
 
-    if args.nice > 0:
-        os.nice(args.nice)  # background training yields the CPU to the server and the browsers that watch it
+    from genlib.jobs.priority import lower_priority
+
+    # background training yields the CPU to the server and the browsers that watch it
+    lowered = lower_priority(args.nice)
+    if lowered:
+        print("; ".join(lowered), flush=True)
     return run_and_report(Run(Path(args.run_dir)))
 
 

@@ -99,6 +99,29 @@ def binarize(x01: torch.Tensor, mode: str = "stochastic", generator: torch.Gener
     raise ValueError(f"binarize mode must be 'stochastic' or 'threshold', not {mode!r}")
 
 
+def base_rate_biases(x_train: torch.Tensor, *, pseudocount: float = 0.05, binarize_mode: str = "stochastic"
+                     ) -> torch.Tensor:
+    """Visible biases at the data's log-odds, b = log(p / (1 - p)) (n_visible,) float64, from training images: AIS's
+    base-rate model (Salakhutdinov & Murray 2008) and an RBM's starting visible biases (Hinton's practical guide, 8.1).
+
+    x_train: (N, ...) images in [0, 1] or uint8 [0, 255]. p is the mean of the binarised pixels: the grey level
+    itself for stochastic binarisation (its expectation), the fraction above 0.5 for thresholding. The paper's
+    smoothing p = (count + a N) / ((1 + a) N) keeps every base rate above a / (1 + a), so the base distribution is
+    broad enough for the chains to find the model's modes (a = 0.05: their 5 pseudo-counts per 100-image batch).
+    """
+    if binarize_mode not in ("stochastic", "threshold"):
+        raise ValueError(f"binarize_mode must be 'stochastic' or 'threshold', got {binarize_mode!r}")
+    x = x_train.reshape(x_train.shape[0], -1)  # (N, n_visible)
+    total = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
+    for i in range(0, x.shape[0], 10_000):  # in chunks: 60,000 MNIST images in float64 would take 376 MB
+        chunk = x[i:i + 10_000].double()
+        chunk = chunk / 255.0 if x.dtype == torch.uint8 else chunk
+        total += (chunk > 0.5).double().sum(0) if binarize_mode == "threshold" else chunk.sum(0)
+    p = (total / x.shape[0] + pseudocount) / (1.0 + pseudocount)  # (n_visible,)
+    p = p.clamp(1e-6, 1 - 1e-6)  # a = 0 and a pixel always off (or on) would give an infinite bias
+    return torch.log(p) - torch.log1p(-p)
+
+
 def to_signed(x01: torch.Tensor) -> torch.Tensor:
     """[0, 1] -> [-1, 1], the range of the GAN's tanh output (the seed's (x - 127.5) / 127.5)."""
     return x01 * 2.0 - 1.0

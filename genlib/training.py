@@ -151,6 +151,8 @@ def _train(model: GenerativeModel, data: ImageData, cfg: TrainConfig, *, progres
     if spe < 1:
         raise ValueError(f"batch size {cfg.batch_size} exceeds the {data.x_train.shape[0]} training images")
     end = total_steps(cfg, spe)
+    if progress.step == 0 and progress.images == 0:
+        model.init_from_data(data.x_train)  # a fresh run: data-dependent starting values (the RBM's visible biases)
     model.train()
     window: list[dict[str, torch.Tensor]] = []
     t_window = time.perf_counter()

@@ -54,6 +54,7 @@ sys.path.insert(0, str(ROOT))
 from st_harness import (STICKY_COOKIE, launch_chromium, nginx_path, start_app_servers,  # noqa: E402
                         start_nginx, sticky_key, stop_server, streamlit_command)
 from st_ws_client import Session  # noqa: E402
+from cpu_wait import SchedTotals  # noqa: E402
 
 TIMEOUT_S = 90.0  # a page or a slider's image not there within this: a timeout, and the student moves on
 WARMUP_TIMEOUT_S = 600.0  # the first page load imports torch and the models (minutes on a busy 2-core machine)
@@ -433,6 +434,8 @@ async def sample_servers(servers: list[tuple[int, int]], stop: asyncio.Event, ou
     while not stop.is_set():
         try:
             now = time.monotonic() - t0
+            out["sched"].sample(process_groups({pid for pid, _ in servers}))
+            out["sched_seconds"] = now
             cpu = [sum(proc.cpu_times()[:2]) for proc, _ in procs]  # user + system
             rss = [proc.memory_info().rss / 2**20 for proc, _ in procs]
             for k, (c, m) in enumerate(zip(cpu, rss)):
@@ -453,12 +456,33 @@ async def sample_servers(servers: list[tuple[int, int]], stop: asyncio.Event, ou
             pass
 
 
+def process_groups(server_pids: set[int]) -> dict[str, list[int]]:
+    """This script's processes by role, for scripts/cpu_wait.py: the app servers, the training jobs' workers (and
+    the waiting standby), and the clients (this process, Chromium, Playwright's driver; nginx as the proxy)."""
+    import psutil
+
+    me = psutil.Process()
+    groups: dict[str, list[int]] = {"server": sorted(server_pids), "jobs": [], "clients": [me.pid], "proxy": []}
+    for child in me.children(recursive=True):
+        try:
+            cmd = " ".join(child.cmdline())
+        except psutil.Error:
+            continue
+        if child.pid in server_pids:
+            continue
+        role = ("jobs" if "genlib" in cmd and (" worker " in cmd or " standby" in cmd)
+                else "proxy" if "nginx" in cmd else "clients")
+        groups[role].append(child.pid)
+    return groups
+
+
 async def drive(seats: list[Seat], servers: list[tuple[int, int]], runs: dict[str, str], args, start_jobs,
                 job_steps) -> dict:
     """The idle figures on the first app server, then the load: session number j (websocket, then Chromium, then
     hostile) on seats[j % len(seats)], so that the sessions divide evenly over the app servers."""
     out = {"ws": new_mode(), "browser": new_mode(), "hostile": new_mode(), "page_errors": [], "heap_mb": [],
-           "rss": [], "connections": [], "threads": [], "cpu": [], "steps": [],
+           "rss": [], "connections": [], "threads": [], "cpu": [], "steps": [], "sched": SchedTotals(),
+           "sched_seconds": 0.0,
            "per_server": [{"port": port, "sessions": 0, "cpu": [], "rss": []} for _, port in servers]}
     out["ws"]["sessions"], out["browser"]["sessions"] = args.ws_sessions, args.browser_sessions
     out["hostile"]["sessions"] = args.hostile_sessions
@@ -565,13 +589,16 @@ def report(out: dict, args, jobs_info: str, log_text: str) -> str:
         "==== load test summary ====",
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPU cores; {args.minutes:g} min with "
         f"{args.ws_sessions} websocket sessions (scripts/st_ws_client.py) + {args.browser_sessions} Chromium "
-        f"sessions (Playwright) + {args.hostile_sessions} hostile websocket sessions, two jobs training; "
+        f"sessions (Playwright) + {args.hostile_sessions} hostile websocket sessions, two jobs training (workers at "
+        f"nice {args.worker_nice}, as the dashboard starts them: genlib/jobs/priority.py); "
         + (f"{args.servers} app servers on one runs folder behind nginx (deploy/nginx-genlib.conf), the sessions "
            "spread evenly by the sticky cookie; " if many else "one app server; ")
         + f"load average at the start {args.load_at_start}",
         f"jobs: {jobs_info}",
         job_speed(out["steps"]),
         cpu_per_viewer(out["cpu"], viewers, server),
+        "CPU and run-queue wait by role, threads alive at the 3 s samples (Streamlit's short-lived script threads are "
+        "mostly missed; scripts/cpu_wait.py): " + out["sched"].summary(out["sched_seconds"]),
         *(per_server(out) if many else []),
         f"EXCEPTIONS: {n_exc} in pages (websocket {len(out['ws']['exceptions'])}, browser "
         f"{len(out['browser']['exceptions'])}, hostile {len(out['hostile']['exceptions'])}); browser page errors "
@@ -661,7 +688,11 @@ def main() -> int:
     from genlib.jobs.manager import JobManager
     from genlib.runs.store import RunStore
 
-    mgr = JobManager(RunStore(base / "runs"), backend="process", max_jobs=2)
+    from genlib.settings import Settings
+
+    # the workers at the dashboard's niceness ($GENLIB_WORKER_NICE, 10 by default), as a teacher's Start gives them
+    args.worker_nice = Settings.from_environ(env).worker_nice
+    mgr = JobManager(RunStore(base / "runs"), backend="process", max_jobs=2, worker_nice=args.worker_nice)
     if args.explore_from:  # the finished VAE of an earlier load test: the same run, minutes less per measurement
         import shutil
 

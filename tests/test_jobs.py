@@ -1,6 +1,7 @@
 """Background jobs: start, pause, resume, stop, queue and resume from a checkpoint, with threads and processes."""
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -86,6 +87,8 @@ def test_process_workers_run_at_a_lower_cpu_priority(tmp_path):
 
     import psutil
 
+    from genlib.jobs.priority import autogroup_nice
+
     with pytest.raises(ValueError, match="worker_nice"):
         JobManager(RunStore(tmp_path / "bad"), worker_nice=25)
     m = JobManager(RunStore(tmp_path / "runs"), backend="process", worker_nice=3)
@@ -94,5 +97,8 @@ def test_process_workers_run_at_a_lower_cpu_priority(tmp_path):
         wait_for(lambda: m.status(run_id).state == "running" and m.status(run_id).step > 0, 120)
         pid = m.store.get(run_id).state()["pid"]
         assert psutil.Process(pid).nice() == min(os.getpriority(os.PRIO_PROCESS, 0) + 3, 19)
+        # and its session's group, where the kernel shares the CPU between sessions first (genlib/jobs/priority.py)
+        if autogroup_nice() is not None:
+            assert autogroup_nice(Path(f"/proc/{pid}/autogroup")) == 3
     finally:
         m.close(stop_jobs=True)

@@ -31,11 +31,12 @@ TODAYS_TRAIN_OPTIONS = {
     "--lr-decay-steps", "--max-steps", "--momentum", "--n-samples", "--no-channels-last", "--noise-dim",
     "--param-clip", "--pcd", "--precision", "--preset", "--quiet", "--reg-weight", "--reinit", "--resume",
     "--runs-dir", "--sample-seed", "--sample-steps", "--seed", "--snapshot-every-s", "--step-size", "--threads",
-    "--weight-decay", "--widths", "-h"}
+    "--visible-bias", "--weight-decay", "--widths", "-h"}
 TODAYS_MODEL_FLAGS = {  # flag -> config field, per model (cli.py's former MODEL_FLAGS)
     "rbm": {"hidden": "n_hidden", "k": "k", "pcd": "persistent", "momentum": "momentum",
             "weight_decay": "weight_decay", "binarize": "binarize", "centering": "centering",
-            "init_std": "init_std", "sample_steps": "sample_steps", "lr_decay_steps": "lr_decay_steps"},
+            "init_std": "init_std", "sample_steps": "sample_steps", "lr_decay_steps": "lr_decay_steps",
+            "visible_bias": "visible_bias"},
     "vae": {"hidden": "hidden", "latent": "latent", "decoder": "decoder", "beta": "beta"},
     "gan": {"widths": "preset", "noise_dim": "noise_dim", "channels_last": "channels_last",
             "leaky_slope": "leaky_slope", "dropout": "dropout", "adam_beta1": "adam_beta1"},
@@ -55,7 +56,7 @@ TODAYS_FLAG_KINDS = {
     "noise_dim": INT, "channels_last": ("BooleanOptionalAction", None, None), "langevin_steps": INT,
     "step_size": FLOAT, "langevin_noise": FLOAT, "buffer_size": INT, "reg_weight": FLOAT, "sample_steps": INT,
     "channels": ("_StoreAction", "_int_tuple", None), "grad_clip": FLOAT, "reinit": FLOAT, "data_noise": FLOAT,
-    "param_clip": FLOAT}
+    "param_clip": FLOAT, "visible_bias": ("_StoreAction", None, ("zero", "base_rate"))}
 
 
 def train_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:

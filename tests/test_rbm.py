@@ -414,3 +414,36 @@ def test_short_training_on_digits_lowers_reconstruction_error(one_thread):
     errors = torch.stack(errors[:300])
     first, last = errors[:20].mean().item(), errors[-20:].mean().item()
     assert last < 0.75 * first, (first, last)  # from about 0.10 to 0.064 (stochastic binarisation keeps a floor)
+
+
+@pytest.mark.parametrize("mode", ["stochastic", "threshold"])
+def test_base_rate_visible_biases_start_at_the_datas_log_odds_on_a_fresh_run_only(mode, one_thread):
+    """visible_bias='base_rate' (Hinton's guide 8.1): before the first step b_i = log(p_i / (1 - p_i)), p_i the share of
+    training images whose pixel i is on once binarised; a resumed run keeps the biases it learned."""
+    from genlib.training import Progress, TrainConfig, train
+
+    data = load_dataset("digits", download=False)
+    x = to_unit(data.x_train).reshape(data.x_train.shape[0], -1).double()  # (N, n_v)
+    p = (x > 0.5).double().mean(0) if mode == "threshold" else x.mean(0)  # (n_v,)
+    p = (p + 0.05) / 1.05  # the pseudocount: a pixel never on starts finite, at log(0.05)
+    want = (torch.log(p) - torch.log1p(-p)).float()
+    rbm = RBM(RBMConfig(n_hidden=16, image_shape=tuple(data.image_shape), binarize=mode, visible_bias="base_rate"))
+    rbm.init_from_data(data.x_train)
+    torch.testing.assert_close(rbm.v_bias.detach(), want, rtol=0, atol=1e-5)
+    assert rbm.v_bias.min().item() == pytest.approx(-3.0, abs=0.01)  # border pixels: never on
+    zero = RBM(RBMConfig(n_hidden=16, image_shape=tuple(data.image_shape)))
+    zero.init_from_data(data.x_train)
+    assert not zero.v_bias.any()  # the seed's zero biases unless asked
+
+    cfg = TrainConfig(epochs=1, batch_size=64, lr=0.05, log_every=5)
+    fresh = RBM(RBMConfig(n_hidden=16, image_shape=tuple(data.image_shape), binarize=mode, visible_bias="base_rate"))
+    fresh.configure_training(lr=cfg.lr)
+    seen = []
+    fresh.init_from_data = lambda x: (seen.append("fresh"), RBM.init_from_data(fresh, x))
+    progress = train(fresh, data, cfg)
+    assert seen == ["fresh"]
+    resumed = copy.deepcopy(fresh)
+    resumed.init_from_data = lambda x: seen.append("resumed")
+    train(resumed, data, TrainConfig(epochs=2, batch_size=64, lr=0.05, log_every=5),
+          progress=Progress(step=progress.step, images=progress.images))
+    assert seen == ["fresh"]  # never on a resume: its biases are learned ones

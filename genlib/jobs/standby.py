@@ -32,8 +32,9 @@ def warm_imports() -> None:
 
 def serve(stdin: IO[str], nice: int = 0) -> int:
     """The standby process: lower its priority, warm up, wait for a run folder, train it; returns the exit code."""
-    if nice > 0:
-        os.nice(nice)  # first: its imports (seconds of CPU) must not compete with the server or a starting job
+    from genlib.jobs.priority import lower_priority
+
+    lowered = lower_priority(nice)  # first: its imports (seconds of CPU) must not compete with the server or a job
     from genlib.devices import flush_denormals_in_process
 
     flush_denormals_in_process()  # before torch's thread pool starts, as `python -m genlib worker` does
@@ -51,6 +52,8 @@ def serve(stdin: IO[str], nice: int = 0) -> int:
     os.dup2(log, 1)  # from here on, what the job prints goes where a fresh worker's would: the run's log
     os.dup2(log, 2)
     os.close(log)
+    if lowered:  # what a fresh worker's log says
+        print("; ".join(lowered), flush=True)
     return run_and_report(run)
 
 

@@ -65,6 +65,10 @@ class GenerativeModel(nn.Module, ABC):
     def _make_optimizers(self, lr: float) -> None:
         ...
 
+    def init_from_data(self, x_train: torch.Tensor) -> None:
+        """Set starting values that depend on the training images x_train (N, C, H, W), uint8 or in [0, 1]; called
+        once before a fresh run's first step (never on resume or a fork). Nothing by default."""
+
     @abstractmethod
     def train_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Update on one batch x (B, C, H, W) in [0, 1]; return detached 0-dim metric tensors."""

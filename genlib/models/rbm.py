@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genlib.data import binarize
+from genlib.data import base_rate_biases, binarize
 from genlib.models import rbm_fast
 from genlib.sampling.bernoulli import bernoulli, random_binary
 from genlib.config import bounds, check_declared, check_ints, choice, flag, number, whole
@@ -19,6 +19,7 @@ from genlib.models.base import DenseDecoder, EnergyModel, GenerativeModel, Laten
 from genlib.sampling.gibbs import gibbs_chain
 
 BINARIZE_MODES = ("stochastic", "threshold")
+VISIBLE_BIAS_INITS = ("zero", "base_rate")
 PARAMS = ("W", "v_bias", "h_bias")
 PCD_GRID = "pcd_chains"  # extra_grids' name: the worker saves the persistent chains as pcd_chains.png
 PCD_SHOWN = 64  # persistent chains in that grid
@@ -56,6 +57,9 @@ class RBMConfig:
     binarize: str = choice("stochastic", BINARIZE_MODES, help="pixels to bits: Bernoulli draws or > 0.5")
     # W ~ N(0, init_std^2), the seed's randn * 1e-2
     init_std: float = number(0.01, 0.0, 1.0, lo_open=True, help="standard deviation of the initial weights")
+    # b at the start: zero (the seed's) or the data's log-odds log(p_i / (1 - p_i)) (Hinton's practical guide, 8.1),
+    # where p(v|h) starts as the mean image, so the early chains need not first learn which pixels are ever on
+    visible_bias: str = choice("zero", VISIBLE_BIAS_INITS, help="initial visible biases: zero or the data's log-odds")
     # Gibbs steps of `sample`, from uniform random visibles
     sample_steps: int = whole(500, 1, 100_000, help="Gibbs steps when sampling from noise")
     # 0: constant step size. N: the step size falls linearly from lr to 0 over the first N updates (set N to the run's
@@ -138,6 +142,16 @@ class RBM(GenerativeModel, LatentModel, EnergyModel):
         """Change the number of Gibbs steps of the negative phase during training."""
         bounds(RBMConfig, "k").check("k", k)
         self.k = k
+
+    @torch.no_grad()
+    def init_from_data(self, x_train: torch.Tensor) -> None:
+        """visible_bias "base_rate": b = log(p / (1 - p)) of the training images' binarised pixels (N, C, H, W)."""
+        if self.config.visible_bias == "base_rate":
+            # smoothed: a pixel never on in 60,000 images starts at b = log(0.05) = -3.0, not at minus infinity
+            b = base_rate_biases(x_train, binarize_mode=self.config.binarize)  # (n_v,) float64
+            if b.shape != self.v_bias.shape:
+                raise ValueError(f"images of {b.numel()} pixels do not fit this RBM's {self.n_visible} visibles")
+            self.v_bias.copy_(b.to(self.v_bias.device, self.v_bias.dtype))
 
     # ---- energies and conditionals ----
     def _h_logits(self, v: torch.Tensor) -> torch.Tensor:

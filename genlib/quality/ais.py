@@ -20,7 +20,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from genlib.data import binarize, to_unit
+from genlib.data import base_rate_biases, binarize, to_unit  # noqa: F401 - base_rate_biases: this module's API too
 from genlib.config import check_choice, check_int, check_number
 from genlib.devices import device_generator
 from genlib.sampling.bernoulli import bernoulli
@@ -88,28 +88,6 @@ def ais_betas(n_steps: int, schedule: str = "paper", *, dtype: torch.dtype = tor
     parts = [torch.linspace(lo, hi, n + 1, dtype=dtype)[(1 if i else 0):]
              for i, ((lo, hi, _), n) in enumerate(zip(PAPER_SEGMENTS, (n1, n2, n3)))]
     return torch.cat(parts)
-
-
-def base_rate_biases(x_train: torch.Tensor, *, pseudocount: float = 0.05, binarize_mode: str = "stochastic"
-                     ) -> torch.Tensor:
-    """The base-rate model's visible biases b_A = log(p / (1 - p)) (n_visible,) float64, from training images.
-
-    x_train: (N, ...) images in [0, 1] or uint8 [0, 255]. p is the mean of the binarised pixels: the grey level
-    itself for stochastic binarisation (its expectation), the fraction above 0.5 for thresholding. The paper's
-    smoothing p = (count + a N) / ((1 + a) N) keeps every base rate above a / (1 + a), so the base distribution is
-    broad enough for the chains to find the model's modes (a = 0.05: their 5 pseudo-counts per 100-image batch).
-    """
-    if binarize_mode not in ("stochastic", "threshold"):
-        raise ValueError(f"binarize_mode must be 'stochastic' or 'threshold', got {binarize_mode!r}")
-    x = x_train.reshape(x_train.shape[0], -1)  # (N, n_visible)
-    total = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
-    for i in range(0, x.shape[0], 10_000):  # in chunks: 60,000 MNIST images in float64 would take 376 MB
-        chunk = x[i:i + 10_000].double()
-        chunk = chunk / 255.0 if x.dtype == torch.uint8 else chunk
-        total += (chunk > 0.5).double().sum(0) if binarize_mode == "threshold" else chunk.sum(0)
-    p = (total / x.shape[0] + pseudocount) / (1.0 + pseudocount)  # (n_visible,)
-    p = p.clamp(1e-6, 1 - 1e-6)  # a = 0 and a pixel always off (or on) would give an infinite bias
-    return torch.log(p) - torch.log1p(-p)
 
 
 def _params(rbm: Any, dtype: torch.dtype | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

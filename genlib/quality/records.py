@@ -335,11 +335,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-root")
     p.add_argument("--nice", type=int, default=5, help="lower this process's priority (training comes first)")
     args = p.parse_args(argv)
-    if args.nice:
-        try:
-            os.nice(args.nice)
-        except OSError:
-            pass
+    from genlib.jobs.priority import lower_priority
+
+    lowered = lower_priority(args.nice)  # training and the server come first
+    if lowered:
+        print("; ".join(lowered), file=sys.stderr, flush=True)
     run = open_run(args.run_dir)
     record = evaluate_saved_run(run, settings_for(args.kind), device=args.device, data_root=args.data_root,
                                 progress=lambda f, m: print(f"{f:4.0%} {m}", file=sys.stderr, flush=True))
