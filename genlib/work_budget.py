@@ -87,14 +87,33 @@ def free_energy_flops(n_visible: int, n_hidden: int) -> float:
 
 
 def forward_flops(fn: Callable[[Any], Any], example: Any) -> float:
-    """FLOPs of fn(example), counted by PyTorch's FlopCounterMode (matrix products and convolutions) without
-    gradients. `example` is one input (batch of 1): the cost of one image."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
+    """FLOPs of fn(example) (matrix products and convolutions, by PyTorch's own formulas in
+    torch.utils.flop_counter.flop_registry) without gradients. `example` is one input (batch of 1): the cost of one
+    image.
 
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+    Counted by a dispatch mode of this thread only. PyTorch's FlopCounterMode also installs process-wide module hooks
+    (its ModuleTracker) that, while it counts, hook every other thread's forward passes too; a page session running
+    a Langevin chain (torch.autograd.grad) at that moment then failed with "A leaf node was passed to
+    _will_engine_execute_node" (seen in the load test, tests/test_work_budget.py reproduces it).
+    """
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils.flop_counter import flop_registry
+
+    class Count(TorchDispatchMode):
+        total = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001 - PyTorch's signature
+            kwargs = kwargs or {}
+            out = func(*args, **kwargs)
+            formula = flop_registry.get(func._overloadpacket)
+            if formula is not None:
+                self.total += formula(*args, **kwargs, out_val=out)
+            return out
+
+    with torch.no_grad(), Count() as counter:
         fn(example)
-    return float(counter.get_total_flops())
+    return float(counter.total)
 
 
 def langevin_step_flops(forward: float) -> float:

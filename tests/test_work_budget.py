@@ -561,3 +561,37 @@ def test_a_live_runs_animation_is_rebuilt_when_a_tenth_more_epochs_landed_not_at
         builds.add(tuple(shown))
     assert len(builds) <= 100  # against 499 rebuilds, one per epoch, before
     assert wb.animated_epochs(range(1, 501), live=False)[-1] == 500  # a stopped run: every epoch
+
+
+def test_counting_flops_never_hooks_another_threads_gradients():
+    """A FLOP count (an explorer's budget check) while another session's thread runs a Langevin chain's
+    torch.autograd.grad: with PyTorch's FlopCounterMode, whose module hooks are process-wide, that thread failed
+    ("A leaf node was passed to _will_engine_execute_node"); the count must stay this thread's, and equal PyTorch's."""
+    import threading
+
+    import torch
+    from torch import nn
+    from torch.utils.flop_counter import FlopCounterMode
+
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(4 * 26 * 26, 1))
+    errors: list[str] = []
+
+    def other_session() -> None:
+        x = torch.randn(2, 1, 28, 28, requires_grad=True)
+        try:
+            torch.autograd.grad(net(x).sum(), x)
+        except RuntimeError as e:
+            errors.append(str(e))
+
+    def energy_while_another_session_samples(x: torch.Tensor) -> torch.Tensor:
+        t = threading.Thread(target=other_session)
+        t.start()
+        t.join()
+        return net(x)
+
+    example = torch.zeros(1, 1, 28, 28)
+    flops = wb.forward_flops(energy_while_another_session_samples, example)
+    assert errors == []
+    with torch.no_grad(), FlopCounterMode(display=False) as reference:
+        net(example)
+    assert flops == reference.get_total_flops() > 0
