@@ -37,6 +37,7 @@ class SchedTotals:
 
     def sample(self, groups: dict[str, list[int]]) -> None:
         """Add what each group's threads ({group: [pid, ...]}) did since the last call."""
+        seen: dict[tuple[int, int], tuple[int, int]] = {}
         for name, pids in groups.items():
             self.on_cpu.setdefault(name, 0.0)
             self.waiting.setdefault(name, 0.0)
@@ -44,9 +45,12 @@ class SchedTotals:
                 for tid, (run, wait) in thread_times(pid).items():
                     key = (pid, tid)
                     before = self._last.get(key, (run, wait) if not self._started else (0, 0))
-                    self._last[key] = (run, wait)
+                    seen[key] = (run, wait)
                     self.on_cpu[name] += (run - before[0]) / 1e9
                     self.waiting[name] += (wait - before[1]) / 1e9
+        # only the threads alive now: Streamlit starts a thread per script run, so the ended ones would pile up, and
+        # a thread id the kernel hands out again must count from its new thread's start
+        self._last = seen
         self._started = True
 
     def summary(self, seconds: float) -> str:

@@ -38,8 +38,11 @@ def test_the_cpu_a_group_used_is_counted_from_the_first_sample_new_threads_inclu
     spin(0.3)
     assert spun.wait(30)
     totals.sample({"me": [os.getpid()], "gone": [2**22 + 12345]})  # while it lives: a thread that ended is lost
+    tid = worker.native_id
     release.set()
     worker.join()
+    totals.sample({"me": [os.getpid()], "gone": [2**22 + 12345]})  # an ended thread is forgotten, not kept forever
+    assert (os.getpid(), tid) not in totals._last and (os.getpid(), threading.get_native_id()) in totals._last
     used = time.process_time() - before  # the kernel's own count for the whole process
     assert totals.on_cpu["me"] == pytest.approx(used, rel=0.25)
     assert totals.on_cpu["gone"] == 0 and totals.waiting["gone"] == 0
