@@ -23,7 +23,7 @@ def _defaults(model_name: str, recipe_name: str = "seed") -> dict[str, Any]:
 def _form_keys(model_name: str) -> list[str]:
     """The keys of the form's widgets that a recipe sets (stable: presenter links and tests use them)."""
     k = f"{model_name}-form"
-    return [f"{k}-{f.name}" for f in model_fields(model_name)] + [f"{k}-lr", f"{k}-batch", f"{k}-epochs"]
+    return [f"{k}-{f.name}" for f in model_fields(model_name)] + [f"{k}-lr", f"{k}-batch", f"{k}-epochs", f"{k}-ema"]
 
 
 def recipe_choice(model_name: str) -> str:
@@ -103,6 +103,12 @@ def train_form(model_name: str) -> None:
                                  step=float(v["lr"]) / 10, format="%.1e", key=f"{k}-lr",
                                  help="Step size of the optimiser. Too large and training diverges (NaN), too small "
                                       f"and it crawls. The seed uses {d['lr']:g}.")
+            ema = st.number_input("Weight average", min_value=0.0, max_value=0.99999, value=float(v["ema"]),
+                                  step=0.001, format="%.4f", key=f"{k}-ema",
+                                  help="Samples, checkpoints and quality figures show a moving average of the "
+                                       "weights with this decay (0.999: about the last thousand steps), which sits "
+                                       "nearer the optimum than the noisy weights SGD leaves at any moment "
+                                       "(Polyak averaging). 0 shows the live weights, as the seed does.")
         with c2:
             batch = st.number_input("Batch size", min_value=1, max_value=8192, value=int(v["batch_size"]), step=16,
                                     key=f"{k}-batch", help="Images per gradient step. Larger batches run faster "
@@ -126,7 +132,8 @@ def train_form(model_name: str) -> None:
         submitted = st.form_submit_button("Start training", type="primary", key=f"{k}-submit",
                                           disabled=not auth.allowed(), help=auth.why(None))
     if submitted:
-        _start(model_name, values, dict(dataset=dataset, lr=float(lr), batch_size=int(batch), epochs=int(epochs),
+        _start(model_name, values, dict(dataset=dataset, lr=float(lr), ema=float(ema), batch_size=int(batch),
+                                        epochs=int(epochs),
                                         max_steps=int(max_steps) if max_steps else None, precision=precision))
 
 

@@ -70,7 +70,7 @@ def train(model: str | None = None, *, dataset: str | None = None, steps: int | 
 
     `steps` stops after that many updates (the CLI's --max-steps), `epochs` after that many passes; with neither, the
     seed's epochs. `settings` are the train command's other flags with underscores, as Python values: `lr=1e-3`,
-    `batch_size=64`, `latent=2`, `hidden=256`, `k=5`, `pcd=True`, `device="cpu"`, `threads=1`, `seed=0`,
+    `batch_size=64`, `ema=0.999`, `latent=2`, `hidden=256`, `k=5`, `pcd=True`, `device="cpu"`, `threads=1`, `seed=0`,
     `data_root=...`, `preset="lecture"`, `evaluate="none"` (no quality figures; the default "cheap" takes seconds),
     `quiet=True` (no progress line on stderr); `resume=run` continues a run instead (then no model).
     Raises ValueError for a setting or value the CLI would refuse, before any run folder is written, and RuntimeError

@@ -14,7 +14,7 @@ from genlib.config import Bounds, declared
 from genlib.models import model_class, model_names
 
 # TrainConfig fields the train command sets from flags of the same name (device, dataset and data_root aside)
-TRAIN_FLAGS = ("epochs", "max_steps", "batch_size", "lr", "precision", "seed", "log_every", "threads",
+TRAIN_FLAGS = ("epochs", "max_steps", "batch_size", "lr", "ema", "precision", "seed", "log_every", "threads",
                "checkpoint_every_s", "snapshot_every_s", "live_every_s", "n_samples", "sample_seed")
 
 
@@ -84,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--max-steps", type=int, help="stop after this many steps from the run's start")
     t.add_argument("--batch-size", type=int)
     t.add_argument("--lr", type=float, help="learning rate (default: the seed's)")
+    t.add_argument("--ema", type=float, help="decay of the moving average of the weights that samples and "
+                   "checkpoints show, e.g. 0.999 (0: off, the seed's; the lecture recipes' value otherwise)")
     t.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
     t.add_argument("--precision", choices=["fp32", "bf16"], help="bf16 autocast where the hardware has it")
     t.add_argument("--seed", type=int)

@@ -48,6 +48,9 @@ class TrainConfig:
     n_samples: int = 64  # images in the fixed-noise grid
     sample_seed: int = 1234  # the fixed noise of the per-epoch grids (the seed's `seed_images`)
     threads: int | None = None  # torch CPU threads in a worker; None leaves PyTorch's default
+    # decay of the exponential moving average of the weights that samples, checkpoints and evaluations show
+    # (genlib.models.averaging); 0: off, the live weights are shown
+    ema: float = 0.0
 
     def __post_init__(self) -> None:
         # types first: a string or a bool where a number belongs is refused with a message, never a TypeError
@@ -73,6 +76,7 @@ class TrainConfig:
         check_int("sample_seed", self.sample_seed, 0, 2**63 - 1)
         if self.threads is not None:
             check_int("threads", self.threads, 1, 256)
+        check_number("ema", self.ema, 0.0, 0.99999)
 
 
 DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:[0-9]{1,3})?)$")
@@ -193,6 +197,7 @@ def _train(model: GenerativeModel, data: ImageData, cfg: TrainConfig, *, progres
             if i < skip:
                 continue
             window.append(model.train_step_uint8(xb))  # xb: (B, 1, 28, 28) uint8, x / 255 inside
+            model.update_average()
             progress.step += 1
             progress.images += cfg.batch_size
             steps_in_window += 1

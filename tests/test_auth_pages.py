@@ -197,14 +197,18 @@ def test_continue_fork_and_start_are_refused_on_the_server(manager, runs_dir, fi
     calls = []
     monkeypatch.setattr(manager, "resume", lambda run_id, **kw: calls.append(("resume", run_id)))
     monkeypatch.setattr(manager, "fork", lambda run_id, changes, **kw: calls.append(("fork", run_id)) or run_id)
-    monkeypatch.setattr(manager, "submit", lambda model, *a, **kw: calls.append(("submit", model)) or finished)
+    train_configs = []
+    monkeypatch.setattr(manager, "submit", lambda model, model_cfg, train_cfg, **kw:
+                        calls.append(("submit", model)) or train_configs.append(train_cfg) or finished)
     teacher = app("app_pages/vae.py", {"run": finished}, teacher=True)
     teacher.button(key=f"continue-submit-{finished}").click().run()
     teacher.button(key=f"fork-start-{finished}").click().run()
     teacher.number_input(key="vae-form-batch").set_value(50)
+    teacher.number_input(key="vae-form-ema").set_value(0.995)
     teacher.button(key="vae-form-submit").click().run()
     no_traceback(teacher)
     assert calls == [("resume", finished), ("fork", finished), ("submit", "vae")]
+    assert (train_configs[0]["batch_size"], train_configs[0]["ema"]) == (50, 0.995)  # every field reaches the job
 
 
 # ---- the quality panel ----

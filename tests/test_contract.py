@@ -144,3 +144,32 @@ def test_rbm_image_energy_is_its_free_energy():
     x = torch.rand(5, 1, 28, 28)
     torch.testing.assert_close(rbm.image_energy(x), rbm.free_energy(x.reshape(5, -1)))
     assert rbm.filters().shape == (rbm.latent_dim, rbm.n_visible)
+
+
+def test_a_weight_average_is_what_checkpoints_hold_and_a_resume_continues_the_live_weights(model):
+    def steps(m, n, seed):
+        for i in range(n):
+            torch.manual_seed(seed + i)
+            m.train_step(torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(seed + i)))
+            m.update_average()
+
+    model.configure_training(lr=1e-3, ema=0.9)
+    steps(model, 3, 0)
+    live = {k: v.clone() for k, v in model.averaged_entries().items()}
+    average = {k: v.clone() for k, v in model.weight_average.average.items()}
+    assert any(not torch.equal(live[k], average[k]) for k in live)
+    if model.averaged_modules:  # only those submodules are averaged (the GAN's generator)
+        assert all(k.startswith(tuple(f"{m}." for m in model.averaged_modules)) for k in live)
+    ckpt = read_checkpoint(checkpoint_bytes(model, train_config={"lr": 1e-3, "ema": 0.9}, progress={"step": 3}))
+    assert all(torch.equal(ckpt.model_state[k], average[k]) for k in average)
+    again = model_from_checkpoint(ckpt)  # what a page shows: the average
+    again.configure_training(lr=1e-3, ema=0.9)
+    again.load_training_state(ckpt.training_state)  # what a resume trains: the live weights
+    assert all(torch.equal(v, live[k]) for k, v in again.averaged_entries().items())
+    assert all(torch.equal(v, average[k]) for k, v in again.weight_average.average.items())
+    assert again.weight_average.updates == model.weight_average.updates == 3
+    # a model resumed without an average still gets the live weights back
+    plain = model_from_checkpoint(ckpt)
+    plain.configure_training(lr=1e-3)
+    plain.load_training_state(ckpt.training_state)
+    assert all(torch.equal(v, live[k]) for k, v in plain.averaged_entries().items())

@@ -26,7 +26,7 @@ from genlib.quality.settings import FIGURES, settings_for
 TODAYS_TRAIN_OPTIONS = {
     "--adam-beta1", "--batch-size", "--beta", "--binarize", "--buffer-size", "--centering", "--channels",
     "--channels-last", "--checkpoint-every-s", "--data-noise", "--data-root", "--dataset", "--decoder", "--device",
-    "--dropout", "--epochs", "--evaluate", "--grad-clip", "--help", "--hidden", "--init-std", "--k",
+    "--dropout", "--ema", "--epochs", "--evaluate", "--grad-clip", "--help", "--hidden", "--init-std", "--k",
     "--langevin-noise", "--langevin-steps", "--latent", "--leaky-slope", "--live-every-s", "--log-every", "--lr",
     "--lr-decay-steps", "--max-steps", "--momentum", "--n-samples", "--no-channels-last", "--noise-dim",
     "--param-clip", "--pcd", "--precision", "--preset", "--quiet", "--reg-weight", "--reinit", "--resume",

@@ -89,6 +89,8 @@ def test_preset_flags_and_overrides():
     assert model_cfg["decoder"] == "gaussian" and (cfg.lr, cfg.batch_size, cfg.epochs) == (1e-3, 128, 100)
     model_cfg, cfg = configs("ebm", "--channels", "8,16,32,32", "--adam-beta1", "0.2", "--hidden", "32")
     assert (model_cfg["channels"], model_cfg["adam_beta1"], model_cfg["hidden"]) == ((8, 16, 32, 32), 0.2, 32)
+    _, cfg = configs("rbm", "--preset", "lecture", "--ema", "0.99")
+    assert cfg.ema == 0.99 and configs("rbm", "--preset", "seed")[1].ema == 0.0  # the seed shows its live weights
     model_cfg, _ = configs("rbm", "--init-std", "0.05", "--sample-steps", "100", "--lr-decay-steps", "1000")
     assert (model_cfg["init_std"], model_cfg["sample_steps"], model_cfg["lr_decay_steps"]) == (0.05, 100, 1000)
 
@@ -135,6 +137,7 @@ def test_each_form_offers_both_recipes_and_choosing_one_fills_every_field():
         assert at.number_input(key=f"{model}-form-lr").value == pytest.approx(values["lr"])
         assert at.number_input(key=f"{model}-form-batch").value == values["batch_size"]
         assert at.number_input(key=f"{model}-form-epochs").value == values["epochs"]
+        assert at.number_input(key=f"{model}-form-ema").value == pytest.approx(values["ema"])
         for f in MODEL_FIELDS[model]:
             widget = {"bool": at.checkbox, "choice": at.selectbox}.get(f.kind, at.number_input)(key=f"{model}-form-{f.name}")
             assert widget.value == pytest.approx(values[f.name]) if f.kind == "float" else widget.value == values[f.name], f.name

@@ -67,7 +67,8 @@ def dashboard_job_threads(cpus: int | None = None) -> int | None:
 
 def fixed_noise_grid(model: Any, cfg: TrainConfig) -> bytes:
     """The seed's `generate_and_save_images`: samples from the same fixed noise every time, as a PNG grid."""
-    images = model.sample(cfg.n_samples, generator=torch.Generator().manual_seed(cfg.sample_seed))
+    with model.averaged_weights():  # the weights a checkpoint would show (genlib.models.averaging)
+        images = model.sample(cfg.n_samples, generator=torch.Generator().manual_seed(cfg.sample_seed))
     return png_bytes(grid(images))
 
 
@@ -182,7 +183,7 @@ class Job:
             raise ValueError(f"this model takes images of shape {tuple(shape)}, but {cfg.dataset} has "
                              f"{tuple(data.image_shape)}: set image_shape to {tuple(data.image_shape)}.")
         lr = float(run.control().get("lr") or cfg.lr)
-        model.configure_training(lr=lr, precision=cfg.precision)
+        model.configure_training(lr=lr, precision=cfg.precision, ema=cfg.ema)
         if run.checkpoint_path.exists():
             ckpt = load_checkpoint(run.checkpoint_path, device=self.device)
             model.load_state_dict(ckpt.model_state)
@@ -227,10 +228,10 @@ class Job:
         if final == "finished" and not run.epoch_grids():
             run.write_epoch_grid(p.epoch(self.spe), png if png is not None else fixed_noise_grid(model, self.cfg))
         if final == "finished" and self.evaluate != "none" and self.stop_reason is None:
-            # records its figures, or its error: never raises
-            self.quality_record = self.quality.final(model, p.step, self.evaluate,
-                                                     on_progress=self.on_evaluation_progress,
-                                                     on_plan=self.on_evaluation_plan, train_seconds=p.seconds)
+            with model.averaged_weights():  # records its figures, or its error: never raises
+                self.quality_record = self.quality.final(model, p.step, self.evaluate,
+                                                         on_progress=self.on_evaluation_progress,
+                                                         on_plan=self.on_evaluation_plan, train_seconds=p.seconds)
         run.write_state(state=final, step=p.step, epoch=p.epoch(self.spe), images=p.images,
                         seconds=round(p.seconds, 2), total_steps=self.end, eta_seconds=0,
                         message=self.stop_reason if final == "stopped" else None)
@@ -302,14 +303,17 @@ class Job:
         tasks = [(self.live, lambda: write_live(self.run, self.model, self.cfg)), (self.snap, self.snapshot),
                  (self.ckpt_cadence, self.checkpoint)]
         if self.evaluate != "none":
-            tasks.append((self.quality_cadence, lambda: self.quality.periodic(self.model, self.progress.step,
-                                                                             self.progress.seconds)))
+            tasks.append((self.quality_cadence, self.periodic_quality))
         for cadence, task in tasks:
             if cadence.due():
                 t0 = time.perf_counter()
                 task()
                 self.model.train()
                 cadence.done(time.perf_counter() - t0)
+
+    def periodic_quality(self) -> None:
+        with self.model.averaged_weights():  # the model a checkpoint shows
+            self.quality.periodic(self.model, self.progress.step, self.progress.seconds)
 
     def on_log(self, row: dict[str, Any]) -> None:
         p, cfg = self.progress, self.cfg

@@ -20,8 +20,10 @@ from torch import nn
 from genlib.config import check, check_choice, check_number
 from genlib.data import to_unit
 from genlib.devices import device_generator  # noqa: F401 - the models and evaluators take it from their contract
+from genlib.models.averaging import WeightAverage, restore_live_weights
 
 PRECISIONS = ("fp32", "bf16")
+AVERAGE_KEY = "weight_average"  # training_state()'s entry of a run with a weight average
 
 
 class GenerativeModel(nn.Module, ABC):
@@ -43,6 +45,9 @@ class GenerativeModel(nn.Module, ABC):
     # whether `sample` is one network pass (the VAE's decoder, the GAN's generator), cheap enough for a page to
     # sample on the spot, rather than a chain of hundreds of steps (the RBM's Gibbs, the EBM's Langevin)
     one_pass_sampling: ClassVar[bool] = False
+    # the submodules a weight average (TrainConfig.ema) covers, () for the whole model: only what samples are drawn
+    # from (the GAN's generator, not its discriminator)
+    averaged_modules: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: Any) -> None:
         super().__init__()
@@ -51,14 +56,18 @@ class GenerativeModel(nn.Module, ABC):
         self.config = config
         self.lr: float | None = None
         self.precision = "fp32"
+        self.weight_average: WeightAverage | None = None
 
     # ---- training ----
-    def configure_training(self, *, lr: float, precision: str = "fp32") -> None:
-        """Create the optimisers (or the closed-form update's state) for learning rate `lr`."""
+    def configure_training(self, *, lr: float, precision: str = "fp32", ema: float = 0.0) -> None:
+        """Create the optimisers (or the closed-form update's state) for learning rate `lr`, and with `ema` in
+        (0, 1) an exponential moving average of the weights with that decay (genlib.models.averaging)."""
         check_number("learning rate", lr, 0.0, 10.0, lo_open=True, hi_open=True)
         check_choice("precision", precision, PRECISIONS)
+        check_number("ema", ema, 0.0, 1.0, hi_open=True)
         self.lr = float(lr)
         self.precision = precision
+        self.weight_average = WeightAverage(ema) if ema > 0 else None
         self._make_optimizers(self.lr)
 
     @abstractmethod
@@ -81,6 +90,26 @@ class GenerativeModel(nn.Module, ABC):
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """The model's torch optimisers by name (empty for closed-form updates)."""
         return {}
+
+    # ---- the weight average ----
+    def averaged_entries(self) -> dict[str, torch.Tensor]:
+        """The floating tensors of state_dict() that a weight average covers (views of the live ones: writing into
+        them writes the model), under `averaged_modules`."""
+        prefixes = tuple(f"{m}." for m in self.averaged_modules)
+        return {k: v for k, v in self.state_dict().items()
+                if v.is_floating_point() and (not prefixes or k.startswith(prefixes))}
+
+    def update_average(self) -> None:
+        """After each training step (the loop calls it): fold the weights into the average, when there is one."""
+        if self.weight_average is not None:
+            self.weight_average.update(self.averaged_entries())
+
+    def averaged_weights(self) -> contextlib.AbstractContextManager:
+        """A block in which the model holds its averaged weights (for drawing, saving, evaluating); a no-op without
+        an average. Checkpoints save inside it, so every reader of a checkpoint sees the averaged model."""
+        if self.weight_average is None:
+            return contextlib.nullcontext()
+        return self.weight_average.shown(self.averaged_entries())
 
     def set_lr(self, lr: float) -> None:
         """Change the learning rate of a running training without restarting it."""
@@ -107,13 +136,24 @@ class GenerativeModel(nn.Module, ABC):
         getattr(self, f"set_{name}")(value)
 
     def training_state(self) -> dict[str, Any]:
-        """Everything besides the parameters that resuming needs (optimiser moments, persistent chains)."""
-        return {name: opt.state_dict() for name, opt in self.optimizers().items()}
+        """Everything besides the parameters that resuming needs (optimiser moments, persistent chains; with a weight
+        average, the live weights, since a checkpoint's parameters are the average). Subclasses extend super()'s."""
+        state: dict[str, Any] = {name: opt.state_dict() for name, opt in self.optimizers().items()}
+        if self.weight_average is not None and self.weight_average.average is not None:
+            state[AVERAGE_KEY] = self.weight_average.state(self.averaged_entries())
+        return state
 
     def load_training_state(self, state: dict[str, Any]) -> None:
+        """Resume from training_state(), after load_state_dict of the checkpoint's parameters."""
         for name, opt in self.optimizers().items():
             if name in state:
                 opt.load_state_dict(state[name])
+        saved = state.get(AVERAGE_KEY)
+        if saved is not None:  # the loaded parameters are an average: the live ones go back into the model
+            if self.weight_average is not None:
+                self.weight_average.restore(saved, self.averaged_entries())
+            else:
+                restore_live_weights(saved, self.averaged_entries())
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """bf16 autocast on the model's device when precision is bf16; a no-op for fp32."""

@@ -141,6 +141,7 @@ class GAN(GenerativeModel, LatentModel):
     name: ClassVar[str] = "gan"
     title: ClassVar[str] = "GAN"
     one_pass_sampling: ClassVar[bool] = True
+    averaged_modules: ClassVar[tuple[str, ...]] = ("netG",)  # a weight average covers the generator (and its BN stats)
     config_class: ClassVar[type] = GANConfig
     metric_names: ClassVar[tuple[str, ...]] = ("loss", "d_loss", "g_loss", "d_real", "d_fake")
     monitor: ClassVar[str] = "d_loss"

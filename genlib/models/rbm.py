@@ -345,7 +345,8 @@ class RBM(GenerativeModel, LatentModel, EnergyModel):
     def training_state(self) -> dict[str, Any]:
         """Momentum buffers, the persistent chain, the current k, centring's offsets and (decaying lr) the update
         count, for resuming."""
-        state: dict[str, Any] = {"k": self.k, "momentum": {n: b.detach().clone() for n, b in self._velocity.items()}}
+        state: dict[str, Any] = {**super().training_state(), "k": self.k,
+                                 "momentum": {n: b.detach().clone() for n, b in self._velocity.items()}}
         if self.config.lr_decay_steps:
             state["updates"] = self.updates
         if self.pcd_chain is not None:
@@ -355,6 +356,7 @@ class RBM(GenerativeModel, LatentModel, EnergyModel):
         return state
 
     def load_training_state(self, state: dict[str, Any]) -> None:
+        super().load_training_state(state)  # the live weights, when the checkpoint's are an average
         device, dtype = self.device, self.W.dtype
         if "k" in state:
             self.set_k(int(state["k"]))

@@ -7,6 +7,7 @@ format included) are refused, because unpickling can run arbitrary code.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,11 +103,15 @@ def checkpoint_bytes(model: Any, *, train_config: dict[str, Any], progress: dict
     from safetensors.torch import save
 
     tensors: dict[str, torch.Tensor] = {}
-    for k, v in model.state_dict().items():
-        v = v.detach().to("cpu")
-        if half and v.is_floating_point():
-            v = v.half()
-        tensors[f"model/{k}"] = v.contiguous().clone()
+    # a model with a weight average is saved averaged, what every reader shows; its live weights, which resuming
+    # needs, are in its training state
+    averaged = getattr(model, "averaged_weights", contextlib.nullcontext)
+    with averaged():
+        for k, v in model.state_dict().items():
+            v = v.detach().to("cpu")
+            if half and v.is_floating_point():
+                v = v.half()
+            tensors[f"model/{k}"] = v.contiguous().clone()
     skeleton = None
     if with_training_state and not half:
         skeleton = _flatten(model.training_state(), "train", tensors)
