@@ -165,3 +165,20 @@ def test_snapshots_are_picked_every_so_many_seconds_or_at_the_deadlines():
     assert at[0][1] == "00118.00.safetensors"
     assert ttq.snapshots_to_evaluate(names, 60.0, [1.0]) == [(330.0, "00330.00.safetensors")]  # none by 1 s
     assert ttq.snapshots_to_evaluate([], 60.0, [120]) == []
+
+
+def test_the_weight_average_study_copies_the_live_weights_and_each_average_of_one_run():
+    import torch
+
+    from genlib.data import load_dataset
+
+    study = _load("weight_average_study")
+    torch.manual_seed(0)
+    copies = study.train_and_copy("vae", "lecture:hidden=16:latent=2", [0.2, 0.5], [0.9, 0.99],
+                                  load_dataset("digits"))
+    assert [c["seconds"] for c in copies] == [0.2, 0.5] and copies[0]["step"] < copies[1]["step"]
+    for c in copies:
+        assert set(c["weights"]) == {"live", "ema 0.9", "ema 0.99"}
+        live, avg = c["weights"]["live"], c["weights"]["ema 0.9"]
+        assert live.keys() == avg.keys()
+        assert any(not torch.equal(live[k], avg[k]) for k in live)  # an average, not a second copy of the weights
