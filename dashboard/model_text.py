@@ -157,6 +157,16 @@ CHART_CAPTIONS = {
            "pulls the samples back down. The gap E(samples) − E(data) is large while samples are poor and shrinks "
            "as they start to look like data; the loss hovers near 0 and is not a likelihood.",
 }
+
+def averaged_caption(ema: float) -> str:
+    """What a sample grid adds when the run shows its weights' moving average (TrainConfig.ema > 0), else ""."""
+    if not ema:
+        return ""
+    return (f" Drawn from the moving average of the weights (decay {ema:g}: about the last {round(1 / (1 - ema)):,} "
+            "steps), which sits nearer the optimum than the live weights each SGD step moves; the explorers and "
+            "quality figures use it too.")
+
+
 SAMPLE_CAPTIONS = {
     "rbm": "Samples from the same random start after a fixed number of Gibbs steps, refreshed every few seconds.",
     "vae": "Decoded from the same 64 fixed latent draws z ~ N(0, I), refreshed every few seconds.",

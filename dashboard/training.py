@@ -14,7 +14,7 @@ import streamlit as st
 
 from dashboard import auth, share, state
 from dashboard.charts import loss_figure
-from dashboard.model_text import CHART_CAPTIONS, SAMPLE_CAPTIONS, model_title
+from dashboard.model_text import CHART_CAPTIONS, SAMPLE_CAPTIONS, averaged_caption, model_title
 from dashboard.forks import forks_section
 from dashboard.knobs import knob_controls
 from dashboard.train_form import train_form
@@ -214,9 +214,9 @@ def _problem(status: Any) -> None:
 
 # ---- the live view ----
 
-def _live_view(run: Any, model_name: str, shown_state: str, epochs: int | None) -> None:
+def _live_view(run: Any, model_name: str, shown_state: str, epochs: int | None, ema: float = 0.0) -> None:
     """Fragment body: refreshed every LIVE_REFRESH_S while the run is live, once otherwise. `shown_state` is the
-    state the last full run drew the page for."""
+    state the last full run drew the page for; `ema` the run's weight-average decay (its grid's caption says so)."""
     try:
         status = state.get_manager().status(run.id)
     except (ValueError, FileNotFoundError):
@@ -242,7 +242,7 @@ def _live_view(run: Any, model_name: str, shown_state: str, epochs: int | None) 
             png = None
         if png is not None:
             st.image(png, output_format="PNG", width=_width())
-            st.caption(SAMPLE_CAPTIONS.get(model_name, ""))
+            st.caption(SAMPLE_CAPTIONS.get(model_name, "") + averaged_caption(ema))
         else:
             st.info("The first samples appear a few seconds after training starts.")
 
@@ -325,6 +325,7 @@ def training_panel(model_name: str):
         return None
     info = run.info()
     epochs = (info.get("train_config") or {}).get("epochs")
+    ema = float((info.get("train_config") or {}).get("ema") or 0.0)
     _problem(status)
     if info.get("pretrained"):
         st.caption("A pretrained model shipped with the app (scripts/pretrain.py), kept read-only: fork it below "
@@ -334,7 +335,7 @@ def training_panel(model_name: str):
     live = status.live
     if live and not presenting:
         knob_controls(run, model_name)
-    st.fragment(_live_view, run_every=LIVE_REFRESH_S if live else None)(run, model_name, status.state, epochs)
+    st.fragment(_live_view, run_every=LIVE_REFRESH_S if live else None)(run, model_name, status.state, epochs, ema)
     with st.expander("What each curve means"):
         labels = getattr(cls, "metric_labels", {})
         st.markdown("\n".join(f"- **{n}**: {labels.get(n, n)}" for n in cls.metric_names))

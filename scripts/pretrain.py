@@ -58,14 +58,14 @@ def specs(model_names: Sequence[str]) -> list[PretrainSpec]:
     """The shipped models, in the order they are trained: each model's lecture recipe, trained for longer than a
     lecture's minutes (docs/time_to_quality.md has the curves these runs follow)."""
     out = [
-        # the lecture recipe (centred PCD-1 at lr 0.01, visible biases at the data's log-odds, weight decay 2e-4):
-        # 200 epochs are ~30 minutes of one idle core, as the time_to_quality run it was adopted from
-        # (docs/time_to_quality.md); the 35-minute budget stops it earlier on a busier machine
+        # the lecture recipe (centred PCD-1 at lr 0.01, visible biases at the data's log-odds, weight decay 2e-4, the
+        # weights' moving average shown): the shipped run is the 30-minute time_to_quality run it was adopted from
+        # (242 epochs, docs/time_to_quality.md); the 35-minute budget stops a retrain earlier on a busier machine
         _lecture("rbm", "pretrained-rbm", "Pretrained RBM (lecture recipe: centred PCD-1, 500 hidden units)", 35,
                  epochs=200),
-        # the lecture recipe (Bernoulli decoder, 16 latent dimensions): 100 epochs are ~15 minutes of one idle core,
-        # where its IWAE bound reached 92.5 nats (docs/time_to_quality.md); epochs, not the clock, end it, so a
-        # busy machine takes longer but ships the same model
+        # the lecture recipe (Bernoulli decoder, 16 latent dimensions, the weights' moving average shown): the shipped
+        # run is the 15-minute time_to_quality run (112 epochs, IWAE 91.2 nats, docs/time_to_quality.md); a retrain
+        # stops at 100 epochs, not the clock, so a busy machine takes longer but ships the same model
         _lecture("vae", "pretrained-vae", "Pretrained VAE (lecture recipe: latent 16, Bernoulli decoder)", 40,
                  epochs=100),
         _lecture("vae", "pretrained-vae-latent2", "Pretrained VAE (latent 2: a map you can see)", 20,

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import APP
+from conftest import APP, ROOT
 import waiting
 
 TIMEOUT = 60  # AppTest's per-run limit: the first run imports torch
@@ -334,6 +334,12 @@ def test_a_model_page_opens_on_its_best_pretrained_run_and_reads_finished(shippe
     at.run()
     assert not at.exception, at.exception
     assert at.selectbox(key="vae-run-select").value == "pretrained-vae"
+    shipped = json.loads((ROOT / "pretrained" / "pretrained-vae" / "state.json").read_text())
     bars = [p.proto.text for p in at.get("progress")]
-    assert any(t.startswith("Finished · 100 epochs trained · step 46,800") for t in bars), bars
+    assert any(t.startswith(f"Finished · {shipped['epoch']} epochs trained · step {shipped['step']:,}")
+               for t in bars), bars
     assert not any("epochs done" in t for t in bars)
+    # the shipped VAE shows its weights' moving average, and its sample grid says so
+    ema = json.loads((ROOT / "pretrained" / "pretrained-vae" / "run.json").read_text())["train_config"]["ema"]
+    assert ema == 0.999
+    assert any("moving average of the weights (decay 0.999" in c.value for c in at.caption)
