@@ -67,6 +67,9 @@ def test_bad_decays_and_a_mismatched_state_are_refused():
     avg = WeightAverage(0.9)
     with pytest.raises(ValueError, match="does not match"):
         avg.restore({"updates": 3, "live": {"other": torch.zeros(2)}}, {"w": torch.zeros(2)})
+    avg.update({"w": torch.zeros(2)})
+    with pytest.raises(ValueError, match="changed"):  # never a silent restart of the average
+        avg.update({"w": torch.zeros(2), "b": torch.zeros(1)})
 
 
 def test_the_training_loop_updates_the_average_after_every_step():

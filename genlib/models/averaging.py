@@ -36,8 +36,10 @@ class WeightAverage:
         """Fold the live weights in, after an optimiser step; the first call starts the average at them."""
         if self._own is not None:
             raise RuntimeError("the weights are being shown averaged: a training step must not run inside `shown`")
-        if self.average is None or self.average.keys() != live.keys():
+        if self.average is None:
             self.average = {k: v.detach().clone() for k, v in live.items()}
+        elif self.average.keys() != live.keys():
+            raise ValueError(f"the model's averaged weights changed from {sorted(self.average)} to {sorted(live)}")
         self.updates += 1
         keys = list(live)
         torch._foreach_lerp_([self.average[k] for k in keys], [live[k] for k in keys], 1.0 - self.current_decay())
