@@ -29,39 +29,37 @@ def train_and_copy(model_name: str, recipe_spec: str, at: list[float], decays: l
     Returns [{"seconds", "step", "weights": {"live" | "ema <d>": state_dict}}]."""
     import torch
 
-    from genlib.devices import flush_denormals
     from genlib.models import build_model
     from genlib.models.averaging import WeightAverage
-    from genlib.training import epoch_generator
+    from genlib.training import Callbacks, TrainConfig, train
     from time_to_quality import parse_recipe
 
     recipe = parse_recipe(model_name, recipe_spec)
-    train_cfg = recipe.train_values()
+    # the project's loop (genlib.training.train: batch order, data-dependent start, denormals), run until the last
+    # copy; its control callback, called after every step, folds the weights into each average and copies when due
+    cfg = TrainConfig(**{**recipe.train_values(), "epochs": 100_000, "seed": seed})
     torch.manual_seed(seed)
     model = build_model(model_name, recipe.model_values())
-    model.configure_training(lr=train_cfg["lr"])  # no average of its own: the study keeps one per decay
-    model.init_from_data(data.x_train)
+    model.configure_training(lr=cfg.lr)  # no average of its own: the study keeps one per decay
     averages = {d: WeightAverage(d) for d in decays}
-    copies, pending, step, epoch = [], sorted(at), 0, 0
+    copies: list[dict[str, Any]] = []
+    pending = sorted(at)
     t0 = time.perf_counter()
-    with flush_denormals(data.x_train.device):
-        while pending:
-            for xb in data.batches(train_cfg["batch_size"], generator=epoch_generator(seed, epoch)):
-                model.train_step_uint8(xb)  # xb: (B, 1, 28, 28) uint8
-                step += 1
-                live = model.averaged_entries()
-                for avg in averages.values():
-                    avg.update(live)
-                if time.perf_counter() - t0 >= pending[0]:
-                    weights = {"live": {k: v.clone() for k, v in model.state_dict().items()}}
-                    for d, avg in averages.items():
-                        with avg.shown(live):
-                            weights[f"ema {d:g}"] = {k: v.clone() for k, v in model.state_dict().items()}
-                    copies.append({"seconds": pending.pop(0), "step": step, "weights": weights})
-                    print(f"copied at {copies[-1]['seconds']:.0f} s, step {step}", flush=True)
-                    if not pending:
-                        break
-            epoch += 1
+
+    def control(progress: Any) -> bool:
+        live = model.averaged_entries()
+        for avg in averages.values():
+            avg.update(live)
+        if time.perf_counter() - t0 >= pending[0]:
+            weights = {"live": {k: v.clone() for k, v in model.state_dict().items()}}
+            for d, avg in averages.items():
+                with avg.shown(live):
+                    weights[f"ema {d:g}"] = {k: v.clone() for k, v in model.state_dict().items()}
+            copies.append({"seconds": pending.pop(0), "step": progress.step, "weights": weights})
+            print(f"copied at {copies[-1]['seconds']:.0f} s, step {progress.step}", flush=True)
+        return bool(pending)  # False ends the training
+
+    train(model, data, cfg, callbacks=Callbacks(control=control))
     return copies
 
 

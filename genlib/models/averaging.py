@@ -74,17 +74,19 @@ class WeightAverage:
     def restore(self, state: dict[str, object], live: dict[str, torch.Tensor]) -> None:
         """Resume from a checkpoint whose weights (now in `live`) are the average: they become the average again,
         and the saved live weights go back into the model."""
-        saved = state.get("live")
-        if not isinstance(saved, dict) or saved.keys() != live.keys():
-            raise ValueError("the checkpoint's averaged-weights state does not match this model's weights; "
-                             "start a new run or train without a weight average")
-        self.average = {k: v.detach().clone() for k, v in live.items()}
-        for k, v in live.items():
-            v.copy_(saved[k].to(v.device, v.dtype))
-        self.updates = int(state.get("updates", 0))
+        average = {k: v.detach().clone() for k, v in live.items()}
+        self.updates = restore_live_weights(state, live)
+        self.average = average
 
 
 @torch.no_grad()
-def restore_live_weights(state: dict[str, object], live: dict[str, torch.Tensor]) -> None:
-    """Resume a run saved with a weight average into a model trained without one: only the live weights go back."""
-    WeightAverage(0.5).restore(state, live)
+def restore_live_weights(state: dict[str, object], live: dict[str, torch.Tensor]) -> int:
+    """Copy the live weights that `WeightAverage.state` saved back into the model's tensors `live`; returns the
+    update count. A model resumed without an average of its own needs only this."""
+    saved = state.get("live")
+    if not isinstance(saved, dict) or saved.keys() != live.keys():
+        raise ValueError("the checkpoint's averaged-weights state does not match this model's weights; "
+                         "start a new run or train without a weight average")
+    for k, v in live.items():
+        v.copy_(saved[k].to(v.device, v.dtype))
+    return int(state.get("updates", 0))
