@@ -174,6 +174,9 @@ def check_folder(store: RunStore, run_id: str, info0: dict, kills: int) -> dict:
 def test_sigkill_at_random_moments_loses_nothing(tmp_path):
     seed = int(os.environ.get("GENLIB_KILL_SEED") or time.time_ns() % 2**32)
     rng = random.Random(seed)
+    # which kills come anywhere from the start: a third of them, drawn, so the check below on the resumes counted
+    # (the other kills) holds for every seed instead of failing on an unlucky one (8 of 20 was seen in CI)
+    early = set(rng.sample(range(KILLS), KILLS // 3))
     store = RunStore(tmp_path / "runs")
     run = store.create({"model": "vae", "dataset": "digits",
                         "model_config": dataclasses.asdict(make_config("vae", VAE)),
@@ -197,7 +200,7 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path):
                     time.sleep(0.005)
                 # a random moment: a third of the kills anywhere from the start (loading, building, resuming), the
                 # rest while it trains (logging, checkpointing, snapshotting, drawing grids)
-                if i < KILLS and rng.random() < 1 / 3:
+                if i in early:
                     time.sleep(rng.uniform(0.0, 1.0))
                 else:
                     while not metric_rows_after(run, offset):
