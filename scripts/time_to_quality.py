@@ -191,7 +191,8 @@ def train_recipe(manager: Any, model: str, recipe: Any, *, seconds: float, snaps
         pass
     state = run.state()
     return {"run_id": run_id, "state": status.state, "steps": state.get("step"), "images": state.get("images"),
-            "train_seconds": state.get("seconds"), "wall_seconds": round(time.time() - t0, 1), "snapshots": copies,
+            "budget_s": seconds, "train_seconds": state.get("seconds"), "wall_seconds": round(time.time() - t0, 1),
+            "snapshots": copies,
             "model_config": recipe.model_values(), "train_config": train_cfg}
 
 
@@ -348,6 +349,20 @@ def table(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def training_settings(runs: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
+    """The clock and snapshot interval the runs trained with: this command's, or with --evaluate-only the runs' own
+    records (None where a record predates them), never this command's unused defaults."""
+    if not args.evaluate_only:
+        return {"seconds": args.seconds, "snapshot_every_s": args.snapshot_every}
+
+    def one(values: set[Any]) -> Any:
+        values.discard(None)
+        return values.pop() if len(values) == 1 else (sorted(values) or None)
+
+    return {"seconds": one({r.get("budget_s") for r in runs}),
+            "snapshot_every_s": one({r.get("train_config", {}).get("snapshot_every_s") for r in runs})}
+
+
 def _folder(model: str, spec: str) -> str:
     return f"{model}-" + "".join(c if c.isalnum() or c in "-_." else "_" for c in spec)
 
@@ -440,8 +455,7 @@ def main(argv: list[str] | None = None) -> int:
         r["curve"] = evaluate_run(r["model"], work / "snapshots" / _folder(r["model"], r["recipe"]), r["snapshots"],
                                   judge, args)
     settings = {"command": " ".join(["scripts/time_to_quality.py", *(argv if argv is not None else sys.argv[1:])]),
-                "seconds": args.seconds, "n_samples": N_SAMPLES, "snapshot_every_s": args.snapshot_every,
-                "eval_every_s": args.eval_every, "iwae_k": args.iwae_k, "n_test": args.n_test,
+                **training_settings(runs, args), "n_samples": N_SAMPLES, "eval_every_s": args.eval_every, "iwae_k": args.iwae_k, "n_test": args.n_test,
                 "ais_steps": args.ais_steps, "ais_chains": args.ais_chains, "ais_repeats": args.ais_repeats,
                 "worker_threads": threads,
                 "order": "sequential, one run at a time, the recipes' order alternating between models",

@@ -167,6 +167,21 @@ def test_snapshots_are_picked_every_so_many_seconds_or_at_the_deadlines():
     assert ttq.snapshots_to_evaluate([], 60.0, [120]) == []
 
 
+def test_an_evaluation_records_the_clock_its_runs_trained_with_not_its_own_defaults():
+    import argparse
+
+    trained = argparse.Namespace(evaluate_only=False, seconds=600.0, snapshot_every=30.0)
+    assert ttq.training_settings([], trained) == {"seconds": 600.0, "snapshot_every_s": 30.0}
+    later = argparse.Namespace(evaluate_only=True, seconds=120.0, snapshot_every=5.0)  # the unused defaults
+    runs = [{"budget_s": 3000.0, "train_config": {"snapshot_every_s": 60.0}},
+            {"budget_s": 3000.0, "train_config": {"snapshot_every_s": 60.0}}]
+    assert ttq.training_settings(runs, later) == {"seconds": 3000.0, "snapshot_every_s": 60.0}
+    mixed = [runs[0], {"budget_s": 300.0, "train_config": {"snapshot_every_s": 60.0}}]
+    assert ttq.training_settings(mixed, later) == {"seconds": [300.0, 3000.0], "snapshot_every_s": 60.0}
+    old = [{"train_config": {}}]  # a record from before budget_s was kept: unknown, not 120
+    assert ttq.training_settings(old, later) == {"seconds": None, "snapshot_every_s": None}
+
+
 def test_the_weight_average_study_copies_the_live_weights_and_each_average_of_one_run():
     import torch
 
