@@ -73,7 +73,7 @@ def _table() -> dict[str, dict[str, Recipe]]:
                 why="Centred PCD-1 (Melchior et al. 2016; Tieleman 2008) without momentum, visible biases started at "
                     "the data's log-odds, weight decay 2e-4 (Hinton's practical guide), and samples drawn from the "
                     "weights' moving average (decay 0.999), which smooths the noise of twice PyDeep's step size "
-                    "(0.02): measured through the dashboard's job path on one core, AIS -101.3 nats after 2 minutes, "
+                    "(0.02): measured through the dashboard's job path on one core, AIS -101.4 nats after 2 minutes, "
                     "-91.6 after 5 and -85.6 after 30, 1-12 nats above the step 0.01 (docs/time_to_quality.md)."),
         },
         "vae": {
@@ -102,7 +102,7 @@ def _table() -> dict[str, dict[str, Recipe]]:
                 why="DCGAN's Adam with beta1 0.5 (Radford et al. 2016) on the widths / 4 network, with batches of 32 "
                     "(more updates per second on a CPU) and samples from the generator's moving average (decay "
                     "0.999; Yazici et al. 2019), which lets the step size go to 4x DCGAN's 2e-4: measured on one "
-                    "core, a Fréchet distance 40% lower at 95 s and 20-30% lower at 10 minutes than at 2e-4 "
+                    "core, a Fréchet distance 40% lower at 95 s and 20-35% lower at 10 minutes than at 2e-4 "
                     "(docs/time_to_quality.md)."),
         },
         "ebm": {

@@ -455,7 +455,8 @@ def main(argv: list[str] | None = None) -> int:
         r["curve"] = evaluate_run(r["model"], work / "snapshots" / _folder(r["model"], r["recipe"]), r["snapshots"],
                                   judge, args)
     settings = {"command": " ".join(["scripts/time_to_quality.py", *(argv if argv is not None else sys.argv[1:])]),
-                **training_settings(runs, args), "n_samples": N_SAMPLES, "eval_every_s": args.eval_every, "iwae_k": args.iwae_k, "n_test": args.n_test,
+                **training_settings(runs, args), "n_samples": N_SAMPLES, "eval_every_s": args.eval_every,
+                "iwae_k": args.iwae_k, "n_test": args.n_test,
                 "ais_steps": args.ais_steps, "ais_chains": args.ais_chains, "ais_repeats": args.ais_repeats,
                 "worker_threads": threads,
                 "order": "sequential, one run at a time, the recipes' order alternating between models",
