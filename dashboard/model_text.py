@@ -158,6 +158,7 @@ CHART_CAPTIONS = {
            "as they start to look like data; the loss hovers near 0 and is not a likelihood.",
 }
 
+
 def averaged_caption(ema: float) -> str:
     """What a sample grid adds when the run shows its weights' moving average (TrainConfig.ema > 0), else ""."""
     if not ema:

@@ -324,8 +324,8 @@ def training_panel(model_name: str):
         st.info("No run of this model yet: set the options above and press **Start training**.")
         return None
     info = run.info()
-    epochs = (info.get("train_config") or {}).get("epochs")
-    ema = float((info.get("train_config") or {}).get("ema") or 0.0)
+    train_config = info.get("train_config") or {}
+    epochs, ema = train_config.get("epochs"), float(train_config.get("ema") or 0.0)
     _problem(status)
     if info.get("pretrained"):
         st.caption("A pretrained model shipped with the app (scripts/pretrain.py), kept read-only: fork it below "

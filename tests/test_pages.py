@@ -180,7 +180,6 @@ def test_no_legacy_pages_folder_next_to_the_app():
     """A `pages/` folder beside app.py switches Streamlit into its legacy multipage mode for every session that
     starts on a sub-page before any session has run st.navigation (e.g. students reloading /vae after a server
     restart): that page then runs without app.py, so without the sidebar and page settings."""
-
     assert not (ROOT / "pages").exists()
 
 
@@ -285,7 +284,6 @@ def test_progress_text_of_a_finished_run_says_what_it_trained_not_epochs_left():
 def shipped_copy(dashboard_env, monkeypatch):
     """The repository's pretrained/ runs, copied (the GAN without its saved grids, so the home page must sample it)."""
     import shutil
-
 
     src = dashboard_env / "pretrained"
     shutil.copytree(ROOT / "pretrained", src)
