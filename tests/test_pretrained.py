@@ -62,6 +62,28 @@ def test_export_writes_a_small_float16_run_folder(exported):
     assert manifest["runs"][0]["run_id"] == "pretrained-vae-tiny" and manifest["total_bytes"] == row["bytes"]
 
 
+def test_evaluate_export_scores_every_models_samples_the_ebms_too(monkeypatch, tmp_path):
+    """A page's FINAL evaluation leaves the EBM's Langevin samples out for their cost; a shipped run is evaluated
+    once, offline, with them, so its MANIFEST row and quality panel carry a Fréchet distance."""
+    script = _load_script()
+    seen = {}
+
+    def fake_evaluation(run, settings, *, data_root=None):
+        seen.update(settings=settings, folder=run.path, data_root=data_root)
+        return {"error": None, "figures": {"frechet_distance": 113.42461, "class_min_share": 0.0188,
+                                           "classifier_accuracy": 0.993, "samples_skipped": "not here"}}
+
+    monkeypatch.setattr("genlib.quality.records.evaluate_saved_run", fake_evaluation)
+    folder = tmp_path / "pretrained-ebm"
+    folder.mkdir()
+    figures = script.evaluate_export(folder, "DATA")
+    settings = seen["settings"]
+    assert settings.kind == "final" and settings.n_samples == 5_000
+    assert all(settings.scores_samples(m) for m in ("ebm", "rbm", "vae", "gan"))
+    assert seen["folder"] == folder and seen["data_root"] == "DATA"
+    assert figures == {"frechet_distance": 113.4246, "class_min_share": 0.0188}  # the MANIFEST's figures only
+
+
 def test_install_copies_once_and_never_overwrites(exported, tmp_path):
     folder, _ = exported
     store = RunStore(tmp_path / "runs")
