@@ -89,8 +89,10 @@ def test_preset_flags_and_overrides():
     assert model_cfg["decoder"] == "gaussian" and (cfg.lr, cfg.batch_size, cfg.epochs) == (1e-3, 128, 100)
     model_cfg, cfg = configs("ebm", "--channels", "8,16,32,32", "--adam-beta1", "0.2", "--hidden", "32")
     assert (model_cfg["channels"], model_cfg["adam_beta1"], model_cfg["hidden"]) == ((8, 16, 32, 32), 0.2, 32)
-    _, cfg = configs("rbm", "--preset", "lecture", "--ema", "0.99")
+    model_cfg, cfg = configs("rbm", "--preset", "lecture", "--ema", "0.99")
     assert cfg.ema == 0.99 and configs("rbm", "--preset", "seed")[1].ema == 0.0  # the seed shows its live weights
+    assert (model_cfg["momentum"], cfg.lr, cfg.batch_size) == (0.5, 0.02, 100)  # the measured recipe, from the CLI
+    assert configs("ebm", "--preset", "lecture")[1].ema == 0.99
     model_cfg, _ = configs("rbm", "--init-std", "0.05", "--sample-steps", "100", "--lr-decay-steps", "1000")
     assert (model_cfg["init_std"], model_cfg["sample_steps"], model_cfg["lr_decay_steps"]) == (0.05, 100, 1000)
 
