@@ -116,8 +116,8 @@ def _table() -> dict[str, dict[str, Recipe]]:
                 why="Du & Mordatch's replay buffer, clipped Langevin steps and energy regulariser (already the "
                     "defaults), 200 sampling steps for the grids, and samples from the weights' moving average "
                     "(decay 0.99): measured through the job path on one core, FD 230 after 10 minutes (256-285 "
-                    "without the average) and 114 after 45, the pretrained EBM's run; the 1s stay rare, 1.6-2.8% of the "
-                    "samples (docs/time_to_quality.md)."),
+                    "without the average) and 114 after 45, the pretrained EBM's run; the 1s stay rare, 1.6-2.8% of "
+                    "the samples (docs/time_to_quality.md)."),
         },
     }
 
