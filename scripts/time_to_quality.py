@@ -336,16 +336,17 @@ def table(doc: dict[str, Any]) -> str:
             reached = "-" if t["seconds"] is None else f"{t['seconds']:.0f}"
             lines.append(f"| {r['model']} | {r['recipe']} | {t['target']} | {t['deadline_s']:.0f} | {reached} | "
                          f"{'yes' if t['met'] else 'no'} | {gaps} |")
-    lines += ["", "| model | recipe | steps | last point s | FD (x floor) | smallest digit share | likelihood |",
-              "|---|---|---:|---:|---:|---:|---|"]
+    lines += ["", "| model | recipe | steps | last point s | FD (x floor) | smallest digit share | likelihood | "
+                  "host: one-thread mm GFLOP/s |", "|---|---|---:|---:|---:|---:|---|---:|"]
     for r in doc["runs"]:
         p = r["curve"][-1] if r["curve"] else None
+        host = "-" if r.get("host_mm_gflops") is None else f"{r['host_mm_gflops']:.0f}"  # runs from before it was kept
         if p is None:
-            lines.append(f"| {r['model']} | {r['recipe']} | {r.get('steps')} | - | - | - | - |")
+            lines.append(f"| {r['model']} | {r['recipe']} | {r.get('steps')} | - | - | - | - | {host} |")
             continue
         lik = ", ".join(f"{k} {p[k]:.1f}" for k in ("iwae_nll", "iwae_nll_raw", "ais_ll") if p.get(k) is not None)
         lines.append(f"| {r['model']} | {r['recipe']} | {p['step']} | {p['elapsed_s']:.0f} | {p['frechet']:.2f} "
-                     f"({p['ratio']:.1f}x) | {p['min_share']:.3f} | {lik or '-'} |")
+                     f"({p['ratio']:.1f}x) | {p['min_share']:.3f} | {lik or '-'} | {host} |")
     return "\n".join(lines)
 
 
@@ -363,6 +364,28 @@ def training_settings(runs: list[dict[str, Any]], args: argparse.Namespace) -> d
             "snapshot_every_s": one({r.get("train_config", {}).get("snapshot_every_s") for r in runs})}
 
 
+def host_gflops(size: int = 1024, reps: int = 5) -> float:
+    """This core's speed just now: best-of-`reps` GFLOP/s of a one-thread fp32 torch.mm (2 n^3 FLOPs). Recorded
+    beside every run, because seconds to a target mean nothing without it: the same recipe makes twice the steps in
+    10 minutes on a host whose core is twice as fast (scripts/bench.py measures the full peak table)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a dashboard job's share of a 2-core CPU
+    try:
+        a, b = torch.randn(size, size), torch.randn(size, size)
+        c = torch.empty(size, size)
+        torch.mm(a, b, out=c)  # warm-up
+        best = float("inf")
+        for _ in range(reps):
+            t = time.perf_counter()
+            torch.mm(a, b, out=c)
+            best = min(best, time.perf_counter() - t)
+    finally:
+        torch.set_num_threads(threads)
+    return 2.0 * size ** 3 / best / 1e9
+
+
 def _folder(model: str, spec: str) -> str:
     return f"{model}-" + "".join(c if c.isalnum() or c in "-_." else "_" for c in spec)
 
@@ -377,11 +400,13 @@ def train_all(models: list[str], names: list[str], args: argparse.Namespace, wor
     try:
         for i, m in enumerate(models):
             for n in (names if i % 2 == 0 else names[::-1]):
-                print(f"training {m} '{n}' for {args.seconds:g} s ...", flush=True)
+                gflops = host_gflops()  # between runs: nothing of ours is running
+                print(f"training {m} '{n}' for {args.seconds:g} s (one-thread torch.mm: {gflops:.0f} GFLOP/s) ...",
+                      flush=True)
                 r = parse_recipe(m, n)
                 out = train_recipe(manager, m, r, seconds=args.seconds, snapshot_every=args.snapshot_every,
                                    snap_dir=work / "snapshots" / _folder(m, n), log_every=args.log_every)
-                runs.append({"model": m, "recipe": n, "title": r.title, **out})
+                runs.append({"model": m, "recipe": n, "title": r.title, "host_mm_gflops": round(gflops, 1), **out})
                 print(f"  {out['state']}: {out['steps']} steps, {len(out['snapshots'])} snapshots", flush=True)
     finally:
         manager.close(stop_jobs=True)

@@ -92,7 +92,7 @@ def make_doc():
     runs = [{"model": "gan", "recipe": "seed", "title": "The seed's settings", "steps": 40,
              "curve": [point(20, 80.0, 0.0), point(120, 40.0, 0.0)]},
             {"model": "gan", "recipe": "lecture", "title": "Lecture: fast and good", "steps": 900,
-             "curve": [point(20, 30.0, 0.02), point(60, 9.0, 0.06), point(120, 6.0, 0.07)]}]
+             "host_mm_gflops": 108.7, "curve": [point(20, 30.0, 0.02), point(60, 9.0, 0.06), point(120, 6.0, 0.07)]}]
     return ttq.report(runs, GAN_REFS, {"seconds": 120, "worker_threads": 1})
 
 
@@ -116,6 +116,9 @@ def test_the_markdown_table_and_the_chart():
     assert "| gan | lecture | FD <= pretrained GAN's, every digit >= 5% | 120 | 60 | yes |" in text
     assert "| gan | seed | FD <= pretrained GAN's, every digit >= 5% | 120 | - | no | frechet 40 vs 10; " \
            "min_share 0 vs 0.05 |" in text
+    # the host's speed beside each run's last point; a run recorded before it was kept shows a dash
+    assert "| gan | lecture | 1200 | 120 | 6.00 (6.0x) | 0.070 | - | 109 |" in text
+    assert "| gan | seed | 1200 | 120 | 40.00 (40.0x) | 0.000 | - | - |" in text
     png = plot.write_plots(doc, "gan")
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000
     from genlib.images import read_png
@@ -197,3 +200,46 @@ def test_the_weight_average_study_copies_the_live_weights_and_each_average_of_on
         live, avg = c["weights"]["live"], c["weights"]["ema 0.9"]
         assert live.keys() == avg.keys()
         assert any(not torch.equal(live[k], avg[k]) for k in live)  # an average, not a second copy of the weights
+
+
+def test_the_host_speed_is_a_positive_rate_and_leaves_the_thread_count_as_it_was():
+    import torch
+
+    threads = torch.get_num_threads()
+    assert ttq.host_gflops(size=128, reps=2) > 0.1 and torch.get_num_threads() == threads
+
+
+def test_the_sampler_study_changes_only_the_step_count_and_reports_each_seed(tmp_path):
+    import torch
+
+    from genlib.models import build_model
+    from genlib.runs.checkpoints import load_checkpoint, save_checkpoint
+
+    steps_study = _load("sampler_steps")
+    torch.manual_seed(0)
+    ebm = build_model("ebm", {"channels": (4, 4, 8, 8), "hidden": 8, "langevin_steps": 3, "buffer_size": 16,
+                              "sample_steps": 3})
+    save_checkpoint(tmp_path / "ebm.safetensors", ebm, train_config={}, progress={"step": 7})
+    ckpt = steps_study.load_weights(tmp_path / "ebm.safetensors")
+    one, five = steps_study.with_steps(ckpt, 1), steps_study.with_steps(ckpt, 5)
+    assert (one.config.sample_steps, five.config.sample_steps) == (1, 5)
+    for k, v in ebm.state_dict().items():  # the same weights, only the sampler's length differs
+        assert torch.equal(one.state_dict()[k], v) and torch.equal(five.state_dict()[k], v)
+    g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    assert not torch.equal(one.sample(4, generator=g()), five.sample(4, generator=g()))
+
+    class Judge:  # shares that depend on the model's steps and the seed, so the rows show which is which
+        def samples(self, model, seed=0):
+            n = model.config.sample_steps
+            return {"frechet": 10.0 * n + seed, "floor": 1.0, "shares": [0.01 * n] + [0.1] * 9}
+
+    rows = steps_study.study(ckpt, [1, 5], [0, 2], Judge())
+    assert [r["steps"] for r in rows] == [1, 5] and all(r["grid_seconds"] > 0 for r in rows)
+    assert rows[1]["seeds"][2]["frechet"] == 52.0 and rows[0]["seeds"][0]["shares"][0] == 0.01
+    text = steps_study.table(rows)
+    assert "| 1 | 10.0 / 12.0 | 1.0% (0s) / 1.0% (0s) |" in text and "| 5 | 50.0 / 52.0 | 5.0% (0s)" in text
+
+    vae = build_model("vae", {"hidden": 16, "latent": 2})
+    save_checkpoint(tmp_path / "vae.safetensors", vae, train_config={}, progress={"step": 1})
+    with pytest.raises(ValueError, match="no sample_steps"):
+        steps_study.with_steps(load_checkpoint(tmp_path / "vae.safetensors"), 5)
