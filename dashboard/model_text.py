@@ -129,7 +129,8 @@ _FIELDS: dict[str, tuple[Field, ...]] = {
               "the energies near 0; without it they drift and training diverges. Foster uses 0.1.",
               step=0.05, fmt="%.2f"),
         Field("sample_steps", "Steps when sampling", "Langevin steps from uniform noise for the sample grids below "
-              "(the chain viewer has its own slider).", step=50),
+              "(the chain viewer has its own slider). Too few stop short of a digit (the thin 1s form last), too "
+              "many drift towards thin strokes; sampling only, training never reads it.", step=50),
     ),
 }
 MODEL_FIELDS: dict[str, tuple[Field, ...]] = {

@@ -60,10 +60,10 @@ def specs(model_names: Sequence[str]) -> list[PretrainSpec]:
     out = [
         # the lecture recipe (centred PCD-1 at lr 0.02 with momentum 0.5, visible biases at the data's log-odds, weight
         # decay 2e-4, the weights' moving average shown): the shipped run is the 30-minute time_to_quality run it was
-        # adopted from, made before momentum joined the recipe (238 epochs, AIS -85.7, docs/time_to_quality.md); a
-        # retrain takes today's recipe, and the 35-minute budget stops it earlier on a busier machine
+        # adopted from (239,965 steps, 399 epochs, AIS -85.5, docs/time_to_quality.md); a retrain stops at 400 epochs,
+        # or at 35 minutes on a slower or busier machine
         _lecture("rbm", "pretrained-rbm", "Pretrained RBM (lecture recipe: centred PCD-1, 500 hidden units)", 35,
-                 epochs=200),
+                 epochs=400),
         # the lecture recipe (Bernoulli decoder, 16 latent dimensions, the weights' moving average shown): the shipped
         # run is the 15-minute time_to_quality run (112 epochs, IWAE 91.2 nats, docs/time_to_quality.md); a retrain
         # stops at 100 epochs, not the clock, so a busy machine takes longer but ships the same model
@@ -78,10 +78,11 @@ def specs(model_names: Sequence[str]) -> list[PretrainSpec]:
                  epochs=1000),
     ]
     if "ebm" in model_names:
-        # the lecture recipe (Du & Mordatch's replay buffer, the weights' moving average shown) for longer than a
-        # lecture's two epochs: the shipped run is the 45-minute time_to_quality run (5,468 steps, FD 114 at 2,000
-        # samples against 230 after 10 minutes, docs/time_to_quality.md); a retrain stops at 12 epochs or 45 minutes
-        out.append(_lecture("ebm", "pretrained-ebm", "Pretrained EBM (lecture recipe, 45 minutes)", 45, epochs=12))
+        # the lecture recipe (Du & Mordatch's replay buffer, the weights' moving average shown, 400 Langevin steps to
+        # sample) for longer than a lecture's two epochs: the shipped run is the 45-minute time_to_quality run (12,708
+        # steps on a core that did 109 GFLOP/s of one-thread torch.mm, FD 16 at 2,000 samples against 101 after 10
+        # minutes, docs/time_to_quality.md); a retrain stops at 28 epochs, or at 45 minutes on a slower core
+        out.append(_lecture("ebm", "pretrained-ebm", "Pretrained EBM (lecture recipe, 45 minutes)", 45, epochs=28))
     return out
 
 
