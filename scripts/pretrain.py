@@ -79,7 +79,7 @@ def specs(model_names: Sequence[str]) -> list[PretrainSpec]:
     ]
     if "ebm" in model_names:
         # the lecture recipe (Du & Mordatch's replay buffer, the weights' moving average shown, 400 Langevin steps to
-        # sample) for longer than a lecture's two epochs: the shipped run is the 45-minute time_to_quality run (12,708
+        # sample) for longer than a lecture's six epochs: the shipped run is the 45-minute time_to_quality run (12,708
         # steps on a core that did 109 GFLOP/s of one-thread torch.mm, FD 16 at 2,000 samples against 101 after 10
         # minutes, docs/time_to_quality.md); a retrain stops at 28 epochs, or at 45 minutes on a slower core
         out.append(_lecture("ebm", "pretrained-ebm", "Pretrained EBM (lecture recipe, 45 minutes)", 45, epochs=28))
