@@ -5,6 +5,7 @@ samples that its weights reproduce."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import sys
@@ -60,6 +61,29 @@ def test_export_writes_a_small_float16_run_folder(exported):
     assert [p.name for p in sorted((target / "samples").iterdir())] == ["epoch-0001.png", "epoch-0002.png"]
     manifest = json.loads((folder / "MANIFEST.json").read_text())
     assert manifest["runs"][0]["run_id"] == "pretrained-vae-tiny" and manifest["total_bytes"] == row["bytes"]
+
+
+def test_an_export_takes_the_specs_sampler_which_training_never_reads(tmp_path):
+    """A run trained with one `sample_steps` ships with the spec's: the weights are the same, the checkpoint and
+    run.json carry the new value, run.json says what changed, and the last grid (what pages show) is redrawn."""
+    script = _load_script()
+    trained = script.PretrainSpec(run_id="pretrained-rbm-tiny", model="rbm", title="tiny",
+                                  model_config={"n_hidden": 16, "sample_steps": 3, "init_std": 0.5},
+                                  train={"epochs": 1})  # large weights: chains of 3 and 7 steps differ
+    run, seconds = script.train_one(trained, tmp_path / "work", None, threads=1, epochs=None, dataset="digits")
+    shipped = dataclasses.replace(trained, model_config={**trained.model_config, "sample_steps": 7})
+    script.export(run, shipped, tmp_path / "pretrained", seconds, order=0, threads=1)
+    target = tmp_path / "pretrained" / "pretrained-rbm-tiny"
+    info = json.loads((target / "run.json").read_text())
+    assert info["model_config"]["sample_steps"] == 7 and info["pretrained"]["resampled"] == {"sample_steps": [3, 7]}
+    ckpt = load_checkpoint(target / "checkpoints" / "last.safetensors")
+    assert ckpt.model_config["sample_steps"] == 7
+    trained_ckpt = load_checkpoint(run.checkpoint_path)
+    for k, v in trained_ckpt.model_state.items():  # the weights themselves are untouched (float16 of the same)
+        assert torch.allclose(ckpt.model_state[k].float(), v.float(), atol=1e-2)
+    last = sorted((target / "samples").iterdir())[-1]
+    assert last.read_bytes() == (target / "live.png").read_bytes()
+    assert last.read_bytes() != run.epoch_grids()[-1].read_bytes()  # redrawn with 7 steps, not the run's 3
 
 
 def test_evaluate_export_scores_every_models_samples_the_ebms_too(monkeypatch, tmp_path):
