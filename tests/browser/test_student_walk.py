@@ -146,6 +146,7 @@ def _walker(page, url: str, disabled: set[str], pressed: set[str]):
     back to `url` when a button navigated away), then press Enter in every form; `pressed` collects what was."""
     page.goto(url, wait_until="domcontentloaded")
     yield "open"
+    settled = False  # nothing left to press is believed only after the page has been idle once more
     for _ in range(300):  # a bound, never reached: each pass presses one new control or ends
         assert not _exception(page), f"{url} shows an exception: {_exception(page)}"
         if page.url.split("?")[0].rstrip("/") != url.split("?")[0].rstrip("/"):
@@ -158,7 +159,14 @@ def _walker(page, url: str, disabled: set[str], pressed: set[str]):
         disabled.update(b["id"] for b in found if b["visible"] and not b["enabled"])
         todo = [i for i, b in enumerate(found) if b["visible"] and b["enabled"] and b["id"] not in pressed]
         if not todo:
-            break
+            if settled:
+                break
+            # a rerun may still be drawing the page's lower part (the runs page's Resume and Delete): let
+            # _run_walks wait until the page is idle, then read it again before calling the walk done
+            settled = True
+            yield "settle"
+            continue
+        settled = False
         # every button of the open tab before the next tab (which hides them)
         todo = next((i for i in todo if "|stTab|" not in found[i]["id"]), todo[0])
         pressed.add(found[todo]["id"])
