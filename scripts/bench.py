@@ -349,14 +349,15 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
 PEAK_REP_BUDGET_S = 1.0  # a peak repetition longer than this shrinks the matrix (bf16 without bf16 units: ~0.3 GFLOP/s)
 
 
-def measure_peak(size: int, reps: int) -> dict[str, Any]:
-    """Best-of-`reps` GFLOP/s of a square torch.mm in fp32 and bf16 (2 n^3 FLOPs each); a precision this CPU runs
-    slowly (bf16 without bf16 matrix units) is measured at a smaller size, halved until one product takes at most
-    PEAK_REP_BUDGET_S by a 256-square probe, and the size is reported."""
+def measure_peak(size: int, reps: int, precisions: tuple[str, ...] = ("fp32", "bf16")) -> dict[str, Any]:
+    """Best-of-`reps` GFLOP/s of a square torch.mm in each of `precisions` (fp32, bf16; 2 n^3 FLOPs each), on the
+    caller's torch threads; a precision this CPU runs slowly (bf16 without bf16 matrix units) is measured at a smaller
+    size, halved until one product takes at most PEAK_REP_BUDGET_S by a 256-square probe, and the size is reported."""
     import torch
 
     out: dict[str, Any] = {}
-    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    for name, dtype in ((p, dtypes[p]) for p in precisions):
         probe = torch.randn(256, 256, dtype=dtype)
         torch.mm(probe, probe)
         t = time.perf_counter()

@@ -170,13 +170,14 @@ def export(run: Any, spec: PretrainSpec, out_dir: Path, seconds: float, order: i
         shutil.rmtree(target)
     (target / "checkpoints").mkdir(parents=True)
     atomic_write_bytes(target / "checkpoints" / "last.safetensors", half)
-    for p in run.epoch_grids():
+    grids = run.epoch_grids()
+    for p in grids:
         atomic_write_bytes(target / "samples" / p.name, p.read_bytes())
     live = png_bytes(grid(half_images))
     atomic_write_bytes(target / "live.png", live)
     resampled = {k: [info["model_config"].get(k), v] for k, v in sampling.items() if info["model_config"].get(k) != v}
-    if resampled and run.epoch_grids():  # the last grid is what pages and the home gallery show: the new sampler's
-        atomic_write_bytes(target / "samples" / run.epoch_grids()[-1].name, live)
+    if resampled and grids:  # the last grid is what pages and the home gallery show: the new sampler's
+        atomic_write_bytes(target / "samples" / grids[-1].name, live)
     shutil.copyfile(run.metrics_path, target / "metrics.jsonl")
     created = 1_700_000_000.0 + order  # fixed, older than any real run: a teacher's own runs are always newer
     record = run.record()

@@ -35,14 +35,15 @@ def load_weights(path: Path) -> Any:
 
 def with_steps(ckpt: Any, steps: int) -> Any:
     """The checkpoint's model with `sample_steps` set to `steps` (its weights unchanged), float32 on the CPU."""
-    from genlib.models import build_model
+    import dataclasses
+
+    from genlib.runs.checkpoints import model_from_checkpoint
 
     if "sample_steps" not in ckpt.model_config:
         raise ValueError(f"a {ckpt.model_name.upper()} has no sample_steps: only models sampled by a chain from "
                          "noise (the RBM and the EBM) do")
-    model = build_model(ckpt.model_name, {**ckpt.model_config, "sample_steps": steps})
-    model.load_state_dict({k: (v.float() if v.is_floating_point() else v) for k, v in ckpt.model_state.items()})
-    return model.eval()
+    return model_from_checkpoint(dataclasses.replace(ckpt, model_config={**ckpt.model_config,
+                                                                         "sample_steps": steps})).eval()
 
 
 def grid_seconds(model: Any, seed: int = 0) -> float:

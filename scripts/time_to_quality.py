@@ -28,6 +28,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a file from anywhere: genlib from this checkout
+sys.path.insert(0, str(ROOT / "scripts"))  # and its sibling scripts (bench.py, ttq_plot.py)
 
 FORMAT_VERSION = 1
 N_SAMPLES = 2_000  # the issue's count for the Fréchet distance and the class shares
@@ -365,25 +366,19 @@ def training_settings(runs: list[dict[str, Any]], args: argparse.Namespace) -> d
 
 
 def host_gflops(size: int = 1024, reps: int = 5) -> float:
-    """This core's speed just now: best-of-`reps` GFLOP/s of a one-thread fp32 torch.mm (2 n^3 FLOPs). Recorded
-    beside every run, because seconds to a target mean nothing without it: the same recipe makes twice the steps in
-    10 minutes on a host whose core is twice as fast (scripts/bench.py measures the full peak table)."""
+    """This core's speed just now: scripts/bench.py's fp32 torch.mm peak on one thread (a dashboard job's share of a
+    2-core CPU). Recorded beside every run, because seconds to a target mean nothing without it: the same recipe
+    makes twice the steps in 10 minutes on a host whose core is twice as fast."""
     import torch
 
+    from bench import measure_peak  # scripts/bench.py, beside this file
+
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a dashboard job's share of a 2-core CPU
+    torch.set_num_threads(1)
     try:
-        a, b = torch.randn(size, size), torch.randn(size, size)
-        c = torch.empty(size, size)
-        torch.mm(a, b, out=c)  # warm-up
-        best = float("inf")
-        for _ in range(reps):
-            t = time.perf_counter()
-            torch.mm(a, b, out=c)
-            best = min(best, time.perf_counter() - t)
+        return measure_peak(size, reps, ("fp32",))["fp32"]
     finally:
         torch.set_num_threads(threads)
-    return 2.0 * size ** 3 / best / 1e9
 
 
 def _folder(model: str, spec: str) -> str:
