@@ -101,12 +101,23 @@ def _forget_sent(sent_key: str) -> None:
     st.session_state.pop(sent_key, None)
 
 
-def _released(key: str, on_release: Callable[[list[float]], None]) -> None:
-    """The page let go of a slider: hand its inputs to `on_release` before the script runs, so this run already
-    sends them back (sending the old ones would move the page's sliders back)."""
-    values = (st.session_state.get(key) or {}).get("release")
-    if isinstance(values, list):
-        on_release([float(v) for v in values])
+def _release(sent: Any) -> tuple[list[float], int] | None:
+    """A release the page sent, (its inputs, its number), or None (no release, or not of that form)."""
+    if not isinstance(sent, dict) or not isinstance(sent.get("values"), list) or not isinstance(sent.get("seq"), int):
+        return None
+    return [float(v) for v in sent["values"]], sent["seq"]
+
+
+def _released(key: str, on_release: Callable[[list[float]], None] | None) -> None:
+    """The page let go of a slider: record its number (this run's `ack`) and hand its inputs to `on_release` before
+    the script runs, so this run already sends them back (sending the old ones would move the page's sliders back)."""
+    release = _release((st.session_state.get(key) or {}).get("release"))
+    if release is None:
+        return
+    values, seq = release
+    st.session_state[f"{key}--ack"] = max(seq, st.session_state.get(f"{key}--ack", 0))
+    if on_release is not None:
+        on_release(values)
 
 
 def browser_decoder(*, key: str, version: str, model: Any, sliders: list[dict[str, Any]],
@@ -131,13 +142,14 @@ def browser_decoder(*, key: str, version: str, model: Any, sliders: list[dict[st
         "base": [float(v) for v in base], "sliders": sliders,
         "reset": json.dumps([[round(float(v), 4) for v in base], [s["value"] for s in sliders]]),
         "weights": network_payload(version, model) if send else None,
+        # the last release this session has taken: the page ignores the resets of runs made before its latest one
+        "ack": st.session_state.get(f"{key}--ack", 0),
     }
     result = _component()(key=key, data=data, on_need_change=functools.partial(_forget_sent, sent_key),
-                          on_release_change=(functools.partial(_released, key, on_release) if on_release
-                                             else lambda: None))
+                          on_release_change=functools.partial(_released, key, on_release))
     st.session_state[sent_key] = version
-    released = result.get("release") if result is not None else None
-    return [float(v) for v in released] if isinstance(released, list) and len(released) == len(base) else None
+    release = _release(result.get("release") if result is not None else None)
+    return release[0] if release is not None and len(release[0]) == len(base) else None
 
 
 SLIDER_STEP = 0.01  # fine steps: a drag passes through ~600 positions of [-3, 3], each one decoded

@@ -147,6 +147,35 @@ def test_arrow_keys_move_a_slider_and_paint_every_step(drag_app, page):
     assert float((torch.tensor(pixels, dtype=torch.float64) - ref).abs().max()) < 1e-5
 
 
+def test_keys_pressed_faster_than_the_server_reruns_are_all_kept(drag_app, page):
+    """Each press is a release the server answers with a rerun; presses that come while it still answers earlier
+    ones must not be undone by those answers: the thumb never moves back, and the page and its link end where the
+    hand stopped."""
+    m, run, model, uid = _open_decoder(drag_app, page, "wide", "Latent sliders")
+    index, presses = 2, 12
+    start = page.evaluate("([uid, i]) => window.__genlibDecoders[uid].values[i]", [uid, index])
+    step = page.evaluate("([uid, i]) => Number(window.__genlibDecoders[uid].sliders[i].step)", [uid, index])
+    # every frame, where the thumb is (a run that moved it back would show here, even if a later one mended it)
+    page.evaluate("""([uid, i]) => { const seen = (window.__thumb = []);
+        const tick = () => { seen.push(Number(window.__genlibDecoders[uid].sliders[i].value));
+                             if (!window.__thumbDone) requestAnimationFrame(tick); };
+        tick(); }""", [uid, index])
+    page.evaluate("([uid, i]) => window.__genlibDecoders[uid].sliders[i].focus()", [uid, index])
+    for _ in range(presses):  # no waiting between presses: faster than the server reruns
+        page.keyboard.press("ArrowRight")
+    # the server has taken the last release, and the page has its answer
+    page.wait_for_function("(uid) => { const h = window.__genlibDecoders[uid]; return h.seq > 0 && h.ack >= h.seq; }",
+                           arg=uid, timeout=60_000)
+    end = round(start + presses * step, 2)
+    page.wait_for_function("(k) => window.location.search.includes(k)", arg=f"vae-z{index}-{run.id}={end:g}",
+                           timeout=30_000)
+    thumb = page.evaluate("() => { window.__thumbDone = true; return window.__thumb; }")
+    assert all(b >= a - 1e-9 for a, b in zip(thumb, thumb[1:])), thumb
+    used = page.evaluate("([uid]) => Array.from(window.__genlibDecoders[uid].values)", [uid])
+    assert used[index] == pytest.approx(end) and thumb[-1] == pytest.approx(end)
+    assert page.evaluate("(uid) => window.__genlibDecoders[uid].seq", uid) >= 2  # several releases were in flight
+
+
 def test_rbm_clamp_sliders_paint_p_v_given_h(drag_app, page):
     m, run, model, uid = _open_decoder(drag_app, page, "rbm", "Clamp hidden units")
     g = torch.Generator().manual_seed(3)

@@ -7,11 +7,12 @@
 // float32 weights (the same numbers genlib multiplies, summed more exactly), and the next animation frame paints
 // the result into a 28x28 canvas upscaled without smoothing.
 //
-// When a slider is let go, the component sends all inputs once (trigger "release"): the page's state for shared links.
+// When a slider is let go, the component sends all inputs once, numbered (trigger "release": {values, seq}): the
+// page's state for shared links. Each run sends back `ack`, the last release number it has taken.
 //
 // window.__genlibDecoders[uid] is a live handle for tests and measurements: `last` (the decoded means, Float64Array),
 // `values` (the inputs), `frames` (images painted so far), `decodeMs` / `decodeMsTotal` (time in the forward pass),
-// `sliders` (the range inputs), `decode(values)`.
+// `sliders` (the range inputs), `seq` / `ack` (releases sent / taken by the latest run), `decode(values)`.
 
 const WEIGHTS = (window.__genlibWeights = window.__genlibWeights || new Map()); // version -> parsed network
 const HANDLES = (window.__genlibDecoders = window.__genlibDecoders || {});
@@ -112,16 +113,19 @@ export default function (component) {
     if (st) st.dom.wrap.remove();
     st = {
       layout, dom: build(parentElement, data), values: Float64Array.from(data.base), frames: 0, pending: false,
-      asked: new Set(),
+      asked: new Set(), seq: data.ack || 0, // releases sent: the server's runs say up to which one they took
     };
     for (const s of data.sliders) st.values[s.index] = s.value;
     INSTANCES.set(parentElement, st);
-  } else if (data.reset !== st.reset) {
+  } else if (data.reset !== st.reset && (data.ack || 0) >= st.seq) {
     st.values = Float64Array.from(data.base); // Python moved the base point (another test digit, "All to 0", ...)
     for (const s of st.dom.sliders) s.input.value = String(data.sliders.find((d) => d.index === s.index).value);
     for (const s of data.sliders) st.values[s.index] = s.value;
   }
-  st.reset = data.reset;
+  // A run made before the server took this page's latest release (keys pressed faster than it reruns) carries
+  // positions the hand has left: moving the sliders there would lose the presses since. Its reset waits, unseen,
+  // until a run that has taken the release comes.
+  if ((data.ack || 0) >= st.seq) st.reset = data.reset;
   st.version = data.version;
   st.out = data.out;
 
@@ -161,7 +165,11 @@ export default function (component) {
       schedule();
     };
     // on release only (never while dragging): tell Python where the sliders stopped, so a shared link keeps them
-    s.input.onchange = () => setTriggerValue("release", Array.from(st.values));
+    s.input.onchange = () => {
+      st.seq += 1;
+      handle.seq = st.seq;
+      setTriggerValue("release", { values: Array.from(st.values), seq: st.seq });
+    };
   }
   const handle = (HANDLES[data.uid] = HANDLES[data.uid] || {});
   Object.assign(handle, {
@@ -170,6 +178,8 @@ export default function (component) {
     version: st.version,
     ready: WEIGHTS.has(st.version),
     frames: st.frames,
+    seq: st.seq, // releases sent, and the last one the server had taken when it made this run
+    ack: data.ack || 0,
     decode: (values) => forward(WEIGHTS.get(st.version), Float64Array.from(values)),
   });
   if (!WEIGHTS.has(st.version)) {
