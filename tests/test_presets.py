@@ -91,7 +91,8 @@ def test_preset_flags_and_overrides():
     assert (model_cfg["channels"], model_cfg["adam_beta1"], model_cfg["hidden"]) == ((8, 16, 32, 32), 0.2, 32)
     model_cfg, cfg = configs("rbm", "--preset", "lecture", "--ema", "0.99")
     assert cfg.ema == 0.99 and configs("rbm", "--preset", "seed")[1].ema == 0.0  # the seed shows its live weights
-    assert (model_cfg["momentum"], cfg.lr, cfg.batch_size) == (0.5, 0.02, 100)  # the measured recipe, from the CLI
+    assert (model_cfg["momentum"], cfg.lr, cfg.batch_size) == (0.5, 0.05, 100)  # the measured recipe, from the CLI
+    assert configs("rbm", "--preset", "lecture")[1].ema == 0.9995
     _, ebm_cfg = configs("ebm", "--preset", "lecture")
     assert (ebm_cfg.ema, ebm_cfg.epochs) == (0.99, 6)  # long enough for its 10-minute figure on the faster core
     model_cfg, _ = configs("rbm", "--init-std", "0.05", "--sample-steps", "100", "--lr-decay-steps", "1000")
