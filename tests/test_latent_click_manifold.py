@@ -217,6 +217,29 @@ def test_rbm_in_browser_clamp_sliders_start_from_the_link(runs_dir):
         assert 0.0 <= by_unit[unit] <= 1.0 and by_unit[unit] == pytest.approx(data["base"][unit], abs=0.005)
 
 
+def test_the_in_browser_decoder_tells_the_page_which_release_it_took(runs_dir):
+    """Each run sends `ack` (the last numbered release this session took) and `session` (the same on every run of a
+    session, another for a new one), so the page can tell a stale run from a restarted server."""
+    from dashboard.explore.browser_decoder import _release
+
+    run = _finished_rbm_run(runs_dir)
+
+    def data(at):
+        found = [json.loads(e.proto.json or "{}") for e in at.get("bidi_component")]
+        return next(d for d in found if d.get("uid") == f"rbm-smooth-{run.id}")
+
+    at = _open(run, "rbm", **{"rbm-tab": "Clamp hidden units"})
+    first = data(at)
+    at.run()
+    again = data(at)
+    other = data(_open(run, "rbm", **{"rbm-tab": "Clamp hidden units"}))
+    assert first["ack"] == again["ack"] == 0  # nothing released yet
+    assert first["session"] == again["session"] != other["session"] and len(first["session"]) == 16
+    assert _release({"values": [0.5, 1], "seq": 3}) == ([0.5, 1.0], 3)
+    for bad in (None, [0.5, 1.0], {"values": [0.5]}, {"values": "0.5", "seq": 1}, {"values": [0.5], "seq": "1"}):
+        assert _release(bad) is None, bad
+
+
 def _release_app(run_id):
     import streamlit as st
 

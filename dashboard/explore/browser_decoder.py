@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import functools
 import json
+import secrets
 from pathlib import Path
 from typing import Any, Callable
 
@@ -142,8 +143,10 @@ def browser_decoder(*, key: str, version: str, model: Any, sliders: list[dict[st
         "base": [float(v) for v in base], "sliders": sliders,
         "reset": json.dumps([[round(float(v), 4) for v in base], [s["value"] for s in sliders]]),
         "weights": network_payload(version, model) if send else None,
-        # the last release this session has taken: the page ignores the resets of runs made before its latest one
+        # the last release this session has taken: the page ignores the resets of runs made before its latest one;
+        # a new session (the server restarted under an open page) numbers from 0 again, and `session` says so
         "ack": st.session_state.get(f"{key}--ack", 0),
+        "session": st.session_state.setdefault(f"{key}--session", secrets.token_hex(8)),
     }
     result = _component()(key=key, data=data, on_need_change=functools.partial(_forget_sent, sent_key),
                           on_release_change=functools.partial(_released, key, on_release))

@@ -29,10 +29,18 @@ def _expected(runs_dir: str, run_id: str, n: int, means: float, stds: float, see
     return read_png(gan_grids.latent_grid(model, n, means, stds, seed)).astype(int)
 
 
-def _shown(page, key: str) -> np.ndarray:
+def _shown(page, key: str) -> np.ndarray | None:
+    """The keyed grid as shown, or None when a rerun replaced it between reading its address and fetching it (the
+    server drops a run's old media file, so that address answers 404)."""
     from genlib.images import read_png
 
-    return read_png(image_bytes(page, wait_image_loaded(page, key))).astype(int)
+    src = wait_image_loaded(page, key)
+    try:
+        return read_png(image_bytes(page, src)).astype(int)
+    except AssertionError as e:
+        if ": 404" not in str(e):
+            raise
+        return None
 
 
 def _shows(page, key: str, want: np.ndarray, timeout_s: float = 60.0) -> bool:
@@ -43,7 +51,7 @@ def _shows(page, key: str, want: np.ndarray, timeout_s: float = 60.0) -> bool:
     deadline = time.monotonic() + timeout_s
     while True:
         got = _shown(page, key)
-        if got.shape == want.shape and np.abs(got - want).max() <= 1:
+        if got is not None and got.shape == want.shape and np.abs(got - want).max() <= 1:
             return True
         if time.monotonic() > deadline:
             return False

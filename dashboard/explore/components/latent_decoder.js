@@ -117,7 +117,11 @@ export default function (component) {
     };
     for (const s of data.sliders) st.values[s.index] = s.value;
     INSTANCES.set(parentElement, st);
-  } else if (data.reset !== st.reset && (data.ack || 0) >= st.seq) {
+  } else if (st.session !== data.session) {
+    st.seq = data.ack || 0; // another server session (a restart under this page): its numbers start again
+  }
+  st.session = data.session;
+  if (data.reset !== st.reset && (data.ack || 0) >= st.seq) {
     st.values = Float64Array.from(data.base); // Python moved the base point (another test digit, "All to 0", ...)
     for (const s of st.dom.sliders) s.input.value = String(data.sliders.find((d) => d.index === s.index).value);
     for (const s of data.sliders) st.values[s.index] = s.value;
