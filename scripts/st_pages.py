@@ -48,8 +48,11 @@ def wait_image_loaded(page: Any, key: str, timeout: int = APP_TIMEOUT_MS) -> str
     return by_key(page, key).locator("img").first.get_attribute("src")
 
 
-def image_bytes(page: Any, src: str) -> bytes:
-    """The bytes behind an image's src (a /media/ URL of the server)."""
+def image_bytes(page: Any, src: str, *, replaced_ok: bool = False) -> bytes | None:
+    """The bytes behind an image's src (a /media/ URL of the server). With `replaced_ok`, None where the server
+    answers 404: a rerun replaced the image after its src was read, and the server dropped the old media file."""
     r = page.request.get(urljoin(page.url, src))
+    if replaced_ok and r.status == 404:
+        return None
     assert r.ok, f"GET {src}: {r.status}"
     return r.body()

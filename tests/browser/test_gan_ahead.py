@@ -34,13 +34,8 @@ def _shown(page, key: str) -> np.ndarray | None:
     server drops a run's old media file, so that address answers 404)."""
     from genlib.images import read_png
 
-    src = wait_image_loaded(page, key)
-    try:
-        return read_png(image_bytes(page, src)).astype(int)
-    except AssertionError as e:
-        if ": 404" not in str(e):
-            raise
-        return None
+    data = image_bytes(page, wait_image_loaded(page, key), replaced_ok=True)
+    return None if data is None else read_png(data).astype(int)
 
 
 def _shows(page, key: str, want: np.ndarray, timeout_s: float = 60.0) -> bool:

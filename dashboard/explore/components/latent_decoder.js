@@ -121,15 +121,16 @@ export default function (component) {
     st.seq = data.ack || 0; // another server session (a restart under this page): its numbers start again
   }
   st.session = data.session;
-  if (data.reset !== st.reset && (data.ack || 0) >= st.seq) {
+  // A run made before the server took this page's latest release (keys pressed faster than it reruns) carries
+  // positions the hand has left: moving the sliders there would lose the presses since. Its reset waits, unseen,
+  // until a run that has taken the release comes.
+  const current = (data.ack || 0) >= st.seq;
+  if (current && data.reset !== st.reset) {
     st.values = Float64Array.from(data.base); // Python moved the base point (another test digit, "All to 0", ...)
     for (const s of st.dom.sliders) s.input.value = String(data.sliders.find((d) => d.index === s.index).value);
     for (const s of data.sliders) st.values[s.index] = s.value;
   }
-  // A run made before the server took this page's latest release (keys pressed faster than it reruns) carries
-  // positions the hand has left: moving the sliders there would lose the presses since. Its reset waits, unseen,
-  // until a run that has taken the release comes.
-  if ((data.ack || 0) >= st.seq) st.reset = data.reset;
+  if (current) st.reset = data.reset;
   st.version = data.version;
   st.out = data.out;
 
