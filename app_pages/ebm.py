@@ -16,8 +16,10 @@ st.markdown(
     "real images and raises the energy of the model's own Langevin samples, until the two look alike. To keep "
     "training cheap, the samples continue from a **replay buffer** of earlier samples instead of starting from "
     "noise each time, and a small penalty $\\alpha(E_{\\text{data}}^2 + E_{\\text{samples}}^2)$ keeps the energies "
-    "near zero. An RBM is an energy-based model too: the last tab below runs the same Langevin chain on its free "
-    "energy, beside its own Gibbs sampler."
+    "near zero. The lecture recipe also divides every layer's weights by their largest singular value "
+    "(**spectral normalisation**), so the energy's slopes stay bounded and training can take larger steps. An RBM "
+    "is an energy-based model too: the last tab below runs the same Langevin chain on its free energy, beside its "
+    "own Gibbs sampler."
 )
 run = training_panel("ebm")
 st.divider()

@@ -128,6 +128,10 @@ _FIELDS: dict[str, tuple[Field, ...]] = {
         Field("reg_weight", "Energy regulariser alpha", "Weight of alpha x (E(data)^2 + E(samples)^2), which keeps "
               "the energies near 0; without it they drift and training diverges. Foster uses 0.1.",
               step=0.05, fmt="%.2f"),
+        Field("spectral_norm", "Spectral normalisation", "Divide every layer's weights by their largest singular "
+              "value (Miyato et al. 2018), as Du & Mordatch do: the energy can then change no faster than the image, "
+              "so its slopes, and the Langevin steps that follow them, stay tame while Adam takes larger steps. The "
+              "lecture recipe turns it on; off is Foster's network."),
         Field("sample_steps", "Steps when sampling", "Langevin steps from uniform noise for the sample grids below "
               "(the chain viewer has its own slider). Too few stop short of a digit (the thin 1s form last), too "
               "many drift towards thin strokes; sampling only, training never reads it.", step=50),

@@ -14,10 +14,15 @@ SMALL = {"rbm": {"n_hidden": 32, "sample_steps": 20}, "vae": {"hidden": 32, "lat
 NO_LATENT = {"ebm"}  # energy-based models sample by MCMC from noise: no latent code to slide
 
 
-@pytest.fixture(params=sorted(MODELS))
+# settings that change which modules a model holds, as the lecture recipes set them: the contract holds with them too
+VARIANTS = {"ebm+spectral_norm": ("ebm", {**SMALL["ebm"], "spectral_norm": True})}
+
+
+@pytest.fixture(params=sorted(MODELS) + sorted(VARIANTS))
 def model(request):
     torch.manual_seed(0)
-    m = build_model(request.param, SMALL[request.param])
+    name, config = VARIANTS.get(request.param, (request.param, SMALL.get(request.param)))
+    m = build_model(name, config)
     m.configure_training(lr=1e-3)
     return m
 

@@ -35,6 +35,7 @@ def one_thread():
     ("channels", (4, 4, 8)), ("channels", (0, 4, 8, 8)), ("hidden", 0), ("langevin_steps", 0),
     ("step_size", 0.0), ("noise", -0.1), ("grad_clip", 0), ("buffer_size", 0), ("reinit", 1.5),
     ("reg_weight", -1.0), ("adam_beta1", 1.0), ("sample_steps", 0), ("langevin_steps", 2.5), ("hidden", True),
+    ("spectral_norm", 1),
 ])
 def test_config_refuses_values_out_of_bounds(field, value):
     with pytest.raises(ValueError, match=field):
@@ -105,6 +106,60 @@ def test_replay_buffer_survives_a_checkpoint_and_resume():
     assert snap.training_state is None
     with pytest.raises(ValueError, match="replay buffer"):
         again.load_training_state({"replay": torch.rand(4, 1, 32, 32)})
+
+
+def _largest_singular_value(layer: torch.nn.Module) -> float:
+    return float(torch.linalg.matrix_norm(layer.weight.detach().flatten(1), ord=2))
+
+
+def test_spectral_norm_bounds_every_layer_and_the_average_keeps_only_weights():
+    torch.manual_seed(0)
+    model = build_model("ebm", {**TINY, "spectral_norm": True})
+    model.configure_training(lr=1e-3, ema=0.9)
+    for _ in range(5):
+        model.train_step(torch.rand(8, 1, 28, 28))
+    layers = [model.net.conv1, model.net.conv2, model.net.conv3, model.net.conv4, model.net.fc1, model.net.fc2]
+    # the normalised weight's top singular value is 1 up to the power iteration's error; the raw weight's is not
+    assert all(abs(_largest_singular_value(layer) - 1.0) < 0.05 for layer in layers)
+    raw = [float(torch.linalg.matrix_norm(layer.parametrizations.weight.original.detach().flatten(1), ord=2))
+           for layer in layers]
+    assert any(abs(r - 1.0) > 0.05 for r in raw), raw
+    keys = model.averaged_entries().keys()
+    assert "net.conv1.parametrizations.weight.original" in keys and "net.conv1.bias" in keys
+    assert not [k for k in keys if k.endswith(("._u", "._v"))]
+    with model.averaged_weights():  # the average's weights are normalised too, with the live singular vectors
+        assert all(abs(_largest_singular_value(layer) - 1.0) < 0.1 for layer in layers)
+
+
+def test_spectral_norm_chain_with_weights_normalised_once_matches_the_plain_chain():
+    """EBM.langevin normalises the weights once per chain (parametrize.cached): the same chain as normalising them
+    at every step, which is what the energy function alone does; and a chain leaves the model as it was."""
+    from genlib.sampling.langevin import langevin_chain
+
+    torch.manual_seed(0)
+    model = build_model("ebm", {**TINY, "spectral_norm": True})
+    x0 = torch.rand(6, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    cfg = model.config
+    fast = model.langevin(x0, 7, generator=torch.Generator().manual_seed(2), step_size=1000.0)
+    plain = langevin_chain(model.energy, x0, 7, step_size=1000.0, noise=cfg.noise, clip=cfg.grad_clip,
+                           generator=torch.Generator().manual_seed(2))
+    assert not torch.equal(fast.x, x0)
+    torch.testing.assert_close(fast.x, plain.x, atol=1e-5, rtol=0)
+    again = model.langevin(x0, 7, generator=torch.Generator().manual_seed(2), step_size=1000.0)
+    assert torch.equal(again.x, fast.x)  # sampling moved no singular-vector estimate
+
+
+def test_a_spectral_norm_checkpoint_loads_into_the_same_energies():
+    torch.manual_seed(0)
+    model = build_model("ebm", {**TINY, "spectral_norm": True})
+    model.configure_training(lr=1e-3)
+    model.train_step(torch.rand(4, 1, 28, 28))
+    ckpt = read_checkpoint(checkpoint_bytes(model, train_config={}, progress={"step": 1}))
+    again = build_model("ebm", ckpt.model_config)
+    again.load_state_dict(ckpt.model_state)
+    x = torch.rand(5, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(again.eval().energy(x), model.eval().energy(x))
 
 
 def test_worker_writes_the_replay_grid_and_resumes_with_the_buffer(tmp_path):

@@ -9,8 +9,10 @@ negatives:
     loss = mean E(x_data) - mean E(x_neg) + reg_weight * (mean E(x_data)^2 + mean E(x_neg)^2)
 
 The contrastive term alone fixes only differences of energy, so the energies could drift without bound; the
-regulariser keeps them near 0. The network is Foster's (and Lippe's UvA tutorial's) small CNN with Swish units; the
-buffer is not in the state_dict (weights stay small) but in `training_state`, so a resumed run keeps its chains.
+regulariser keeps them near 0. The network is Foster's (and Lippe's UvA tutorial's) small CNN with Swish units; with
+`spectral_norm` every layer's weight W is used as W / sigma_max(W) (Miyato et al. 2018, arXiv 1802.05957), as Du &
+Mordatch do, which bounds how fast E can change with x. The buffer is not in the state_dict (weights stay small) but in
+`training_state`, so a resumed run keeps its chains.
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
 
 from genlib.sampling.langevin import LangevinChain, langevin_chain
-from genlib.config import check_declared, number, whole, whole_tuple
+from genlib.config import check_declared, flag, number, whole, whole_tuple
 from genlib.models.base import EnergyModel, GenerativeModel, device_generator
+from genlib.models.spectral_norm import power_iteration_, spectral_norm_
 
 IMAGE_SHAPE = (1, 28, 28)
 REPLAY_GRID = "replay"  # the worker writes the buffer's grid to <run folder>/replay.png
@@ -62,6 +66,8 @@ class EBMConfig:
     adam_beta1: float = number(0.0, 0.0, 1.0, hi_open=True, help="Adam's beta1")
     # Langevin steps of `sample`, from uniform noise (digits at 200-500)
     sample_steps: int = whole(500, 1, 100_000, help="Langevin steps when sampling from noise")
+    # Du & Mordatch's Lipschitz bound on E: every layer's weight divided by its largest singular value
+    spectral_norm: bool = flag(False, help="spectral normalisation of every layer (Miyato et al. 2018)")
 
     def __post_init__(self) -> None:
         check_declared(self)
@@ -70,7 +76,7 @@ class EBMConfig:
 class EnergyNet(nn.Module):
     """x (B, 1, 28, 28) in [0, 1] -> E(x) (B,): four strided 3x3/5x5 convolutions with Swish, two dense layers."""
 
-    def __init__(self, channels: tuple[int, int, int, int], hidden: int) -> None:
+    def __init__(self, channels: tuple[int, int, int, int], hidden: int, spectral_norm: bool = False) -> None:
         super().__init__()
         c1, c2, c3, c4 = channels
         # padding 4 makes the 28x28 input act as Foster's 32x32 one: 28 -> 16 -> 8 -> 4 -> 2
@@ -80,6 +86,9 @@ class EnergyNet(nn.Module):
         self.conv4 = nn.Conv2d(c3, c4, 3, stride=2, padding=1)
         self.fc1 = nn.Linear(c4 * 2 * 2, hidden)
         self.fc2 = nn.Linear(hidden, 1)
+        if spectral_norm:  # W -> W / sigma_max(W), sigma from one power iteration per training step
+            for layer in (self.conv1, self.conv2, self.conv3, self.conv4, self.fc1, self.fc2):
+                spectral_norm_(layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = F.silu(self.conv1(x * 2.0 - 1.0))  # pixels to [-1, 1], as Foster's; (B, c1, 16, 16)
@@ -114,7 +123,7 @@ class EBM(GenerativeModel, EnergyModel):
 
     def __init__(self, config: EBMConfig) -> None:
         super().__init__(config)
-        self.net = EnergyNet(config.channels, config.hidden)
+        self.net = EnergyNet(config.channels, config.hidden, config.spectral_norm)
         # the replay buffer (buffer_size, 1, 28, 28) in [0, 1]; moved by .to(), not in state_dict, saved by
         # training_state(); made on the first training step
         self.register_buffer("replay", None, persistent=False)
@@ -137,17 +146,24 @@ class EBM(GenerativeModel, EnergyModel):
                  return_trajectory: bool = False) -> LangevinChain:
         """A Langevin chain on this model's energy from x0 (B, 1, 28, 28); unset knobs take the config's values."""
         cfg = self.config
-        return langevin_chain(self.energy, x0.to(self.device), steps,
-                              step_size=cfg.step_size if step_size is None else step_size,
-                              noise=cfg.noise if noise is None else noise,
-                              clip=cfg.grad_clip if clip is None else clip, bounds=(0.0, 1.0),
-                              generator=generator, every=every, return_trajectory=return_trajectory)
+        # the weights stay fixed along a chain: with spectral normalisation, normalise them once, not every step
+        with parametrize.cached():
+            return langevin_chain(self.energy, x0.to(self.device), steps,
+                                  step_size=cfg.step_size if step_size is None else step_size,
+                                  noise=cfg.noise if noise is None else noise,
+                                  clip=cfg.grad_clip if clip is None else clip, bounds=(0.0, 1.0),
+                                  generator=generator, every=every, return_trajectory=return_trajectory)
 
     def sample(self, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
         """n images (n, 1, 28, 28) in [0, 1]: `sample_steps` Langevin steps from uniform noise."""
         g = device_generator(generator, self.device)
         x0 = torch.rand(n, *IMAGE_SHAPE, generator=g, device=self.device)  # (n, 1, 28, 28)
         return self.langevin(x0, self.config.sample_steps, generator=g).x
+
+    def averaged_entries(self) -> dict[str, torch.Tensor]:
+        """The weight average's tensors, less spectral normalisation's power-iteration vectors (u, v): they are
+        estimates of the live weights' singular vectors, not weights, and an average of unit vectors is not one."""
+        return {k: v for k, v in super().averaged_entries().items() if not k.endswith(("._u", "._v"))}
 
     # ---- training ----
     def _make_optimizers(self, lr: float) -> None:
@@ -174,6 +190,8 @@ class EBM(GenerativeModel, EnergyModel):
         cfg = self.config
         self.train()
         n = x.shape[0]
+        if cfg.spectral_norm:  # the step's singular-vector estimates, before any of its forward passes
+            power_iteration_(self.net)
         # ---- negatives: Langevin from the buffer (and a little noise), then back into the buffer ----
         x0, slots = self._draw_negatives(n)
         chain = self.langevin(x0, cfg.langevin_steps)
