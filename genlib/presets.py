@@ -112,14 +112,15 @@ def _table() -> dict[str, dict[str, Recipe]]:
             "seed": _seed("ebm", {}, "The seed has no EBM: Foster's chapter 7 (Du & Mordatch 2019) network and "
                                      "Langevin settings, Adam 1e-4, batch 128, 2 epochs."),
             "lecture": Recipe(
-                model="ebm", name="lecture", model_config={"sample_steps": 400},
-                train_config={"lr": 1e-4, "batch_size": 128, "epochs": 6, "ema": 0.99},
+                model="ebm", name="lecture", model_config={"spectral_norm": True, "sample_steps": 400},
+                train_config={"lr": 1e-3, "batch_size": 128, "epochs": 6, "ema": 0.99},
                 why="Du & Mordatch's replay buffer, clipped Langevin steps and energy regulariser (already the "
-                    "defaults), samples from the weights' moving average (decay 0.99), and 400 Langevin steps to "
-                    "sample, better than 200 on every set of weights measured and the best of 200-1,000 on the "
-                    "shipped EBM: with 200 the chains stop short and the thin 1s stay at 1.6-3.9% of the samples. "
-                    "Through the job path on one core that did 109 GFLOP/s of torch.mm: FD 101 and every digit >= "
-                    "6.5% after 10 minutes (2,700 steps), 16 after 45 (docs/time_to_quality.md)."),
+                    "defaults) with their spectral normalisation of every layer, which lets Adam's step go to 1e-3 "
+                    "(10x Foster's); samples from the weights' moving average (decay 0.99) with 400 Langevin steps "
+                    "from noise (200 stop short of the thin 1s). Through the job path on one core that did 106-112 "
+                    "GFLOP/s of torch.mm: FD 76-79 and every digit >= 5.7% after ~105 s, 24-36 after 5 minutes (four "
+                    "runs) and 16.5 after 10, where the recipe without spectral normalisation at 1e-4 had 159 after 5 "
+                    "minutes (docs/time_to_quality.md)."),
         },
     }
 

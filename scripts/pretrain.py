@@ -86,11 +86,12 @@ def specs(model_names: Sequence[str]) -> list[PretrainSpec]:
                  epochs=1000),
     ]
     if "ebm" in model_names:
-        # the lecture recipe (Du & Mordatch's replay buffer, the weights' moving average shown, 400 Langevin steps to
-        # sample) for longer than a lecture's six epochs: the shipped run is the 45-minute time_to_quality run (12,708
-        # steps on a core that did 109 GFLOP/s of one-thread torch.mm, FD 16 at 2,000 samples against 101 after 10
-        # minutes, docs/time_to_quality.md); a retrain stops at 28 epochs, or at 45 minutes on a slower core
-        out.append(_lecture("ebm", "pretrained-ebm", "Pretrained EBM (lecture recipe, 45 minutes)", 45, epochs=28))
+        # the lecture recipe (Du & Mordatch's replay buffer and spectral normalisation, Adam 1e-3, the weights' moving
+        # average shown, 400 Langevin steps to sample) for longer than a lecture's six epochs: the shipped run is the
+        # 20-minute time_to_quality run (5,215 steps on a core that did 107 GFLOP/s of one-thread torch.mm, FD 15.3 at
+        # 2,000 samples against 16.5 after 10 minutes, docs/time_to_quality.md); a retrain stops at 11 epochs, or at
+        # 25 minutes on a slower core
+        out.append(_lecture("ebm", "pretrained-ebm", "Pretrained EBM (lecture recipe, 20 minutes)", 25, epochs=11))
     return out
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 PANEL_W, PANEL_H, MARGIN = 420, 300, 56
 COLOURS = {"seed": (200, 60, 40), "lecture": (30, 100, 200)}
-OTHER = (90, 150, 60)
+OTHERS = ((90, 150, 60), (150, 80, 170), (220, 140, 20), (40, 160, 160))  # variants, in the order they are drawn
 
 
 def _panels(model: str) -> list[tuple[str, str, bool]]:
@@ -93,7 +93,7 @@ def write_plots(doc: dict[str, Any], model: str) -> bytes:
             for xx in range(int(x0), int(x0 + w), 8):
                 draw.line([(xx, yy), (xx + 4, yy)], fill=(60, 60, 60))
         for j, r in enumerate(runs):
-            colour = COLOURS.get(r["recipe"], OTHER)
+            colour = COLOURS.get(r["recipe"]) or OTHERS[j % len(OTHERS)]
             line = [xy(p["elapsed_s"], p[key]) for p in r["curve"] if p.get(key) is not None and (not log or p[key] > 0)]
             if len(line) > 1:
                 draw.line(line, fill=colour, width=2)
