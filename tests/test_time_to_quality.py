@@ -231,13 +231,15 @@ def test_the_sampler_study_changes_only_the_step_count_and_reports_each_seed(tmp
     class Judge:  # shares that depend on the model's steps and the seed, so the rows show which is which
         def samples(self, model, seed=0):
             n = model.config.sample_steps
-            return {"frechet": 10.0 * n + seed, "floor": 1.0, "shares": [0.01 * n] + [0.1] * 9}
+            return {"frechet": 10.0 * n + seed, "floor": 1.0, "shares": [0.01 * n + 0.01 * seed] + [0.1] * 9}
 
     rows = steps_study.study(ckpt, [1, 5], [0, 2], Judge())
     assert [r["steps"] for r in rows] == [1, 5] and all(r["grid_seconds"] > 0 for r in rows)
     assert rows[1]["seeds"][2]["frechet"] == 52.0 and rows[0]["seeds"][0]["shares"][0] == 0.01
     text = steps_study.table(rows)
-    assert "| 1 | 10.0 / 12.0 | 1.0% (0s) / 1.0% (0s) |" in text and "| 5 | 50.0 / 52.0 | 5.0% (0s)" in text
+    # seed 2's smallest share is 2 points above seed 0's; pooled, the two seeds' samples give their mean
+    assert "| 1 | 10.0 / 12.0 | 1.0% (0s) / 3.0% (0s) | 2.0% (0s) |" in text
+    assert "| 5 | 50.0 / 52.0 | 5.0% (0s) / 7.0% (0s) | 6.0% (0s) |" in text
 
     vae = build_model("vae", {"hidden": 16, "latent": 2})
     save_checkpoint(tmp_path / "vae.safetensors", vae, train_config={}, progress={"step": 1})
