@@ -58,6 +58,7 @@ class Run:
     status: str
     seconds: float
     fragment_id: str = ""
+    sent: float = 0.0  # time.perf_counter() when the request went out: the start of `seconds`
 
 
 @dataclass
@@ -164,12 +165,11 @@ class Session:
         and fetched, None if the run did not change it; the run it caused)."""
         old = self.image_urls(image_key)
         mark = len(self.image_log)
-        t0 = time.perf_counter()
         run = await self.set_widget(slider_key, value)
         root = self._block_path(image_key)
         for t, path, urls in self.image_log[mark:]:  # the image deltas come before their run's script_finished
             if root is not None and path[:len(root)] == root and urls != old:
-                return t - t0, run
+                return t - run.sent, run  # from the same instant as run.seconds
         return None, run
 
     async def _rerun(self, *, fragment_id: str, auto: bool = False) -> Run:
@@ -187,9 +187,9 @@ class Session:
         mark = len(self._finish_log)
         await self._ws.send(msg.SerializeToString())
         if auto:
-            return Run("", 0.0, fragment_id)
+            return Run("", 0.0, fragment_id, t0)
         status = await self._wait_finished(mark, fragment_id)
-        return Run(status, time.perf_counter() - t0, fragment_id)
+        return Run(status, time.perf_counter() - t0, fragment_id, t0)
 
     async def _wait_finished(self, mark: int, fragment_id: str) -> str:
         """The status of the first run to finish after `mark` that ran `fragment_id` ('' = a full run);

@@ -31,7 +31,8 @@ TODAYS_TRAIN_OPTIONS = {
     "--lr-decay-steps", "--max-steps", "--momentum", "--n-samples", "--no-channels-last", "--noise-dim",
     "--param-clip", "--pcd", "--precision", "--preset", "--quiet", "--reg-weight", "--reinit", "--resume",
     "--runs-dir", "--sample-seed", "--sample-steps", "--seed", "--snapshot-every-s", "--step-size", "--threads",
-    "--visible-bias", "--weight-decay", "--widths", "-h"}
+    "--visible-bias", "--weight-decay", "--widths", "-h",
+    "--spectral-norm"}  # added with the EBM's spectral normalisation (7 December 2026)
 TODAYS_MODEL_FLAGS = {  # flag -> config field, per model (cli.py's former MODEL_FLAGS)
     "rbm": {"hidden": "n_hidden", "k": "k", "pcd": "persistent", "momentum": "momentum",
             "weight_decay": "weight_decay", "binarize": "binarize", "centering": "centering",
@@ -43,7 +44,8 @@ TODAYS_MODEL_FLAGS = {  # flag -> config field, per model (cli.py's former MODEL
     "ebm": {"langevin_steps": "langevin_steps", "step_size": "step_size", "langevin_noise": "noise",
             "buffer_size": "buffer_size", "reg_weight": "reg_weight", "sample_steps": "sample_steps",
             "channels": "channels", "hidden": "hidden", "grad_clip": "grad_clip", "reinit": "reinit",
-            "data_noise": "data_noise", "param_clip": "param_clip", "adam_beta1": "adam_beta1"},
+            "data_noise": "data_noise", "param_clip": "param_clip", "adam_beta1": "adam_beta1",
+            "spectral_norm": "spectral_norm"},
 }
 # how each model flag parsed before: argparse action, type, choices
 INT, FLOAT = ("_StoreAction", "int", None), ("_StoreAction", "float", None)
@@ -56,7 +58,8 @@ TODAYS_FLAG_KINDS = {
     "noise_dim": INT, "channels_last": ("BooleanOptionalAction", None, None), "langevin_steps": INT,
     "step_size": FLOAT, "langevin_noise": FLOAT, "buffer_size": INT, "reg_weight": FLOAT, "sample_steps": INT,
     "channels": ("_StoreAction", "_int_tuple", None), "grad_clip": FLOAT, "reinit": FLOAT, "data_noise": FLOAT,
-    "param_clip": FLOAT, "visible_bias": ("_StoreAction", None, ("zero", "base_rate"))}
+    "param_clip": FLOAT, "visible_bias": ("_StoreAction", None, ("zero", "base_rate")),
+    "spectral_norm": ("_StoreConstAction", None, None)}
 
 
 def train_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
