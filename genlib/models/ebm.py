@@ -28,7 +28,7 @@ from torch.nn.utils import parametrize
 from genlib.sampling.langevin import LangevinChain, langevin_chain
 from genlib.config import check_declared, flag, number, whole, whole_tuple
 from genlib.models.base import EnergyModel, GenerativeModel, device_generator
-from genlib.models.spectral_norm import power_iteration_, spectral_norm_
+from genlib.models.spectral_norm import is_estimate, power_iteration_, spectral_norm_
 
 IMAGE_SHAPE = (1, 28, 28)
 REPLAY_GRID = "replay"  # the worker writes the buffer's grid to <run folder>/replay.png
@@ -163,7 +163,7 @@ class EBM(GenerativeModel, EnergyModel):
     def averaged_entries(self) -> dict[str, torch.Tensor]:
         """The weight average's tensors, less spectral normalisation's power-iteration vectors (u, v): they are
         estimates of the live weights' singular vectors, not weights, and an average of unit vectors is not one."""
-        return {k: v for k, v in super().averaged_entries().items() if not k.endswith(("._u", "._v"))}
+        return {k: v for k, v in super().averaged_entries().items() if not is_estimate(k)}
 
     # ---- training ----
     def _make_optimizers(self, lr: float) -> None:

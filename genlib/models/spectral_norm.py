@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
+ESTIMATES = ("_u", "_v")  # the buffers of the singular-vector estimates (torch's names): state, not weights
+
 
 class SpectralNorm(nn.Module):
     """The parametrization W -> W / (u^T W v) of one layer's weight (out, ...), W read as a matrix (out, rest)."""
@@ -23,8 +25,8 @@ class SpectralNorm(nn.Module):
         super().__init__()
         w = weight.detach().flatten(1)  # (out, in * kh * kw)
         self.eps = eps
-        self.register_buffer("_u", F.normalize(torch.randn(w.shape[0], dtype=w.dtype, device=w.device), dim=0, eps=eps))
-        self.register_buffer("_v", F.normalize(torch.randn(w.shape[1], dtype=w.dtype, device=w.device), dim=0, eps=eps))
+        for name, size in zip(ESTIMATES, w.shape):  # u (out,), v (rest,)
+            self.register_buffer(name, F.normalize(torch.randn(size, dtype=w.dtype, device=w.device), dim=0, eps=eps))
         self.power_iteration_(weight, iterations)  # start from good estimates, as torch does
 
     @torch.no_grad()
@@ -40,6 +42,11 @@ class SpectralNorm(nn.Module):
         # matrix product, which autocast would run in bfloat16
         sigma = (self._u[:, None] * weight.flatten(1) * self._v[None, :]).sum()
         return weight / sigma
+
+
+def is_estimate(state_key: str) -> bool:
+    """Whether a state-dict key names a singular-vector estimate (which a weight average must leave out)."""
+    return state_key.rsplit(".", 1)[-1] in ESTIMATES
 
 
 def spectral_norm_(layer: nn.Module) -> nn.Module:
