@@ -109,6 +109,11 @@ _FIELDS: dict[str, tuple[Field, ...]] = {
         Field("adam_beta1", "Adam beta1", "Adam's momentum: how much of the previous gradients each step keeps. The "
               "seed keeps Keras's 0.9; DCGAN's paper (Radford et al. 2016) found 0.5 steadier for GANs.",
               step=0.05, fmt="%.2f"),
+        Field("dropout", "Discriminator dropout", "The share of the discriminator's units switched off at random in "
+              "each training step, as the seed's Dropout(0.3) layers. It holds the discriminator back: without it "
+              "(the lecture recipe) the pair reaches recognisable digits in half the steps, but after about 50,000 "
+              "steps its samples get worse; for runs longer than ten minutes set 0.1 (the pretrained GAN's) "
+              "(docs/time_to_quality.md).", step=0.05, fmt="%.2f"),
         Field("channels_last", "Channels-last layout", "Store images as (batch, height, width, channels) inside the "
               "networks. The same arithmetic in another memory order; with bf16 on this kind of CPU it made the "
               "seed's DCGAN 17% faster (docs/benchmarks.md). Turn off to compare."),

@@ -81,6 +81,7 @@ def test_preset_flags_and_overrides():
     model_cfg, cfg = configs("gan", "--preset", "lecture")
     r = recipe("gan", "lecture")
     assert model_cfg == r.model_values() and (cfg.lr, cfg.batch_size, cfg.epochs) == (8e-4, 32, 25)
+    assert model_cfg["dropout"] == 0.0 and configs("gan", "--preset", "seed")[0]["dropout"] == 0.3  # the seed's
     model_cfg, cfg = configs("gan", "--preset", "lecture", "--adam-beta1", "0.7", "--widths", "seed", "--lr", "3e-4",
                              "--snapshot-every-s", "2.5", "--n-samples", "16", "--dropout", "0.1")
     assert (model_cfg["adam_beta1"], model_cfg["preset"], model_cfg["dropout"]) == (0.7, "seed", 0.1)
