@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 import torch
 
+from genlib.models import build_model
 from genlib.runs.checkpoints import load_checkpoint, model_from_checkpoint
+from genlib.training import TrainConfig
 from genlib.runs.pretrained import default_pretrained_dir, install, is_pretrained, shipped
 from genlib.runs.store import RunStore
 
@@ -174,6 +176,20 @@ def test_the_repository_ships_every_model_small_and_in_float16():
         assert json.loads((folder / "state.json").read_text())["state"] == "finished", name
     assert load_checkpoint(folders["pretrained-vae-latent2"] / "checkpoints" / "last.safetensors"
                            ).model_config["latent"] == 2
+
+
+def test_each_shipped_run_is_what_its_spec_would_train_again():
+    """scripts/pretrain.py's spec of each shipped run has the run's model settings and step, so a retrain makes the
+    same model (a recipe that changes after a run was adopted must not silently change what a retrain makes)."""
+    from genlib.models import MODEL_NAMES
+
+    script = _load_script()
+    for spec in script.specs(MODEL_NAMES):
+        info = json.loads((SHIPPED / spec.run_id / "run.json").read_text())
+        ours = json.loads(json.dumps(build_model(spec.model, spec.model_config).config_dict()))  # as run.json has it
+        assert info["model_config"] == ours, (spec.run_id, info["model_config"], ours)
+        for key in ("lr", "batch_size", "ema"):  # a run.json from before a field existed had its default
+            assert info["train_config"].get(key, getattr(TrainConfig(), key)) == spec.train[key], (spec.run_id, key)
 
 
 @pytest.mark.parametrize("name", ["pretrained-vae-latent2", "pretrained-vae", "pretrained-gan"])
