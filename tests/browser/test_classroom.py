@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -133,6 +134,17 @@ def test_presenter_mode_hides_the_forms_and_is_kept_in_the_link(page, app_url, m
 
 # ---- live knobs ----
 
+def _wait_for_metric_rows(run, rows: int, timeout: float) -> None:
+    """Wait until the worker has written `rows` metric rows; on timeout, say where the run stood."""
+    deadline = time.monotonic() + timeout
+    while len(run.metrics()[0]) < rows:
+        if time.monotonic() > deadline:
+            log = run.log_path.read_text(errors="replace")[-2000:] if run.log_path.exists() else "(no log)"
+            raise AssertionError(f"{len(run.metrics()[0])} metric rows after {timeout:.0f} s; state "
+                                 f"{run.state()}; worker log:\n{log}")
+        time.sleep(0.2)
+
+
 @pytest.fixture
 def live_gan(browser_env):
     """A GAN training for a long time in a worker process of this test (the server sees it on disk)."""
@@ -157,13 +169,25 @@ def live_gan(browser_env):
     mgr.close(stop_jobs=True, timeout=30)
 
 
+@pytest.mark.timeout(420)  # the three waits below (120 + 90 + 90 s) on a loaded machine, and the page loads
 def test_a_learning_rate_change_mid_run_is_marked_on_the_chart(page, app_url, live_gan, screenshot_dir):
     mgr, run_id = live_gan
+    # first the worker (two metric rows on disk), then the page (two points on its chart): a timeout names which
+    # side was late (it failed once in CI with no way to tell a slow worker start from a page that stopped refreshing)
+    _wait_for_metric_rows(mgr.store.get(run_id), 2, timeout=120)
     open_page(page, f"{app_url}/gan?run={run_id}")
     chart = f".st-key-loss-{run_id} .js-plotly-plot"
-    page.wait_for_function("(sel) => { const el = document.querySelector(sel);"
-                           " return el && el.data && el.data.length && el.data[0].x.length >= 2; }",
-                           arg=chart, timeout=120_000, polling=200)
+    try:
+        page.wait_for_function("(sel) => { const el = document.querySelector(sel);"
+                               " return el && el.data && el.data.length && el.data[0].x.length >= 2; }",
+                               arg=chart, timeout=90_000, polling=200)
+    except Exception:
+        page.screenshot(path=str(screenshot_dir / "lr-change-no-chart.png"))
+        points = page.evaluate("(sel) => { const el = document.querySelector(sel);"
+                               " return el && el.data && el.data.length ? el.data[0].x.length : null; }", chart)
+        raise AssertionError(f"the page's loss chart has {points} points (null: no chart) 90 s after it opened, with "
+                             f"{len(mgr.store.get(run_id).metrics()[0])} metric rows on disk; screenshot "
+                             "lr-change-no-chart.png")
     lr = by_key(page, f"knob-lr-{run_id}").locator("input")
     expect(lr).not_to_have_value("")
     assert float(lr.input_value()) == pytest.approx(2e-4)  # the run's current rate
