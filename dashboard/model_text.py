@@ -112,7 +112,7 @@ _FIELDS: dict[str, tuple[Field, ...]] = {
         Field("dropout", "Discriminator dropout", "The share of the discriminator's units switched off at random in "
               "each training step, as the seed's Dropout(0.3) layers. It holds the discriminator back: without it "
               "(the lecture recipe) the pair reaches recognisable digits in half the steps, but after about 50,000 "
-              "steps its samples get worse; for runs longer than ten minutes set 0.1 (the pretrained GAN's) "
+              "steps its samples get worse. For runs longer than ten minutes set 0.1, as the pretrained GAN does "
               "(docs/time_to_quality.md).", step=0.05, fmt="%.2f"),
         Field("channels_last", "Channels-last layout", "Store images as (batch, height, width, channels) inside the "
               "networks. The same arithmetic in another memory order; with bf16 on this kind of CPU it made the "

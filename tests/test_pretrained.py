@@ -17,9 +17,9 @@ import torch
 
 from genlib.models import build_model
 from genlib.runs.checkpoints import load_checkpoint, model_from_checkpoint
-from genlib.training import TrainConfig
 from genlib.runs.pretrained import default_pretrained_dir, install, is_pretrained, shipped
 from genlib.runs.store import RunStore
+from genlib.training import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "pretrained"
