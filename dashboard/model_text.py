@@ -178,6 +178,17 @@ def averaged_caption(ema: float) -> str:
             "quality figures use it too.")
 
 
+def continue_caveat(model_name: str, model_config: dict) -> str | None:
+    """What a measurement says against continuing a run of these settings for long, shown beside 'Continue
+    training', or None: today a GAN whose discriminator has no dropout (the lecture recipe) gets worse past ~50,000
+    steps (docs/time_to_quality.md, the dropout study)."""
+    if model_name == "gan" and model_config.get("dropout") == 0.0:
+        return ("This GAN's discriminator has no dropout (the lecture recipe): it learns fastest in a lecture's first "
+                "ten minutes, but measured, its samples get worse past about 50,000 steps. For a longer run, fork the "
+                "pretrained GAN (dropout 0.1) or start a new run with dropout 0.1.")
+    return None
+
+
 SAMPLE_CAPTIONS = {
     "rbm": "Samples from the same random start after a fixed number of Gibbs steps, refreshed every few seconds.",
     "vae": "Decoded from the same 64 fixed latent draws z ~ N(0, I), refreshed every few seconds.",

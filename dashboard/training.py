@@ -14,7 +14,7 @@ import streamlit as st
 
 from dashboard import auth, share, state
 from dashboard.charts import loss_figure
-from dashboard.model_text import CHART_CAPTIONS, SAMPLE_CAPTIONS, averaged_caption, model_title
+from dashboard.model_text import CHART_CAPTIONS, SAMPLE_CAPTIONS, averaged_caption, continue_caveat, model_title
 from dashboard.forks import forks_section
 from dashboard.knobs import knob_controls
 from dashboard.train_form import train_form
@@ -127,6 +127,9 @@ def _continue_form(run: Any, status: Any, info: dict) -> None:
     epochs = int(tc.get("epochs", 1))
     spe = int(run.state().get("steps_per_epoch") or 0)
     unfinished = bool(status.total_steps) and status.step < status.total_steps
+    caveat = continue_caveat(info.get("model", ""), info.get("model_config") or {})
+    if caveat:
+        st.caption(caveat)
     with st.form(key=f"continue-{run.id}", border=False):
         c1, c2, c3 = st.columns([1, 1, 1], vertical_alignment="bottom")
         more = c1.number_input("Epochs to add", min_value=0 if unfinished else 1, max_value=1000,

@@ -228,3 +228,24 @@ def test_knob_and_fork_events_become_labelled_marks(tmp_path):
                                                                        "lr 5e-05"]
     assert sum(1 for s in shapes if s["x0"] == 40) == 2 * len(VAE.metric_names)  # every panel, two knobs
     assert {s["line"]["color"] for s in shapes if s["x0"] == 40} == {"orange", "mediumpurple"}
+
+
+# ---- continuing a run ----
+
+def test_continue_warns_only_for_a_gan_without_dropout(manager):
+    """A GAN of the lecture recipe (no dropout) gets worse past ~50,000 steps (docs/time_to_quality.md): its
+    'Continue training' says so; the seed's dropout, and other models, show no such caveat."""
+    runs = {}
+    for dropout in (0.0, 0.3):
+        runs[dropout] = manager.submit("gan", {"preset": "fast", "dropout": dropout}, {**TINY, "epochs": 1})
+        assert manager.wait(runs[dropout], timeout=120).state == "finished"
+    time.sleep(1.1)  # the shared statuses scan lives one second
+
+    def captions(run_id):
+        at = page("app_pages/gan.py", run=run_id)
+        assert not at.exception, at.exception
+        assert at.button(key=f"continue-submit-{run_id}")
+        return " ".join(c.value for c in at.caption)
+
+    assert "no dropout" in captions(runs[0.0]) and "dropout 0.1" in captions(runs[0.0])
+    assert "no dropout" not in captions(runs[0.3])
