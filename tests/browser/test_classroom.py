@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -24,6 +23,7 @@ else:
 APP_TIMEOUT_MS = 60_000
 from st_pages import (by_key, image_bytes, open_page, wait_for_app_run,  # noqa: E402 (scripts/ on sys.path)
                       wait_image_loaded)
+from waiting import wait_for  # noqa: E402 (tests/ on sys.path)
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -135,14 +135,12 @@ def test_presenter_mode_hides_the_forms_and_is_kept_in_the_link(page, app_url, m
 # ---- live knobs ----
 
 def _wait_for_metric_rows(run, rows: int, timeout: float) -> None:
-    """Wait until the worker has written `rows` metric rows; on timeout, say where the run stood."""
-    deadline = time.monotonic() + timeout
-    while len(run.metrics()[0]) < rows:
-        if time.monotonic() > deadline:
-            log = run.log_path.read_text(errors="replace")[-2000:] if run.log_path.exists() else "(no log)"
-            raise AssertionError(f"{len(run.metrics()[0])} metric rows after {timeout:.0f} s; state "
-                                 f"{run.state()}; worker log:\n{log}")
-        time.sleep(0.2)
+    """tests/waiting.py's wait_for on the worker's metric rows; on timeout, also say where the run stood."""
+    try:
+        wait_for(lambda: len(run.metrics()[0]) >= rows, timeout, f"{rows} metric rows from the worker")
+    except AssertionError as e:
+        log = run.log_path.read_text(errors="replace")[-2000:] if run.log_path.exists() else "(no log)"
+        raise AssertionError(f"{e}: {len(run.metrics()[0])} rows; state {run.state()}; worker log:\n{log}") from e
 
 
 @pytest.fixture
