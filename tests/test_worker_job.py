@@ -63,6 +63,22 @@ def test_build_resumes_from_the_checkpoint_and_read_control_obeys_stop(tmp_path)
         worker.Job(run, evaluate="quick")
 
 
+def test_an_epochs_grid_is_also_the_live_grid_and_restarts_the_live_cadence(tmp_path, monkeypatch):
+    job = worker.Job(_run(tmp_path, live_every_s=2.0))
+    job.load_data()
+    job.build()
+    draws = []
+    real = worker.fixed_noise_grid
+    monkeypatch.setattr(worker, "fixed_noise_grid", lambda model, cfg: draws.append(1) or real(model, cfg))
+    job.live.next = 0.0  # a live grid is due
+    job.on_epoch_end(0, job.progress)
+    assert len(draws) == 1  # one draw for both images
+    assert job.run.live_png.read_bytes() == job.run.epoch_grids()[0].read_bytes()
+    assert not job.live.due()  # the next live draw waits its interval from this one
+    job.side_tasks()
+    assert len(draws) == 1
+
+
 def test_a_stop_while_the_data_loads_ends_the_job_stopped_at_once(tmp_path, monkeypatch):
     run = _run(tmp_path)
     jobs = []
