@@ -73,10 +73,12 @@ def _table() -> dict[str, dict[str, Recipe]]:
                 why="Centred PCD-1 (Melchior et al. 2016; Tieleman 2008) with momentum 0.5 (the first phase of "
                     "Hinton's practical guide), visible biases started at the data's log-odds, weight decay 2e-4, "
                     "and samples drawn from the weights' moving average (decay 0.9995), which smooths the noise of "
-                    "five times PyDeep's step size (0.05): measured through the dashboard's job path on one core, "
-                    "the rarest digit at 5.3-5.5% after ~116 s (three seeds, 10,000 samples each) where step 0.02 "
-                    "with decay 0.999 left it at 3.1-4.3% (2,000 samples), FD 25-29 against 50-63, AIS -89 nats "
-                    "after 2 minutes and -87.8 after 5 (docs/time_to_quality.md)."),
+                    "five times PyDeep's step size (0.05): measured through the dashboard's job path on one core "
+                    "that did ~110 GFLOP/s of torch.mm, the rarest digit at 5.3-5.5% after ~116 s (three seeds, "
+                    "10,000 samples each) where step 0.02 with decay 0.999 left it at 3.1-4.3% (2,000 samples), FD "
+                    "25-29 against 50-63, AIS -89 nats after 2 minutes and -87.8 after 5. On a core half as fast "
+                    "the rarest digit is 4.0-4.9% after 2 minutes: every digit at 5% takes ~17,000 steps "
+                    "(docs/time_to_quality.md)."),
         },
         "vae": {
             # the seed's VAE: 784-512-512-8, Normal(tanh(.), 1) decoder on images shifted to [-0.5, 0.5], Adam 1e-3,
