@@ -332,8 +332,8 @@ class Job:
 
     def on_epoch_end(self, epoch: int, p: Progress) -> None:
         # the epoch's grid is also the live one (the same fixed noise, the same weights), and it restarts the live
-        # cadence: where epochs are seconds apart (the RBM: 600 steps, ~5 s a core at half speed) a separate live draw
-        # of 500 Gibbs sweeps would cost another ~8% of the run for an image no newer than this one
+        # cadence: where epochs are seconds apart (the RBM's 600 steps take ~5 s on a half-speed core) a separate live
+        # draw of 500 Gibbs sweeps cost another ~8% of the run for an image no newer than this one
         t0 = time.perf_counter()
         png = fixed_noise_grid(self.model, self.cfg)
         self.run.write_epoch_grid(epoch, png)
