@@ -64,7 +64,7 @@ def test_build_resumes_from_the_checkpoint_and_read_control_obeys_stop(tmp_path)
 
 
 def test_an_epochs_grid_is_also_the_live_grid_and_restarts_the_live_cadence(tmp_path, monkeypatch):
-    job = worker.Job(_run(tmp_path, live_every_s=2.0))
+    job = worker.Job(_run(tmp_path, live_every_s=2.0), evaluate="none")
     job.load_data()
     job.build()
     draws = []
@@ -77,6 +77,12 @@ def test_an_epochs_grid_is_also_the_live_grid_and_restarts_the_live_cadence(tmp_
     assert not job.live.due()  # the next live draw waits its interval from this one
     job.side_tasks()
     assert len(draws) == 1
+    live = job.run.live_png.read_bytes()
+    job.finish("finished")  # ending at that epoch's end: its grid is the last one, not drawn again
+    assert len(draws) == 1 and job.run.live_png.read_bytes() == live and job.run.state()["state"] == "finished"
+    job.progress.step += 1  # a stop between epochs: the last grid is drawn at the end
+    job.finish("stopped")
+    assert len(draws) == 2
 
 
 def test_a_stop_while_the_data_loads_ends_the_job_stopped_at_once(tmp_path, monkeypatch):

@@ -147,6 +147,7 @@ class Job:
         self.phase = "new"  # new, loading, building, training, finishing, done
         self.stop_reason: str | None = None  # set by request_stop
         self.quality_record: dict[str, Any] | None = None  # the end-of-run evaluation's
+        self.grid_step: int | None = None  # the step of the last epoch's grid (also the live one)
         self._poll_next, self._beat = 0.0, time.monotonic()
         self.owner_lock = owner_lock
 
@@ -222,7 +223,9 @@ class Job:
             self.on_stage("saving the last checkpoint and drawing the last sample grid")
         self.checkpoint()
         png = None
-        if self.stop_reason is None:  # a SIGTERM leaves seconds before the SIGKILL: the checkpoint, then the state
+        # a SIGTERM leaves seconds before the SIGKILL: the checkpoint, then the state; a run that ends at an epoch's
+        # end has these weights' grid already (on_epoch_end)
+        if self.stop_reason is None and self.grid_step != p.step:
             png = fixed_noise_grid(model, self.cfg)  # the same fixed noise: one draw for both grids
             write_live(run, model, self.cfg, png)
         if final == "finished" and not run.epoch_grids():
@@ -339,6 +342,7 @@ class Job:
         self.run.write_epoch_grid(epoch, png)
         write_live(self.run, self.model, self.cfg, png)
         self.live.done(time.perf_counter() - t0)
+        self.grid_step = p.step
         self.model.train()
         self.checkpoint()
         save_epoch_checkpoint(self.run, self.model, epoch, train_config=self.info["train_config"],
