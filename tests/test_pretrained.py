@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from genlib.models import build_model
+from genlib.models import MODEL_NAMES, build_model
 from genlib.runs.checkpoints import load_checkpoint, model_from_checkpoint
 from genlib.runs.pretrained import default_pretrained_dir, install, is_pretrained, shipped
 from genlib.runs.store import RunStore
@@ -158,8 +158,6 @@ def test_the_pretrained_folder_can_be_switched_off(monkeypatch, tmp_path):
 # ---- what the repository ships ----
 
 def test_the_repository_ships_every_model_small_and_in_float16():
-    from genlib.models import MODEL_NAMES
-
     folders = {p.name: p for p in shipped(SHIPPED)}
     expected = {"pretrained-rbm", "pretrained-vae-latent2", "pretrained-vae", "pretrained-gan"}
     assert expected <= set(folders), sorted(folders)
@@ -181,8 +179,6 @@ def test_the_repository_ships_every_model_small_and_in_float16():
 def test_each_shipped_run_is_what_its_spec_would_train_again():
     """scripts/pretrain.py's spec of each shipped run has the run's model settings and step, so a retrain makes the
     same model (a recipe that changes after a run was adopted must not silently change what a retrain makes)."""
-    from genlib.models import MODEL_NAMES
-
     script = _load_script()
     for spec in script.specs(MODEL_NAMES):
         info = json.loads((SHIPPED / spec.run_id / "run.json").read_text())
