@@ -87,33 +87,15 @@ def free_energy_flops(n_visible: int, n_hidden: int) -> float:
 
 
 def forward_flops(fn: Callable[[Any], Any], example: Any) -> float:
-    """FLOPs of fn(example) (matrix products and convolutions, by PyTorch's own formulas in
-    torch.utils.flop_counter.flop_registry) without gradients. `example` is one input (batch of 1): the cost of one
-    image.
-
-    Counted by a dispatch mode of this thread only. PyTorch's FlopCounterMode also installs process-wide module hooks
-    (its ModuleTracker) that, while it counts, hook every other thread's forward passes too; a page session running
-    a Langevin chain (torch.autograd.grad) at that moment then failed with "A leaf node was passed to
-    _will_engine_execute_node" (seen in the load test, tests/test_work_budget.py reproduces it).
-    """
+    """FLOPs of fn(example) without gradients (genlib.flops.count_flops: matrix products and convolutions by
+    PyTorch's own formulas, counted in this thread only). `example` is one input (batch of 1): the cost of one
+    image."""
     import torch
-    from torch.utils._python_dispatch import TorchDispatchMode
-    from torch.utils.flop_counter import flop_registry
 
-    class Count(TorchDispatchMode):
-        total = 0
+    from genlib.flops import count_flops
 
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001 - PyTorch's signature
-            kwargs = kwargs or {}
-            out = func(*args, **kwargs)
-            formula = flop_registry.get(func._overloadpacket)
-            if formula is not None:
-                self.total += formula(*args, **kwargs, out_val=out)
-            return out
-
-    with torch.no_grad(), Count() as counter:
-        fn(example)
-    return float(counter.total)
+    with torch.no_grad():
+        return count_flops(fn, example)[0]
 
 
 def langevin_step_flops(forward: float) -> float:

@@ -11,6 +11,11 @@ one after the other (sequential, the order alternating between models), never tw
 dashboard would give it. The worker writes a weight snapshot every --snapshot-every seconds; this process copies each
 new one aside (a few ms per copy) and evaluates the copies only after every run has ended, so evaluation never slows
 training. Elapsed seconds run from the submit (pressing Start), worker start-up included.
+
+Beside every run: the one-thread `torch.mm` peak of its core measured just before it, and the FLOPs of one training
+step of its recipe (scripts/ttq_compute.py); beside every target, the FLOPs of the steps that reached it (or a lower
+bound, when none did) and their seconds at that peak. A target whose FLOPs take longer than its deadline at the peak
+is out of reach on that core by compute; run past a deadline (`--seconds`) to see where a missed target is reached.
 """
 
 from __future__ import annotations
@@ -28,7 +33,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a file from anywhere: genlib from this checkout
-sys.path.insert(0, str(ROOT / "scripts"))  # and its sibling scripts (bench.py, ttq_plot.py)
+sys.path.insert(0, str(ROOT / "scripts"))  # and its sibling scripts (bench.py, ttq_plot.py, ttq_compute.py)
+
+from ttq_compute import run_compute, step_flops, target_compute, why  # noqa: E402 - after the path above
 
 FORMAT_VERSION = 1
 N_SAMPLES = 2_000  # the issue's count for the Fréchet distance and the class shares
@@ -97,19 +104,39 @@ def holds(point: dict[str, Any], cond: Condition, refs: dict[str, float]) -> boo
     return value <= threshold if cond.op == "<=" else value >= threshold
 
 
-def seconds_to_target(curve: list[dict[str, Any]], target: Target, refs: dict[str, float]) -> float | None:
-    """The elapsed seconds of the first point (in time order) where every condition holds, or None if none does."""
+def first_point(curve: list[dict[str, Any]], target: Target, refs: dict[str, float]) -> dict[str, Any] | None:
+    """The first point (in time order) where every condition holds, or None if none does."""
     for point in sorted(curve, key=lambda p: p["elapsed_s"]):
         if all(holds(point, c, refs) for c in target.conditions):
-            return point["elapsed_s"]
+            return point
     return None
+
+
+def holds_from(curve: list[dict[str, Any]], target: Target, refs: dict[str, float]) -> dict[str, Any] | None:
+    """The first point from which every later point holds too (a noisy figure, a share judged at 2,000 samples, can
+    cross a threshold once long before it stays past it), or None when the last point does not hold."""
+    found = None
+    for point in sorted(curve, key=lambda p: p["elapsed_s"], reverse=True):
+        if not all(holds(point, c, refs) for c in target.conditions):
+            break
+        found = point
+    return found
+
+
+def seconds_to_target(curve: list[dict[str, Any]], target: Target, refs: dict[str, float]) -> float | None:
+    """The elapsed seconds of the first point where every condition holds, or None if none does."""
+    point = first_point(curve, target, refs)
+    return None if point is None else point["elapsed_s"]
 
 
 def target_report(curve: list[dict[str, Any]], target: Target, refs: dict[str, float]) -> dict[str, Any]:
     """When the target was reached, whether by its deadline, and each condition's gap at the deadline: the measured
     value minus the threshold at the last point at or before the deadline (positive = worse for <=, and the
-    reverse for >=; None where nothing was measured by then). `measured_until_s` says how far the curve went."""
-    seconds = seconds_to_target(curve, target, refs)
+    reverse for >=; None where nothing was measured by then). `step`: the training step where it was first reached;
+    `holds_from_s` and `holds_from_step`: where it held from to the curve's end; `measured_until_s` and `last_step`
+    say how far the curve went."""
+    reached = first_point(curve, target, refs)
+    seconds = None if reached is None else reached["elapsed_s"]
     before = [p for p in curve if p["elapsed_s"] <= target.deadline_s]
     last = max(before, key=lambda p: p["elapsed_s"]) if before else None
     gaps = {}
@@ -118,9 +145,15 @@ def target_report(curve: list[dict[str, Any]], target: Target, refs: dict[str, f
         value = None if last is None else last.get(c.metric)
         gaps[c.metric] = {"threshold": threshold, "value": value,
                           "gap": None if value is None or threshold is None else value - threshold}
+    final = max(curve, key=lambda p: p["elapsed_s"]) if curve else None
+    steady = holds_from(curve, target, refs)
     return {"target": target.name, "deadline_s": target.deadline_s, "seconds": seconds,
+            "step": None if reached is None else reached.get("step"),
+            "holds_from_s": None if steady is None else steady["elapsed_s"],
+            "holds_from_step": None if steady is None else steady.get("step"),
             "met": seconds is not None and seconds <= target.deadline_s,
-            "measured_until_s": max((p["elapsed_s"] for p in curve), default=None), "at_deadline": gaps}
+            "measured_until_s": None if final is None else final["elapsed_s"],
+            "last_step": None if final is None else final.get("step"), "at_deadline": gaps}
 
 
 # ---------------------------------------------------------------- recipes, and variants of them to try
@@ -319,14 +352,17 @@ def report(runs: list[dict[str, Any]], refs: dict[str, float], settings: dict[st
     """The JSON document: settings, references, and per run its curve and its targets."""
     for r in runs:
         r["targets"] = [target_report(r["curve"], t, refs) for t in TARGETS[r["model"]]]
+        r["compute"] = run_compute(r)  # the steps' FLOPs against the core's peak (scripts/ttq_compute.py)
+        for t in r["targets"]:
+            t["compute"] = target_compute(r, t)
     return {"format": "genlib-time-to-quality", "version": FORMAT_VERSION, "settings": settings,
             "references": refs, "runs": runs}
 
 
 def table(doc: dict[str, Any]) -> str:
     """Markdown: per model and recipe, the seconds to each target and the last point's figures."""
-    lines = ["| model | recipe | target | deadline s | reached at s | met | gap at deadline |",
-             "|---|---|---|---:|---:|---|---|"]
+    lines = ["| model | recipe | target | deadline s | reached at s | holds from s | met | gap at deadline | "
+             "FLOPs to it (at this core's peak) |", "|---|---|---|---:|---:|---:|---|---|---|"]
     for r in doc["runs"]:
         for t in r["targets"]:
             gaps = "; ".join(f"{m} {g['value']:.3g} vs {g['threshold']:.3g}" for m, g in t["at_deadline"].items()
@@ -335,19 +371,26 @@ def table(doc: dict[str, Any]) -> str:
             if until is not None and until < t["deadline_s"]:
                 gaps += f" (the run ended at {until:.0f} s)"
             reached = "-" if t["seconds"] is None else f"{t['seconds']:.0f}"
+            steady = "-" if t.get("holds_from_s") is None else f"{t['holds_from_s']:.0f}"
             lines.append(f"| {r['model']} | {r['recipe']} | {t['target']} | {t['deadline_s']:.0f} | {reached} | "
-                         f"{'yes' if t['met'] else 'no'} | {gaps} |")
+                         f"{steady} | "
+                         f"{'yes' if t['met'] else 'no'} | {gaps} | {why(r, t)} |")
     lines += ["", "| model | recipe | steps | last point s | FD (x floor) | smallest digit share | likelihood | "
-                  "host: one-thread mm GFLOP/s |", "|---|---|---:|---:|---:|---:|---|---:|"]
+                  "host: one-thread mm GFLOP/s | GFLOP a step | the steps' GFLOP/s | the peak's share over the run |",
+              "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|"]
     for r in doc["runs"]:
         p = r["curve"][-1] if r["curve"] else None
         host = "-" if r.get("host_mm_gflops") is None else f"{r['host_mm_gflops']:.0f}"  # runs from before it was kept
+        c = r.get("compute") or {}
+        cost = " | ".join([f"{r['step_flops'] / 1e9:.3g}" if r.get("step_flops") else "-",
+                           f"{c['steps_gflops']:.0f}" if c.get("steps_gflops") is not None else "-",
+                           f"{c['share_of_peak']:.0%}" if c.get("share_of_peak") is not None else "-"])
         if p is None:
-            lines.append(f"| {r['model']} | {r['recipe']} | {r.get('steps')} | - | - | - | - | {host} |")
+            lines.append(f"| {r['model']} | {r['recipe']} | {r.get('steps')} | - | - | - | - | {host} | {cost} |")
             continue
         lik = ", ".join(f"{k} {p[k]:.1f}" for k in ("iwae_nll", "iwae_nll_raw", "ais_ll") if p.get(k) is not None)
         lines.append(f"| {r['model']} | {r['recipe']} | {p['step']} | {p['elapsed_s']:.0f} | {p['frechet']:.2f} "
-                     f"({p['ratio']:.1f}x) | {p['min_share']:.3f} | {lik or '-'} | {host} |")
+                     f"({p['ratio']:.1f}x) | {p['min_share']:.3f} | {lik or '-'} | {host} | {cost} |")
     return "\n".join(lines)
 
 
@@ -472,6 +515,8 @@ def main(argv: list[str] | None = None) -> int:
     judge = Judge(load_dataset("mnist", root=args.data_root))
     refs = references(models, judge, args.references)
     for r in runs:
+        if not r.get("step_flops"):  # counted, not timed: the same on any core (runs trained before it was kept too)
+            r["step_flops"] = step_flops(r["model"], r["model_config"], r["train_config"], judge.data)
         r["curve"] = evaluate_run(r["model"], work / "snapshots" / _folder(r["model"], r["recipe"]), r["snapshots"],
                                   judge, args)
     settings = {"command": " ".join(["scripts/time_to_quality.py", *(argv if argv is not None else sys.argv[1:])]),

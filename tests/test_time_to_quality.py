@@ -113,18 +113,92 @@ def test_the_json_document_has_every_run_its_curve_and_its_targets():
 def test_the_markdown_table_and_the_chart():
     doc = make_doc()
     text = ttq.table(doc)
-    assert "| gan | lecture | FD <= pretrained GAN's, every digit >= 5% | 120 | 60 | yes |" in text
-    assert "| gan | seed | FD <= pretrained GAN's, every digit >= 5% | 120 | - | no | frechet 40 vs 10; " \
-           "min_share 0 vs 0.05 |" in text
-    # the host's speed beside each run's last point; a run recorded before it was kept shows a dash
-    assert "| gan | lecture | 1200 | 120 | 6.00 (6.0x) | 0.070 | - | 109 |" in text
-    assert "| gan | seed | 1200 | 120 | 40.00 (40.0x) | 0.000 | - | - |" in text
+    assert "| gan | lecture | FD <= pretrained GAN's, every digit >= 5% | 120 | 60 | 60 | yes |" in text
+    assert "| gan | seed | FD <= pretrained GAN's, every digit >= 5% | 120 | - | - | no | frechet 40 vs 10; " \
+           "min_share 0 vs 0.05 | - |" in text
+    # the host's speed beside each run's last point; a run recorded before it (or a step's FLOPs) was kept: a dash
+    assert "| gan | lecture | 1200 | 120 | 6.00 (6.0x) | 0.070 | - | 109 | - | - | - |" in text
+    assert "| gan | seed | 1200 | 120 | 40.00 (40.0x) | 0.000 | - | - | - | - | - |" in text
     png = plot.write_plots(doc, "gan")
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000
     from genlib.images import read_png
 
     img = read_png(png)
     assert img.shape[1] == 2 * plot.PANEL_W  # two panels for the GAN: the distance and the smallest share
+
+
+def rbm_run(curve, **more):
+    """A 120 s RBM run on a core of 57 GFLOP/s: 10,700 steps of 0.4704 GFLOP (784-500, batch 100, PCD-1)."""
+    run = {"model": "rbm", "recipe": "lecture", "steps": 10_700, "train_seconds": 88.0, "budget_s": 120.0,
+           "host_mm_gflops": 57.0, "step_flops": 6 * 2 * 100 * 784 * 500, "curve": curve, **more}
+    return ttq.report([run], {}, {})["runs"][0]
+
+
+def test_a_target_holds_from_the_first_point_after_which_every_point_holds():
+    target = ttq.TARGETS["rbm"][0]  # every digit >= 5%: a share judged at 2,000 samples crosses 5% and falls back
+    curve = [point(60, 40.0, 0.03), point(100, 30.0, 0.052), point(119, 30.0, 0.045), point(160, 28.0, 0.051),
+             point(200, 27.0, 0.06)]
+    assert ttq.seconds_to_target(curve, target, {}) == 100
+    assert ttq.holds_from(curve, target, {})["elapsed_s"] == 160
+    assert ttq.holds_from(curve[:3], target, {}) is None  # the last point misses it
+    assert ttq.holds_from([], target, {}) is None
+    r = ttq.target_report(curve, target, {})
+    assert (r["seconds"], r["step"], r["holds_from_s"], r["holds_from_step"], r["met"]) == (100, 1000, 160, 1600, True)
+
+
+def test_a_missed_target_whose_flops_until_it_holds_exceed_its_deadline_at_the_peak_is_out_of_reach():
+    run = rbm_run([point(60, 40.0, 0.03, step=5_400), point(119, 30.0, 0.045, step=10_600),
+                   point(140, 30.0, 0.052, step=12_000), point(160, 30.0, 0.045, step=13_600),
+                   point(200, 27.0, 0.051, step=17_000)])
+    cover = run["targets"][0]  # every digit >= 5% within 120 s: crossed once at 140 s, holds from 200 s
+    assert cover["met"] is False and cover["step"] == 12_000 and cover["holds_from_step"] == 17_000
+    c = cover["compute"]
+    assert c["basis"] == "holds" and c["step"] == 17_000 and c["flops"] == pytest.approx(17_000 * 0.4704e9)
+    assert c["seconds_at_peak"] == pytest.approx(140.3, abs=0.1) and c["fits_deadline"] is False
+    assert c["deadline_flops_at_peak"] == pytest.approx(120 * 57e9)
+    assert ttq.why(run, cover) == ("holds from step 17,000: 8.00 TFLOP = 140 s at 57 GFLOP/s (> 120 s: out of "
+                                   "reach on this core)")
+    whole = run["compute"]  # the steps' own rate, and the share of the core's peak over the run's 120 s
+    assert whole["steps_gflops"] == pytest.approx(10_700 * 0.4704 / 88.0)
+    assert whole["share_of_peak"] == pytest.approx(10_700 * 0.4704 / (120 * 57.0))
+    text = ttq.table({"runs": [run]})
+    assert "| rbm | lecture | every digit >= 5% (no collapse) | 120 | 140 | 200 | no |" in text
+    assert "| 57 | 0.47 | 57 | 74% |" in text  # the steps ran at the peak; start-up and side tasks took 26%
+
+
+def test_a_met_target_counts_to_its_first_reach_a_late_one_within_its_flops_and_one_that_does_not_hold():
+    crossed = rbm_run([point(100, 30.0, 0.052, step=9_000), point(119, 30.0, 0.045, step=10_600)])
+    t = crossed["targets"][0]  # met at 100 s, though it does not hold at the end: the verdict's own steps
+    assert t["met"] and t["holds_from_step"] is None and t["compute"]["basis"] == "reached"
+    assert ttq.why(crossed, t) == "reached at step 9,000: 4.23 TFLOP = 74 s at 57 GFLOP/s"
+    late = rbm_run([point(130, 30.0, 0.052, step=12_000)])
+    assert late["targets"][0]["compute"]["fits_deadline"] is True and not late["targets"][0]["met"]
+    assert ttq.why(late, late["targets"][0]).endswith("(within 120 s at the peak: late by the run's other work)")
+    # never held at the end: a lower bound, conclusive only once it exceeds the deadline at the peak
+    short = rbm_run([point(110, 30.0, 0.04, step=10_000)])
+    c = short["targets"][0]["compute"]
+    assert (c["basis"], c["step"], c["fits_deadline"]) == ("last", 10_000, None)
+    assert ttq.why(short, short["targets"][0]) == ("not at step 10,000, the last: more than 4.70 TFLOP = 83 s at "
+                                                   "57 GFLOP/s")
+    long = rbm_run([point(300, 30.0, 0.04, step=21_000)])["targets"][0]["compute"]
+    assert (long["basis"], long["fits_deadline"]) == ("last", False)
+    # runs recorded before the host's speed or the step's FLOPs were kept: no figures, a dash
+    old = rbm_run([point(100, 30.0, 0.052, step=9_000)], host_mm_gflops=None)
+    assert old["compute"] is None and old["targets"][0]["compute"] is None and ttq.why(old, old["targets"][0]) == "-"
+
+
+def test_a_recipes_step_flops_come_from_its_recorded_configs():
+    """What --evaluate-only counts for a run trained before the figure was kept: its trained.json configs."""
+    import types
+
+    import torch
+
+    compute = _load("ttq_compute")
+    data = types.SimpleNamespace(x_train=torch.randint(0, 256, (300, 1, 28, 28), dtype=torch.uint8))
+    r = ttq.parse_recipe("rbm", "lecture")
+    assert compute.step_flops("rbm", r.model_values(), r.train_values(), data) == 6 * 2 * 100 * 784 * 500
+    small = ttq.parse_recipe("rbm", "lecture:n_hidden=50:batch_size=10")
+    assert compute.step_flops("rbm", small.model_values(), small.train_values(), data) == 6 * 2 * 10 * 784 * 50
 
 
 def test_recipe_variants_to_try_set_model_and_train_fields_and_refuse_bad_ones():
