@@ -1,9 +1,9 @@
 """What scripts/time_to_quality.py's runs cost against their core's measured peak, the issue's "by how much and why":
 the FLOPs of one training step of each recipe (genlib.flops: PyTorch's formulas for its matrix products and
-convolutions), the FLOPs of the steps to a target (where it was first reached if in time, else until it held to the
-run's end, a lower bound where it did not hold at the end), and their seconds at the one-thread `torch.mm` peak measured before the run (a compute-bound roofline,
-Williams et al. 2009): a target whose FLOPs need more than its deadline at the peak is out of reach on that core by
-compute, whatever the side tasks cost."""
+convolutions); the FLOPs of the steps to a target (to its first reach if met, else to where it holds to the run's
+end, else a lower bound) and their seconds at the one-thread `torch.mm` peak measured before the run (a compute-bound
+roofline, Williams et al. 2009). A target whose FLOPs need more than its deadline at the peak is out of reach on that
+core by compute, whatever the worker's other work costs."""
 
 from __future__ import annotations
 

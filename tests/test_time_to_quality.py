@@ -1,5 +1,6 @@
-"""scripts/time_to_quality.py's bookkeeping on tiny made-up curves: seconds to a target, gaps at the deadline, the JSON
-document's shape, the target tables, the table and the chart; no training."""
+"""scripts/time_to_quality.py's bookkeeping (scripts/ttq_targets.py, ttq_compute.py) on tiny made-up curves: seconds
+to a target, where it holds from, gaps at the deadline, FLOPs against the peak, the JSON document's shape, the target
+tables, the table and the chart; no training."""
 
 import importlib.util
 import json
@@ -24,6 +25,8 @@ def _load(name):
 
 
 ttq = _load("time_to_quality")
+targets = _load("ttq_targets")
+compute = _load("ttq_compute")
 plot = _load("ttq_plot")
 
 
@@ -41,50 +44,50 @@ GAN_REFS = {"gan.frechet": 10.0}
 
 
 def test_seconds_to_target_is_the_first_point_where_every_condition_holds():
-    target = ttq.TARGETS["gan"][0]  # FD <= the pretrained GAN's and every digit >= 5%
+    target = targets.TARGETS["gan"][0]  # FD <= the pretrained GAN's and every digit >= 5%
     curve = [point(40, 30.0, 0.00), point(10, 50.0, 0.0), point(70, 9.0, 0.01), point(100, 9.5, 0.06),
              point(130, 5.0, 0.08)]
-    assert ttq.seconds_to_target(curve, target, GAN_REFS) == 100  # 70 s: FD met, a digit missing
-    assert ttq.seconds_to_target(curve[:4], target, {}) is None  # no reference measured: never "met"
-    assert ttq.seconds_to_target([], target, GAN_REFS) is None
+    assert targets.seconds_to_target(curve, target, GAN_REFS) == 100  # 70 s: FD met, a digit missing
+    assert targets.seconds_to_target(curve[:4], target, {}) is None  # no reference measured: never "met"
+    assert targets.seconds_to_target([], target, GAN_REFS) is None
 
 
 def test_a_relative_threshold_scales_the_reference():
-    half = ttq.TARGETS["gan"][1]
+    half = targets.TARGETS["gan"][1]
     assert half.conditions[0].threshold(GAN_REFS) == pytest.approx(5.0)
-    assert ttq.seconds_to_target([point(100, 6.0, 0.1), point(500, 4.9, 0.1)], half, GAN_REFS) == 500
+    assert targets.seconds_to_target([point(100, 6.0, 0.1), point(500, 4.9, 0.1)], half, GAN_REFS) == 500
 
 
 def test_report_gives_the_gap_at_the_deadline_and_never_calls_a_late_target_met():
-    target = ttq.TARGETS["vae"][0]  # IWAE <= 100 within 120 s
+    target = targets.TARGETS["vae"][0]  # IWAE <= 100 within 120 s
     curve = [point(30, iwae_nll=120.0), point(110, iwae_nll=103.5), point(150, iwae_nll=99.0)]
-    r = ttq.target_report(curve, target, {})
+    r = targets.target_report(curve, target, {})
     assert r["seconds"] == 150 and r["met"] is False and r["deadline_s"] == 120
     assert r["at_deadline"]["iwae_nll"] == {"threshold": 100.0, "value": 103.5, "gap": pytest.approx(3.5)}
     assert r["measured_until_s"] == 150
-    r = ttq.target_report(curve[:2] + [point(115, iwae_nll=98.0)], target, {})
+    r = targets.target_report(curve[:2] + [point(115, iwae_nll=98.0)], target, {})
     assert r["met"] is True and r["seconds"] == 115 and r["at_deadline"]["iwae_nll"]["gap"] == pytest.approx(-2.0)
-    r = ttq.target_report([point(150, iwae_nll=99.0)], target, {})  # nothing measured before the deadline
+    r = targets.target_report([point(150, iwae_nll=99.0)], target, {})  # nothing measured before the deadline
     assert r["at_deadline"]["iwae_nll"]["value"] is None and r["met"] is False
 
 
 def test_ge_conditions_for_likelihoods():
-    target = ttq.TARGETS["rbm"][1]  # AIS >= -100 within 300 s
-    assert ttq.seconds_to_target([point(100, ais_ll=-120.0), point(200, ais_ll=-99.0)], target, {}) == 200
-    assert ttq.seconds_to_target([point(100, ais_ll=None)], target, {}) is None
+    target = targets.TARGETS["rbm"][1]  # AIS >= -100 within 300 s
+    assert targets.seconds_to_target([point(100, ais_ll=-120.0), point(200, ais_ll=-99.0)], target, {}) == 200
+    assert targets.seconds_to_target([point(100, ais_ll=None)], target, {}) is None
 
 
 def test_the_target_tables_cover_every_model_with_the_issue_deadlines():
-    assert set(ttq.TARGETS) == {"gan", "vae", "rbm", "ebm"} == set(ttq.REFERENCE_RUNS)
-    deadlines = {m: [t.deadline_s for t in ts] for m, ts in ttq.TARGETS.items()}
+    assert set(targets.TARGETS) == {"gan", "vae", "rbm", "ebm"} == set(targets.REFERENCE_RUNS)
+    deadlines = {m: [t.deadline_s for t in ts] for m, ts in targets.TARGETS.items()}
     assert deadlines == {"gan": [120, 600], "vae": [120, 900, 900], "rbm": [120, 300, 1800], "ebm": [600]}
-    for targets in ttq.TARGETS.values():
-        for t in targets:
+    for model_targets in targets.TARGETS.values():
+        for t in model_targets:
             for c in t.conditions:
                 assert c.op in ("<=", ">=") and (c.value is None) != (c.ref is None), t.name
                 if c.ref:  # the issue's yardstick: the models shipped before the lecture recipes, recorded
-                    assert c.ref.split(".")[0] in ttq.REFERENCE_RUNS and c.ref in ttq.BEFORE_LECTURE, c.ref
-    for run in ttq.REFERENCE_RUNS.values():
+                    assert c.ref.split(".")[0] in targets.REFERENCE_RUNS and c.ref in targets.BEFORE_LECTURE, c.ref
+    for run in targets.REFERENCE_RUNS.values():
         assert (ROOT / "pretrained" / run / "run.json").exists(), run
 
 
@@ -93,16 +96,16 @@ def make_doc():
              "curve": [point(20, 80.0, 0.0), point(120, 40.0, 0.0)]},
             {"model": "gan", "recipe": "lecture", "title": "Lecture: fast and good", "steps": 900,
              "host_mm_gflops": 108.7, "curve": [point(20, 30.0, 0.02), point(60, 9.0, 0.06), point(120, 6.0, 0.07)]}]
-    return ttq.report(runs, GAN_REFS, {"seconds": 120, "worker_threads": 1})
+    return targets.report(runs, GAN_REFS, {"seconds": 120, "worker_threads": 1})
 
 
 def test_the_json_document_has_every_run_its_curve_and_its_targets():
     doc = json.loads(json.dumps(make_doc()))  # JSON-able as written
-    assert doc["format"] == "genlib-time-to-quality" and doc["version"] == ttq.FORMAT_VERSION
+    assert doc["format"] == "genlib-time-to-quality" and doc["version"] == targets.FORMAT_VERSION
     assert doc["references"] == GAN_REFS and doc["settings"]["seconds"] == 120
     assert [(r["model"], r["recipe"]) for r in doc["runs"]] == [("gan", "seed"), ("gan", "lecture")]
     seed, lecture = doc["runs"]
-    assert [t["target"] for t in seed["targets"]] == [t.name for t in ttq.TARGETS["gan"]]
+    assert [t["target"] for t in seed["targets"]] == [t.name for t in targets.TARGETS["gan"]]
     assert [t["met"] for t in seed["targets"]] == [False, False]
     assert lecture["targets"][0]["seconds"] == 60 and lecture["targets"][0]["met"] is True
     assert lecture["targets"][1]["seconds"] is None  # 6.0 > half of 10
@@ -112,7 +115,7 @@ def test_the_json_document_has_every_run_its_curve_and_its_targets():
 
 def test_the_markdown_table_and_the_chart():
     doc = make_doc()
-    text = ttq.table(doc)
+    text = targets.table(doc)
     assert "| gan | lecture | FD <= pretrained GAN's, every digit >= 5% | 120 | 60 | 60 | yes |" in text
     assert "| gan | seed | FD <= pretrained GAN's, every digit >= 5% | 120 | - | - | no | frechet 40 vs 10; " \
            "min_share 0 vs 0.05 | - |" in text
@@ -131,18 +134,18 @@ def rbm_run(curve, **more):
     """A 120 s RBM run on a core of 57 GFLOP/s: 10,700 steps of 0.4704 GFLOP (784-500, batch 100, PCD-1)."""
     run = {"model": "rbm", "recipe": "lecture", "steps": 10_700, "train_seconds": 88.0, "budget_s": 120.0,
            "host_mm_gflops": 57.0, "step_flops": 6 * 2 * 100 * 784 * 500, "curve": curve, **more}
-    return ttq.report([run], {}, {})["runs"][0]
+    return targets.report([run], {}, {})["runs"][0]
 
 
 def test_a_target_holds_from_the_first_point_after_which_every_point_holds():
-    target = ttq.TARGETS["rbm"][0]  # every digit >= 5%: a share judged at 2,000 samples crosses 5% and falls back
+    target = targets.TARGETS["rbm"][0]  # every digit >= 5%: a share judged at 2,000 samples crosses 5% and falls back
     curve = [point(60, 40.0, 0.03), point(100, 30.0, 0.052), point(119, 30.0, 0.045), point(160, 28.0, 0.051),
              point(200, 27.0, 0.06)]
-    assert ttq.seconds_to_target(curve, target, {}) == 100
-    assert ttq.holds_from(curve, target, {})["elapsed_s"] == 160
-    assert ttq.holds_from(curve[:3], target, {}) is None  # the last point misses it
-    assert ttq.holds_from([], target, {}) is None
-    r = ttq.target_report(curve, target, {})
+    assert targets.seconds_to_target(curve, target, {}) == 100
+    assert targets.holds_from(curve, target, {})["elapsed_s"] == 160
+    assert targets.holds_from(curve[:3], target, {}) is None  # the last point misses it
+    assert targets.holds_from([], target, {}) is None
+    r = targets.target_report(curve, target, {})
     assert (r["seconds"], r["step"], r["holds_from_s"], r["holds_from_step"], r["met"]) == (100, 1000, 160, 1600, True)
 
 
@@ -156,12 +159,12 @@ def test_a_missed_target_whose_flops_until_it_holds_exceed_its_deadline_at_the_p
     assert c["basis"] == "holds" and c["step"] == 17_000 and c["flops"] == pytest.approx(17_000 * 0.4704e9)
     assert c["seconds_at_peak"] == pytest.approx(140.3, abs=0.1) and c["fits_deadline"] is False
     assert c["deadline_flops_at_peak"] == pytest.approx(120 * 57e9)
-    assert ttq.why(run, cover) == ("holds from step 17,000: 8.00 TFLOP = 140 s at 57 GFLOP/s (> 120 s: out of "
+    assert compute.why(run, cover) == ("holds from step 17,000: 8.00 TFLOP = 140 s at 57 GFLOP/s (> 120 s: out of "
                                    "reach on this core)")
     whole = run["compute"]  # the steps' own rate, and the share of the core's peak over the run's 120 s
     assert whole["steps_gflops"] == pytest.approx(10_700 * 0.4704 / 88.0)
     assert whole["share_of_peak"] == pytest.approx(10_700 * 0.4704 / (120 * 57.0))
-    text = ttq.table({"runs": [run]})
+    text = targets.table({"runs": [run]})
     assert "| rbm | lecture | every digit >= 5% (no collapse) | 120 | 140 | 200 | no |" in text
     assert "| 57 | 0.47 | 57 | 74% |" in text  # the steps ran at the peak; start-up and side tasks took 26%
 
@@ -170,21 +173,24 @@ def test_a_met_target_counts_to_its_first_reach_a_late_one_within_its_flops_and_
     crossed = rbm_run([point(100, 30.0, 0.052, step=9_000), point(119, 30.0, 0.045, step=10_600)])
     t = crossed["targets"][0]  # met at 100 s, though it does not hold at the end: the verdict's own steps
     assert t["met"] and t["holds_from_step"] is None and t["compute"]["basis"] == "reached"
-    assert ttq.why(crossed, t) == "reached at step 9,000: 4.23 TFLOP = 74 s at 57 GFLOP/s"
+    assert compute.why(crossed, t) == "reached at step 9,000: 4.23 TFLOP = 74 s at 57 GFLOP/s"
     late = rbm_run([point(130, 30.0, 0.052, step=12_000)])
     assert late["targets"][0]["compute"]["fits_deadline"] is True and not late["targets"][0]["met"]
-    assert ttq.why(late, late["targets"][0]).endswith("(within 120 s at the peak: late by the run's other work)")
+    assert compute.why(late, late["targets"][0]).endswith("(within 120 s at the peak: late by the run's other work)")
     # never held at the end: a lower bound, conclusive only once it exceeds the deadline at the peak
     short = rbm_run([point(110, 30.0, 0.04, step=10_000)])
     c = short["targets"][0]["compute"]
     assert (c["basis"], c["step"], c["fits_deadline"]) == ("last", 10_000, None)
-    assert ttq.why(short, short["targets"][0]) == ("not at step 10,000, the last: more than 4.70 TFLOP = 83 s at "
+    assert compute.why(short, short["targets"][0]) == ("not at step 10,000, the last: more than 4.70 TFLOP = 83 s at "
                                                    "57 GFLOP/s")
     long = rbm_run([point(300, 30.0, 0.04, step=21_000)])["targets"][0]["compute"]
     assert (long["basis"], long["fits_deadline"]) == ("last", False)
+    # a target this run's curve cannot judge (the seed's Gaussian VAE has no comparable IWAE figure): no bound
+    unjudged = rbm_run([point(100, 30.0, None, step=9_000)])["targets"][0]
+    assert unjudged["last_step"] is None and unjudged["compute"] is None
     # runs recorded before the host's speed or the step's FLOPs were kept: no figures, a dash
     old = rbm_run([point(100, 30.0, 0.052, step=9_000)], host_mm_gflops=None)
-    assert old["compute"] is None and old["targets"][0]["compute"] is None and ttq.why(old, old["targets"][0]) == "-"
+    assert old["compute"] is None and old["targets"][0]["compute"] is None and compute.why(old, old["targets"][0]) == "-"
 
 
 def test_a_recipes_step_flops_come_from_its_recorded_configs():
@@ -193,7 +199,6 @@ def test_a_recipes_step_flops_come_from_its_recorded_configs():
 
     import torch
 
-    compute = _load("ttq_compute")
     data = types.SimpleNamespace(x_train=torch.randint(0, 256, (300, 1, 28, 28), dtype=torch.uint8))
     r = ttq.parse_recipe("rbm", "lecture")
     assert compute.step_flops("rbm", r.model_values(), r.train_values(), data) == 6 * 2 * 100 * 784 * 500
