@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from genlib.work_budget import human_flops
+
 
 def step_flops(model_name: str, model_config: dict[str, Any], train_config: dict[str, Any], data: Any) -> float:
     """FLOPs of one training step of this recipe on a batch of `data`'s training images (a fresh model, on the CPU:
@@ -68,10 +70,6 @@ def target_compute(run: dict[str, Any], target: dict[str, Any]) -> dict[str, Any
             "fits_deadline": None if basis == "last" and fits else fits}
 
 
-def human(flops: float) -> str:
-    return f"{flops / 1e12:.2f} TFLOP" if flops >= 1e11 else f"{flops / 1e9:.1f} GFLOP"
-
-
 def why(run: dict[str, Any], target: dict[str, Any]) -> str:
     """The table's sentence: the FLOPs a target took (or at least needs) and their seconds at this core's peak."""
     c = target.get("compute")
@@ -80,7 +78,7 @@ def why(run: dict[str, Any], target: dict[str, Any]) -> str:
     peak = run["host_mm_gflops"]
     where = {"reached": f"reached at step {c['step']:,}:", "holds": f"holds from step {c['step']:,}:",
              "last": f"not at step {c['step']:,}, the last: more than"}[c["basis"]]
-    text = f"{where} {human(c['flops'])} = {c['seconds_at_peak']:.0f} s at {peak:.0f} GFLOP/s"
+    text = f"{where} {human_flops(c['flops'])} = {c['seconds_at_peak']:.0f} s at {peak:.0f} GFLOP/s"
     if c["fits_deadline"] is False:
         text += f" (> {target['deadline_s']:.0f} s: out of reach on this core)"
     elif c["fits_deadline"] and c["basis"] == "holds":

@@ -69,10 +69,15 @@ BEFORE_LECTURE: dict[str, float] = {
 }
 
 
+def judged(point: dict[str, Any], cond: Condition, refs: dict[str, float]) -> bool:
+    """Whether the point can be judged by the condition: it has the figure, and the threshold's reference is known."""
+    return point.get(cond.metric) is not None and cond.threshold(refs) is not None
+
+
 def holds(point: dict[str, Any], cond: Condition, refs: dict[str, float]) -> bool:
-    value, threshold = point.get(cond.metric), cond.threshold(refs)
-    if value is None or threshold is None:
+    if not judged(point, cond, refs):
         return False
+    value, threshold = point[cond.metric], cond.threshold(refs)
     return value <= threshold if cond.op == "<=" else value >= threshold
 
 
@@ -119,9 +124,8 @@ def target_report(curve: list[dict[str, Any]], target: Target, refs: dict[str, f
         gaps[c.metric] = {"threshold": threshold, "value": value,
                           "gap": None if value is None or threshold is None else value - threshold}
     final = max(curve, key=lambda p: p["elapsed_s"]) if curve else None
-    judged = [p for p in curve if all(p.get(c.metric) is not None and c.threshold(refs) is not None
-                                      for c in target.conditions)]
-    last_judged = max(judged, key=lambda p: p["elapsed_s"]) if judged else None
+    judgeable = [p for p in curve if all(judged(p, c, refs) for c in target.conditions)]
+    last_judged = max(judgeable, key=lambda p: p["elapsed_s"]) if judgeable else None
     steady = holds_from(curve, target, refs)
     return {"target": target.name, "deadline_s": target.deadline_s, "seconds": seconds,
             "step": None if reached is None else reached.get("step"),

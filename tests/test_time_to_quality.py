@@ -159,7 +159,7 @@ def test_a_missed_target_whose_flops_until_it_holds_exceed_its_deadline_at_the_p
     assert c["basis"] == "holds" and c["step"] == 17_000 and c["flops"] == pytest.approx(17_000 * 0.4704e9)
     assert c["seconds_at_peak"] == pytest.approx(140.3, abs=0.1) and c["fits_deadline"] is False
     assert c["deadline_flops_at_peak"] == pytest.approx(120 * 57e9)
-    assert compute.why(run, cover) == ("holds from step 17,000: 8.00 TFLOP = 140 s at 57 GFLOP/s (> 120 s: out of "
+    assert compute.why(run, cover) == ("holds from step 17,000: 8.0 TFLOP = 140 s at 57 GFLOP/s (> 120 s: out of "
                                    "reach on this core)")
     whole = run["compute"]  # the steps' own rate, and the share of the core's peak over the run's 120 s
     assert whole["steps_gflops"] == pytest.approx(10_700 * 0.4704 / 88.0)
@@ -173,7 +173,7 @@ def test_a_met_target_counts_to_its_first_reach_a_late_one_within_its_flops_and_
     crossed = rbm_run([point(100, 30.0, 0.052, step=9_000), point(119, 30.0, 0.045, step=10_600)])
     t = crossed["targets"][0]  # met at 100 s, though it does not hold at the end: the verdict's own steps
     assert t["met"] and t["holds_from_step"] is None and t["compute"]["basis"] == "reached"
-    assert compute.why(crossed, t) == "reached at step 9,000: 4.23 TFLOP = 74 s at 57 GFLOP/s"
+    assert compute.why(crossed, t) == "reached at step 9,000: 4.2 TFLOP = 74 s at 57 GFLOP/s"
     late = rbm_run([point(130, 30.0, 0.052, step=12_000)])
     assert late["targets"][0]["compute"]["fits_deadline"] is True and not late["targets"][0]["met"]
     assert compute.why(late, late["targets"][0]).endswith("(within 120 s at the peak: late by the run's other work)")
@@ -181,7 +181,7 @@ def test_a_met_target_counts_to_its_first_reach_a_late_one_within_its_flops_and_
     short = rbm_run([point(110, 30.0, 0.04, step=10_000)])
     c = short["targets"][0]["compute"]
     assert (c["basis"], c["step"], c["fits_deadline"]) == ("last", 10_000, None)
-    assert compute.why(short, short["targets"][0]) == ("not at step 10,000, the last: more than 4.70 TFLOP = 83 s at "
+    assert compute.why(short, short["targets"][0]) == ("not at step 10,000, the last: more than 4.7 TFLOP = 83 s at "
                                                    "57 GFLOP/s")
     long = rbm_run([point(300, 30.0, 0.04, step=21_000)])["targets"][0]["compute"]
     assert (long["basis"], long["fits_deadline"]) == ("last", False)
