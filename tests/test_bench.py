@@ -169,13 +169,17 @@ def test_gan_precision_runs_start_from_the_same_weights_in_both_precisions(start
         assert not torch.equal(next(iter(other.state_dict().values())), next(iter(s32.values())))
 
 
-@pytest.mark.timeout(120)
-def test_rbm_step_ab_prints_three_timings():
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "rbm_step_ab.py"), "--dataset", "digits",
-                           "--batches", "3", "--repeats", "2"], capture_output=True, text=True, timeout=110,
-                          cwd=str(REPO))
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("recipe,paths", [("seed", ("row sums", "dense products", "eager", "dense products alone")),
+                                          ("lecture", ("row sums", "dense products", "eager"))])
+def test_rbm_step_ab_prints_each_paths_timings(recipe, paths):
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "rbm_step_ab.py"), "--recipe", recipe, "--dataset",
+                           "digits", "--batches", "3", "--repeats", "2", "--warmup", "20"], capture_output=True,
+                          text=True, timeout=220, cwd=str(REPO))
     if "not available here" in proc.stdout and os.environ.get("GENLIB_REQUIRE_KERNELS") != "1":
         pytest.skip(proc.stdout.strip())
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    for name in ("fused", "eager", "products only"):
-        assert re.search(rf"^  {name}\s+median \d+\.\d+  min \d+\.\d+", proc.stdout, re.M), proc.stdout
+    assert f"RBM {recipe} step" in proc.stdout and "ones: data" in proc.stdout
+    for name in paths:
+        assert re.search(rf"^  {name}\s+median \d+\.\d+  min \d+\.\d+  \(\d+\.\d+x", proc.stdout, re.M), \
+            proc.stdout

@@ -1,5 +1,6 @@
 """genlib.models.rbm_fast against genlib.models.rbm's reference CD step: fed the same data and the same chain samples,
-both make the same parameter update (CD-1, CD-k, PCD; the fused fp32 passes closely, the bf16 chain loosely)."""
+both make the same parameter update (CD-1, CD-k, PCD; the fused fp32 passes closely, with the binary products' row
+sums on sparse batches and BLAS on dense ones; the bf16 chain loosely)."""
 
 from __future__ import annotations
 
@@ -17,16 +18,21 @@ CASES = {
     "pcd": {"k": 2, "persistent": True},
     "pcd-centred": {"k": 1, "persistent": True, "centering": True, "momentum": 0.9},
 }
-BATCHES = (7, 5, 7)  # a new batch size makes the fast step reallocate its buffers (and PCD restart its particles)
+# a new batch size makes the fast step reallocate its buffers (and PCD restart its particles); 40 > RBM.RECON_ROWS, so
+# PCD's reconstruction error takes the batch's first rows; even steps see sparse images (~15% of pixels on, the row
+# sums' range), odd ones dense (~50%, left to BLAS)
+BATCHES = (7, 5, 7, 40, 40)
+SPARSE_STEP_SCALE = 0.3
 
 
 def _record_samples(model: RBM) -> list[tuple[torch.Tensor, ...]]:
-    """Spy on the model's negative phase: (v0, h0, vk) of each step, cloned before the step reuses its buffers."""
+    """Spy on the model's negative phase: (v0, h0, vk, reconstructed rows) of each step, cloned before the step reuses
+    its buffers."""
     seen, run = [], model.contrastive_chain
 
     def spy(v0):
         out = run(v0)
-        seen.append(tuple(t.detach().clone() for t in (v0, out.h0, out.vk)))
+        seen.append((*(t.detach().clone() for t in (v0, out.h0, out.vk)), out.recon.shape[0]))
         return out
     model.contrastive_chain = spy
     return seen
@@ -45,6 +51,8 @@ def _fast_against_reference(precision: str, options: dict, check) -> None:
     the fast chain's own samples (h0, vk), and `check(name, fast_update, reference_update, fast, ref)` compares."""
     torch.manual_seed(0)
     fast = RBM(RBMConfig(image_shape=(1, 5, 6), n_hidden=11, init_std=0.5, **options))
+    with torch.no_grad():
+        fast.v_bias.fill_(-2.0)  # sparse chain samples (~15-20% on), as a trained RBM's are
     ref = copy.deepcopy(fast).double()
     fast.configure_training(lr=0.3, precision=precision)
     ref.configure_training(lr=0.3)
@@ -52,13 +60,18 @@ def _fast_against_reference(precision: str, options: dict, check) -> None:
     seen = _record_samples(fast)
     for step, n in enumerate(BATCHES):
         x = torch.rand(n, 1, 5, 6, generator=torch.Generator().manual_seed(step))
+        if step % 2 == 0:
+            x *= SPARSE_STEP_SCALE
         fast_before, ref_before = _state(fast), _state(ref)
         got = fast.train_step(x)
-        v0, h0, vk = (t.double() for t in seen[-1])
+        v0, h0, vk = (t.double() for t in seen[-1][:3])
+        rows = seen[-1][3]  # the whole batch under CD and at PCD's (re)start; at most RECON_ROWS after
+        restart = step == 0 or n != BATCHES[step - 1]
+        assert rows == (min(n, RBM.RECON_ROWS) if options.get("persistent") and not restart else n)
         assert set(torch.cat([v0, vk]).unique().tolist()) <= {0.0, 1.0}
         with torch.no_grad():  # the chain's deterministic parts, from the reference's own maths
-            chain = CDChain(h0, ref.p_v_given_h(h0), vk, *(torch.nn.functional.linear(v, ref.W, ref.h_bias)
-                                                           for v in (v0, vk)))
+            chain = CDChain(h0, ref.p_v_given_h(h0[:rows]), vk, *(torch.nn.functional.linear(v, ref.W, ref.h_bias)
+                                                                  for v in (v0, vk)))
         want = ref.cd_update(v0, chain)
         fast_after, ref_after = _state(fast), _state(ref)
         assert fast_after.keys() == ref_after.keys()
@@ -70,13 +83,21 @@ def _fast_against_reference(precision: str, options: dict, check) -> None:
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_fused_fp32_step_equals_the_reference_step_on_the_same_samples(kernels, case):
+def test_fused_fp32_step_equals_the_reference_step_on_the_same_samples(kernels, case, monkeypatch):
     def check(name, d_fast, d_ref, fast, ref):
         torch.testing.assert_close(d_fast, d_ref, rtol=1e-5, atol=2e-6, msg=lambda m: f"{name}: {m}")
         if fast is not None:
             torch.testing.assert_close(fast, ref, rtol=0, atol=2e-6, msg=lambda m: f"{name}: {m}")
 
+    ran = {"row sums": 0, "BLAS": 0}  # which way each binary product went
+    for name in ("binary_mm_", "binary_tmm_"):
+        def counted(*args, _run=getattr(type(kernels), name)):
+            done = _run(*args)
+            ran["row sums" if done else "BLAS"] += 1
+            return done
+        monkeypatch.setattr(type(kernels), name, counted)
     _fast_against_reference("fp32", CASES[case], check)
+    assert ran["row sums"] >= 6 and ran["BLAS"] >= 3, ran  # both ways checked against the reference
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -108,3 +129,44 @@ def test_float64_and_unfused_models_run_the_reference_step(monkeypatch):
     bf16.configure_training(lr=0.1, precision="bf16")
     with pytest.raises(AssertionError, match="the fast step ran"):
         bf16.train_step(x / 255)
+
+
+def test_the_fused_step_stores_w_column_major_and_a_checkpoint_restores_it(kernels):
+    """The row sums read W^T's rows: the first fused step re-stores W (n_h, n_v) column-major, same shape and values,
+    and the checkpoint of the trained model (averaged weights, momentum, chain) resumes into a fresh row-major one."""
+    from genlib.runs.checkpoints import checkpoint_bytes, model_from_checkpoint, read_checkpoint
+
+    torch.manual_seed(0)
+    model = RBM(RBMConfig(image_shape=(1, 5, 6), n_hidden=11, persistent=True, centering=True, momentum=0.5))
+    before = model.W.detach().clone()
+    wt = rbm_fast.rows_of_wt(model)
+    assert wt.is_contiguous() and model.W.shape == (11, 30) and torch.equal(model.W, before)
+    assert rbm_fast.rows_of_wt(model).data_ptr() == wt.data_ptr()  # re-stored once
+    model.configure_training(lr=0.1, ema=0.9)
+    for step in range(3):
+        model.train_step(torch.rand(8, 1, 5, 6, generator=torch.Generator().manual_seed(step)) * SPARSE_STEP_SCALE)
+        model.update_average()
+    assert model.W.t().is_contiguous() and model._velocity["W"].shape == (11, 30)
+    ckpt = read_checkpoint(checkpoint_bytes(model, train_config={}, progress={}))
+    fresh = model_from_checkpoint(ckpt)
+    with model.averaged_weights():
+        torch.testing.assert_close(fresh.W, model.W, rtol=0, atol=0)
+    assert fresh.W.is_contiguous()
+    fresh.configure_training(lr=0.1, ema=0.9)
+    fresh.load_training_state(ckpt.training_state)
+    torch.testing.assert_close(fresh._velocity["W"], model._velocity["W"], rtol=0, atol=0)
+    assert torch.isfinite(fresh.train_step(torch.rand(8, 1, 5, 6) * SPARSE_STEP_SCALE)["loss"])
+
+
+def test_row_sums_give_way_to_blas_beyond_two_threads_and_when_switched_off(kernels):
+    fast, threads = rbm_fast.FastCD(), torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert fast.row_sum_kernels(kernels) is kernels and fast.row_sum_kernels(None) is None
+        torch.set_num_threads(rbm_fast.ROW_SUMS_MAX_THREADS + 1)  # MKL's threads outrun one thread's row sums
+        assert fast.row_sum_kernels(kernels) is None
+        torch.set_num_threads(1)
+        fast.row_sums = False
+        assert fast.row_sum_kernels(kernels) is None
+    finally:
+        torch.set_num_threads(threads)

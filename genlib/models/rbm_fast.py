@@ -19,7 +19,9 @@ from genlib.sampling.kernels.cd import CDKernels, load as load_cd_kernels, new_s
 # - the positive and the negative statistics come from one (n_h, 2B) @ (2B, n_v) product
 #   [p(h|v0); -p(h|vk)]^T [v0; vk] = sum_b p(h|v0) v0^T - sum_b p(h|vk) vk^T, added to W in place under plain SGD;
 # - on a CPU in float32, the passes between the matmuls (binarising, sigmoids, draws, the statistics and the loss) run
-#   as compiled C (genlib.sampling.kernels.cd: a few passes instead of ~40 PyTorch calls);
+#   as compiled C (genlib.sampling.kernels.cd: a few passes instead of ~40 PyTorch calls), and so do the products with
+#   a binary operand while it is sparse (W v for v in {0, 1}, and the statistics [p(h|v0); -p(h|vk)]^T [v0; vk]): sums
+#   of the rows of W^T or of p(h|v) at the ones, which needs W stored column-major (`rows_of_wt`);
 # - with precision "bf16" the weights are cast once per step and the chain runs in bfloat16 ({0, 1} states are exact
 #   in it; the matmuls accumulate in fp32), the parameters and their update staying in fp32.
 
@@ -30,6 +32,36 @@ def fused_kernels(model: nn.Module) -> CDKernels | None:
             or model.W.dtype != torch.float32:
         return None
     return load_cd_kernels()  # compiled once per machine, loaded once per process
+
+
+# The row sums run on one thread (the fused passes use none of their own): up to two torch threads they beat MKL's
+# products (0.26 ms at 13% ones against 0.73 on one thread, 0.41-0.44 against 0.45 on two), beyond it they would not
+ROW_SUMS_MAX_THREADS = 2
+
+
+def rows_of_wt(model: nn.Module) -> torch.Tensor:
+    """W^T (n_v, n_h), contiguous: W (n_h, n_v) keeps its shape and values and is stored column-major from the first
+    call on (one copy), so the binary products read each visible unit's weights as one row."""
+    if not model.W.t().is_contiguous():
+        model.W.data = model.W.data.t().contiguous().t()
+    return model.W.t()
+
+
+def binary_logits(kernels: CDKernels | None, v: torch.Tensor, model: nn.Module, out: torch.Tensor) -> torch.Tensor:
+    """out = W v + c (n, n_h) for binary v (n, n_v), W and c the model's: as row sums where the kernels run and v is
+    sparse enough, else BLAS."""
+    if kernels is None or not kernels.binary_mm_(v, rows_of_wt(model), model.h_bias, out):
+        torch.addmm(model.h_bias, v, model.W.t(), out=out)
+    return out
+
+
+def binary_statistics(kernels: CDKernels | None, p_h: torch.Tensor, vis: torch.Tensor, out: torch.Tensor
+                      ) -> torch.Tensor:
+    """out = p_h^T vis (n_h, n_v) for p_h (2B, n_h) and binary vis (2B, n_v); out stored like W. Row sums into out^T
+    where the kernels run, out is column-major and vis sparse enough, else BLAS."""
+    if kernels is None or not out.t().is_contiguous() or not kernels.binary_tmm_(vis, p_h, out.t()):
+        torch.mm(p_h.t(), vis, out=out)
+    return out
 
 
 def applies(model: nn.Module) -> bool:
@@ -77,6 +109,11 @@ class FastCD:
     def __init__(self) -> None:
         self.scratch: Scratch | None = None  # the chain's buffers for the last batch size, device and dtype
         self.grads: dict[str, torch.Tensor] = {}  # gradient buffers (momentum, weight decay, centring or bf16)
+        self.row_sums = True  # binary products as row sums where they apply (scripts/rbm_step_ab.py times both ways)
+
+    def row_sum_kernels(self, kernels: CDKernels | None) -> CDKernels | None:
+        """The kernels for the binary products: None (BLAS) when row sums are off or torch runs more threads."""
+        return kernels if self.row_sums and torch.get_num_threads() <= ROW_SUMS_MAX_THREADS else None
 
     @staticmethod
     def compute_dtype(model: nn.Module) -> torch.dtype:
@@ -130,7 +167,9 @@ class FastCD:
         compute dtype, overwritten by the next call, so clone what must outlive it."""
         n = v0.shape[0]
         s = self.scratch_for(model, n, self.compute_dtype(model))
-        sigmoid, draw = self._chain_ops(s, fused_kernels(model))
+        kernels = fused_kernels(model)
+        sigmoid, draw = self._chain_ops(s, kernels)
+        sums = self.row_sum_kernels(kernels)
         W, b, c = model.W, model.v_bias, model.h_bias
         if s.visibles.dtype != W.dtype:  # bf16: one cast of W per step, the biases follow (as autocast would)
             if s.weight is None:
@@ -143,12 +182,16 @@ class FastCD:
         def p_v(h: torch.Tensor, out: torch.Tensor) -> torch.Tensor:  # p(v|h) = sigmoid(h W + b) (n, n_v)
             return sigmoid(torch.addmm(b, h, W, out=out), out)
 
+        def logits(v: torch.Tensor, out: torch.Tensor) -> torch.Tensor:  # W v + c (n, n_h)
+            if W is not model.W:  # bf16's cast weights
+                return torch.addmm(c, v, W.t(), out=out)
+            return binary_logits(sums, v, model, out)
+
         if v0 is not v_0:  # the fused path binarises straight into the buffer
             v_0.copy_(v0)
-        torch.addmm(c, v_0, W.t(), out=a_0)  # W v0 + c (n, n_h)
+        logits(v_0, a_0)  # W v0 + c (n, n_h)
         sigmoid(a_0, ph_0)
-        h = draw(ph_0, s.h0)  # h0 (n, n_h)
-        recon = pv = p_v(h, s.recon)  # p(v|h0) (n, n_v): the reconstruction and CD's first visible probabilities
+        h = h0 = draw(ph_0, s.h0)  # h0 (n, n_h)
         if (persistent or k > 1) and s.p_v is None:
             s.p_v = torch.empty_like(s.recon)
         if persistent:
@@ -156,12 +199,14 @@ class FastCD:
                 model.pcd_chain = h.to(model.W.dtype, copy=True)  # first use, or a new batch size: start at the data
             else:
                 h = s.hidden.copy_(model.pcd_chain)
-                pv = p_v(h, s.p_v)
+        pv = p_v(h, s.recon if h is h0 else s.p_v)  # the chain's first p(v|h) (n, n_v)
+        # the reconstruction p(v|h0): CD's chain starts with it; PCD's does not, so it is made for RECON_ROWS rows only
+        recon = pv if h is h0 else p_v(h0[:model.RECON_ROWS], s.recon[:model.RECON_ROWS])  # (R, n_v)
         for step in range(k):
             if step:
                 pv = p_v(h, s.p_v)
             draw(pv, v_k)  # (n, n_v)
-            torch.addmm(c, v_k, W.t(), out=a_k)  # W vk + c (n, n_h)
+            logits(v_k, a_k)  # W vk + c (n, n_h)
             sigmoid(a_k, ph_k)
             if step < k - 1:  # CD never uses the last hidden draw (the gradient takes p(h|vk))
                 h = draw(ph_k, s.hidden)
@@ -183,7 +228,7 @@ class FastCD:
             dv = v_sums[0] - v_sums[1]  # sum_b (v0 - vk) (n_v): B (<v>_data - <v>_model)
             sp = F.softplus(s.h_logits.to(dtype)).view(2, -1).sum(1)  # (2,)
             loss = (torch.dot(dv, model.v_bias) + (sp[0] - sp[1])).div_(-n)
-            metrics = {"loss": loss, "recon_error": F.mse_loss(recon.to(dtype), v0)}
+            metrics = {"loss": loss, "recon_error": F.mse_loss(recon.to(dtype), v0[:recon.shape[0]])}
             p_h[n:].neg_()
             dh = p_h.sum(0, dtype=dtype)  # sum_b p(h|v0) - p(h|vk) (n_h): B (<h>_data - <h>_model)
             v0_sum, h0_sum = v_sums[0], (p_h[:n].sum(0, dtype=dtype) if cfg.centering else None)
@@ -193,13 +238,14 @@ class FastCD:
             kernels.visible_stats(recon, v0, vk, model.v_bias, dv, v0_sum, out)
             kernels.hidden_stats(s.h_logits, p_h, dh, h0_sum, out)
             sq, dvb, sp = out.tolist()
-            metrics = {"loss": torch.tensor(-(dvb + sp) / n), "recon_error": torch.tensor(sq / v0.numel())}
+            metrics = {"loss": torch.tensor(-(dvb + sp) / n), "recon_error": torch.tensor(sq / recon.numel())}
         if cfg.centering:  # this batch moves the offsets first: mean v0 (n_v) and mean p(h|v0) (n_h)
             model._move_offsets(v0_sum / n, h0_sum / n)
         bf16 = vis.dtype != dtype
         plain = not (cfg.momentum or cfg.weight_decay or cfg.centering)  # plain SGD needs no fp32 gradient buffers
-        g = self.grads
-        if (bf16 or not plain) and (not g or g["W"].device != model.W.device or g["W"].dtype != dtype):
+        g = self.grads  # ... but for the binary statistics' row sums, which write a buffer
+        stale = not g or g["W"].device != model.W.device or g["W"].dtype != dtype
+        if (bf16 or not plain or kernels is not None) and stale:  # made like W: column-major where the kernels run
             g.update({name: torch.empty_like(getattr(model, name)) for name in ("W", "v_bias", "h_bias")})
         if bf16:  # bf16 operands, fp32 accumulation inside the GEMM, one bf16 rounding of the result
             if s.stats is None:
@@ -209,6 +255,8 @@ class FastCD:
             step = lr / n
             if bf16:
                 model.W.add_(stats, alpha=step)
+            elif self.row_sum_kernels(kernels) is not None:
+                model.W.add_(binary_statistics(self.row_sum_kernels(kernels), p_h, vis, g["W"]), alpha=step)
             else:
                 model.W.addmm_(p_h.t(), vis, alpha=step)  # (n_h, 2B) @ (2B, n_v), added in place
             model.v_bias.add_(dv, alpha=step)
@@ -217,7 +265,7 @@ class FastCD:
         if bf16:
             stats.div_(-n)
         else:
-            torch.mm(p_h.t(), vis, out=g["W"]).div_(-n)  # the loss's gradient -dW (n_h, n_v)
+            binary_statistics(self.row_sum_kernels(kernels), p_h, vis, g["W"]).div_(-n)  # -dW (n_h, n_v)
         torch.div(dv, -n, out=g["v_bias"])  # mean(vk - v0) (n_v)
         torch.div(dh, -n, out=g["h_bias"])  # mean(p(h|vk) - p(h|v0)) (n_h)
         model._descend(g, lr)

@@ -7,8 +7,14 @@
  * SplitMix64 output at position C + i of the stream K, with p * 2^24, so P(draw = 1) = ceil(p 2^24) / 2^24, within
  * 6e-8 of p. Counters never repeat within a model's run (the caller advances C past every call), so no two draws
  * share a word. Every function is pure C99 with no threads: results do not depend on the thread count.
+ *
+ * The products with a binary operand (genlib_binary_mm, genlib_binary_tmm) are sums of the rows of the other operand
+ * at the ones: MNIST's binarised pixels are ~13% ones, and the chain's samples ~19%, so a row-sum does a sixth to a
+ * fifth of a dense product's multiply-adds and, with one thread on the EPYC this was measured on, takes 0.26-0.38 ms
+ * against BLAS's 0.73 ms for 100 x 784 x 500. Denser operands are left to BLAS (the caller's fallback).
  */
 #include <stdint.h>
+#include <stdlib.h>
 #include <math.h>
 #include <string.h>
 
@@ -119,10 +125,11 @@ void genlib_sigmoid(const float *a, float *p, int64_t n) {
 
 /* The visible layer's statistics of a CD step over rows = B examples of n_v units:
  *   dv[j] = sum_r v0[r, j] - vk[r, j] (n_v), v0_sum[j] = sum_r v0[r, j] (n_v),
- *   out[0] = sum (recon - v0)^2 (the reconstruction error times B n_v), out[1] = dv . b.
+ *   out[0] = sum (recon - v0)^2 over the first recon_rows rows (the reconstruction error times recon_rows n_v),
+ *   out[1] = dv . b.
  * out[0] is NaN when recon holds a non-finite value (a diverged model must show in the metrics). */
-void genlib_visible_stats(const float *recon, const float *v0, const float *vk, const float *b, int64_t rows,
-                          int64_t n_v, float *dv, float *v0_sum, double *out) {
+void genlib_visible_stats(const float *recon, int64_t recon_rows, const float *v0, const float *vk, const float *b,
+                          int64_t rows, int64_t n_v, float *dv, float *v0_sum, double *out) {
     int bad = 0;
     double sq = 0.0;
     for (int64_t j = 0; j < n_v; j++) {
@@ -131,14 +138,18 @@ void genlib_visible_stats(const float *recon, const float *v0, const float *vk, 
     }
     for (int64_t r = 0; r < rows; r++) {
         const float *x = recon + r * n_v, *a = v0 + r * n_v, *z = vk + r * n_v;
+        for (int64_t j = 0; j < n_v; j++) {
+            v0_sum[j] += a[j];
+            dv[j] += a[j] - z[j];  /* sums of at most 2^24 values in {-1, 0, 1}: exact in float32 */
+        }
+        if (r >= recon_rows)
+            continue;
         float row_sq = 0.0f;
         int row_bad = 0;
         for (int64_t j = 0; j < n_v; j++) {
             float d = x[j] - a[j];
             row_sq += d * d;
             row_bad |= nonfinite(x[j]);
-            v0_sum[j] += a[j];
-            dv[j] += a[j] - z[j];  /* sums of at most 2^24 values in {-1, 0, 1}: exact in float32 */
         }
         sq += row_sq;
         bad |= row_bad;
@@ -187,4 +198,88 @@ void genlib_hidden_stats(const float *a, float *p, int64_t rows, int64_t n_h, fl
         bad |= row_bad;
     }
     out[2] = bad ? NAN : sp;
+}
+
+/* The ones of a binary (n, k) matrix as lists: by row (starts (n + 1), columns) or by column (starts (k + 1), rows),
+ * by a counting sort; NULL where they number more than max_ones (left to BLAS), where v holds a value other than 0
+ * and 1 (not binary: left to BLAS, which takes any values), or where memory is short. */
+typedef struct { int64_t *starts; int32_t *index; } Ones;
+
+static Ones ones_of(const float *v, int64_t n, int64_t k, int64_t max_ones, int by_column) {
+    Ones o = {NULL, NULL};
+    int64_t lists = by_column ? k : n;
+    int64_t *starts = calloc((size_t)lists + 2, sizeof *starts);
+    if (!starts)
+        return o;
+    int other = 0;  /* a value neither 0 nor 1: not a binary matrix, refused */
+    for (int64_t b = 0; b < n; b++)  /* counts, shifted by two: after the prefix sums, starts[l + 1] is list l's */
+        for (int64_t i = 0; i < k; i++) {
+            float x = v[b * k + i];
+            starts[(by_column ? i : b) + 2] += x != 0.0f;
+            other |= x != 0.0f && x != 1.0f;
+        }
+    for (int64_t l = 0; l < lists; l++)
+        starts[l + 2] += starts[l + 1];
+    int64_t total = starts[lists + 1];
+    int32_t *index = total <= max_ones && !other ? malloc(((size_t)total + 1) * sizeof *index) : NULL;
+    if (!index) {
+        free(starts);
+        return o;
+    }
+    for (int64_t b = 0; b < n; b++)  /* fill: starts[l + 1] runs from list l's start to its end */
+        for (int64_t i = 0; i < k; i++)
+            if (v[b * k + i] != 0.0f)
+                index[starts[(by_column ? i : b) + 1]++] = (int32_t)(by_column ? b : i);
+    o.starts = starts;  /* now starts[l] .. starts[l + 1] is list l */
+    o.index = index;
+    return o;
+}
+
+/* out[0 .. m) = init + the rows src[idx[t] * m ..] for t in [lo, hi): four rows a pass over out */
+static void sum_rows(float *out, const float *init, const float *src, const int32_t *idx, int64_t lo, int64_t hi,
+                     int64_t m) {
+    if (init)
+        memcpy(out, init, (size_t)m * sizeof *out);
+    else
+        memset(out, 0, (size_t)m * sizeof *out);
+    int64_t t = lo;
+    for (; t + 4 <= hi; t += 4) {
+        const float *r0 = src + idx[t] * m, *r1 = src + idx[t + 1] * m, *r2 = src + idx[t + 2] * m,
+                    *r3 = src + idx[t + 3] * m;
+        for (int64_t j = 0; j < m; j++)
+            out[j] += (r0[j] + r1[j]) + (r2[j] + r3[j]);
+    }
+    for (; t < hi; t++) {
+        const float *r = src + idx[t] * m;
+        for (int64_t j = 0; j < m; j++)
+            out[j] += r[j];
+    }
+}
+
+/* Each list l of v's ones (by row or by column): out row l = init (or zeros) + the rows of src it names; 1 where
+ * ones_of refuses v, out untouched */
+static int64_t sums_over_ones(const float *v, int64_t n, int64_t k, int64_t max_ones, int by_column, const float *src,
+                              const float *init, float *out, int64_t m) {
+    Ones o = ones_of(v, n, k, max_ones, by_column);
+    if (!o.starts)
+        return 1;
+    for (int64_t l = 0; l < (by_column ? k : n); l++)
+        sum_rows(out + l * m, init, src, o.index, o.starts[l], o.starts[l + 1], m);
+    free(o.starts);
+    free(o.index);
+    return 0;
+}
+
+/* out (n, m) = bias (m) + v (n, k) @ wt (k, m) for v in {0, 1}: each row the sum of wt's rows at its ones.
+ * Returns 0, or 1 without writing out when v has more than max_ones ones or is not binary. */
+int64_t genlib_binary_mm(const float *v, const float *wt, const float *bias, float *out, int64_t n, int64_t k,
+                         int64_t m, int64_t max_ones) {
+    return sums_over_ones(v, n, k, max_ones, 0, wt, bias, out, m);
+}
+
+/* out (k, m) = v^T (k, n) @ p (n, m) for v in {0, 1}: row i the sum of p's rows where column i of v is one.
+ * Returns 0, or 1 without writing out when v has more than max_ones ones or is not binary. */
+int64_t genlib_binary_tmm(const float *v, const float *p, float *out, int64_t n, int64_t k, int64_t m,
+                          int64_t max_ones) {
+    return sums_over_ones(v, n, k, max_ones, 1, p, NULL, out, m);
 }
