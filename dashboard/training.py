@@ -254,7 +254,8 @@ def _epoch_view(run: Any) -> None:
     """Fragment body: the per-epoch sample grids on a slider, and the progression as a GIF."""
     grids = run.epoch_grids()
     if not grids:
-        st.caption("A sample grid from the fixed noise is saved at the end of every epoch; the first appears here "
+        st.caption("A sample grid from the fixed noise is saved at the end of each epoch (of every few, where epochs "
+                   "take seconds: drawing grids stays within a tenth of the training time); the first appears here "
                    "after epoch 1.")
         return
     by_epoch = {int(p.stem.split("-")[-1]): p for p in grids}

@@ -85,6 +85,41 @@ def test_an_epochs_grid_is_also_the_live_grid_and_restarts_the_live_cadence(tmp_
     assert len(draws) == 2
 
 
+@pytest.mark.parametrize("epoch_s", [3.0, 30.0])
+def test_epoch_grids_stay_within_the_sampling_budget_however_short_the_epochs(tmp_path, monkeypatch, epoch_s):
+    """On a clock the test moves: each grid takes 1 s, so the live cadence allows one per 1 / SAMPLING_BUDGET = 10 s.
+    Epochs of 3 s (shorter than that) get a grid when it is due, at their end only; epochs of 30 s get one each."""
+    job = worker.Job(_run(tmp_path, live_every_s=2.0), evaluate="none")
+    job.load_data()
+    job.build()
+    now = [0.0]
+    monkeypatch.setattr(worker, "time", type("Clock", (), {"monotonic": lambda: now[0], "perf_counter": lambda: now[0],
+                                                           "time": lambda: 1e9 + now[0]}))
+    draws, real = [], worker.fixed_noise_grid
+
+    def grid(model, cfg):
+        draws.append(now[0])
+        now[0] += 1.0
+        return real(model, cfg)
+    monkeypatch.setattr(worker, "fixed_noise_grid", grid)
+    job._epoch_began, job.live.next = 0.0, 0.0
+    epochs = 40
+    for epoch in range(1, epochs + 1):
+        for _ in range(3):  # the log rows' side tasks, evenly through the epoch
+            now[0] += epoch_s / 3
+            job.side_tasks()
+        job.on_epoch_end(epoch, job.progress)
+    with_grid = sorted(int(p.stem[6:]) for p in job.run.epoch_grids())
+    assert with_grid[0] == 1 and with_grid[-1] <= epochs
+    if epoch_s < 1.0 / worker.SAMPLING_BUDGET:
+        assert len(draws) == 1 + len(with_grid)  # after the first epoch's live draw, every draw is an epoch's grid
+        assert len(draws) * 1.0 <= worker.SAMPLING_BUDGET * now[0] + 2  # within the budget, but for the first two
+        assert len(with_grid) >= epochs * epoch_s * worker.SAMPLING_BUDGET / 1.5  # and not far under it
+        assert job.run.live_png.read_bytes() == job.run.epoch_grids()[-1].read_bytes()
+    else:
+        assert with_grid == list(range(1, epochs + 1))  # long epochs: each has its grid, live grids between
+
+
 def test_a_stop_while_the_data_loads_ends_the_job_stopped_at_once(tmp_path, monkeypatch):
     run = _run(tmp_path)
     jobs = []

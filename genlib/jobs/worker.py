@@ -43,12 +43,14 @@ class _Cadence:
 
     def __init__(self, every: float, budget: float = SAMPLING_BUDGET) -> None:
         self.every, self.budget, self.next = every, budget, 0.0
+        self.interval = every  # seconds between runs, as the last run's cost set it
 
     def due(self) -> bool:
         return time.monotonic() >= self.next
 
     def done(self, cost: float) -> None:
-        self.next = time.monotonic() + max(self.every, cost / self.budget)
+        self.interval = max(self.every, cost / self.budget)
+        self.next = time.monotonic() + self.interval
 
 
 def worker_threads_from_env() -> int | None:
@@ -199,6 +201,8 @@ class Job:
         self.spe = data.steps_per_epoch(cfg.batch_size)
         self.end = total_steps(cfg, self.spe)
         self.live, self.snap = _Cadence(cfg.live_every_s), _Cadence(cfg.snapshot_every_s)
+        self.epoch_s: float | None = None  # the last epoch's wall-clock seconds (short_epochs)
+        self._epoch_began = time.monotonic()
         self.ckpt_cadence = _Cadence(cfg.checkpoint_every_s, budget=0.05)
         self.ckpt_cadence.next = time.monotonic() + cfg.checkpoint_every_s
         self.quality = RunQuality(run, data, stop=lambda: self.stop_reason is not None)
@@ -224,11 +228,11 @@ class Job:
         self.checkpoint()
         png = None
         # a SIGTERM leaves seconds before the SIGKILL: the checkpoint, then the state; a run that ends at an epoch's
-        # end has these weights' grid already (on_epoch_end)
+        # end has these weights' grid already, unless on_epoch_end left it to the live cadence (short epochs)
         if self.stop_reason is None and self.grid_step != p.step:
             png = fixed_noise_grid(model, self.cfg)  # the same fixed noise: one draw for both grids
             write_live(run, model, self.cfg, png)
-        if final == "finished" and not run.epoch_grids():
+        if final == "finished" and (not run.epoch_grids() or (png is not None and p.step % self.spe == 0)):
             run.write_epoch_grid(p.epoch(self.spe), png if png is not None else fixed_noise_grid(model, self.cfg))
         if final == "finished" and self.evaluate != "none" and self.stop_reason is None:
             with model.averaged_weights():  # records its figures, or its error: never raises
@@ -303,8 +307,9 @@ class Job:
 
     def side_tasks(self) -> None:
         """Live grid, snapshot, checkpoint and cheap evaluation, each when its cadence says (within its budget)."""
-        tasks = [(self.live, lambda: write_live(self.run, self.model, self.cfg)), (self.snap, self.snapshot),
-                 (self.ckpt_cadence, self.checkpoint)]
+        tasks = [(self.snap, self.snapshot), (self.ckpt_cadence, self.checkpoint)]
+        if not self.short_epochs():  # else the next epoch's end draws it (on_epoch_end)
+            tasks.insert(0, (self.live, lambda: write_live(self.run, self.model, self.cfg)))
         if self.evaluate != "none":
             tasks.append((self.quality_cadence, self.periodic_quality))
         for cadence, task in tasks:
@@ -333,17 +338,26 @@ class Job:
         if self.on_log_hook:
             self.on_log_hook(row)
 
+    def short_epochs(self) -> bool:
+        """Whether epochs end more often than the live cadence draws: then the live grid is drawn at epoch ends only."""
+        return self.epoch_s is not None and self.epoch_s < self.live.interval
+
     def on_epoch_end(self, epoch: int, p: Progress) -> None:
-        # the epoch's grid is also the live one (the same fixed noise, the same weights), and it restarts the live
-        # cadence: where epochs are seconds apart (the RBM's 600 steps take ~5 s on a half-speed core) a separate live
-        # draw of 500 Gibbs sweeps cost another ~8% of the run for an image no newer than this one
-        t0 = time.perf_counter()
-        png = fixed_noise_grid(self.model, self.cfg)
-        self.run.write_epoch_grid(epoch, png)
-        write_live(self.run, self.model, self.cfg, png)
-        self.live.done(time.perf_counter() - t0)
-        self.grid_step = p.step
-        self.model.train()
+        # the epoch's grid is also the live one (the same fixed noise, the same weights) and restarts the live
+        # cadence. Where epochs are shorter than that cadence (the RBM's 600 steps take ~3 s on a half-speed core, its
+        # 500 Gibbs sweeps ~1 s), live grids are drawn at epoch ends only, when the cadence is due, so that grids stay
+        # within SAMPLING_BUDGET: one at every epoch's end took a quarter of a lecture's first two minutes. The
+        # worker's first epoch always has a grid, and the last one (finish()).
+        now = time.monotonic()
+        self.epoch_s, self._epoch_began = now - self._epoch_began, now
+        if self.live.due() or not self.short_epochs() or self.grid_step is None:
+            t0 = time.perf_counter()
+            png = fixed_noise_grid(self.model, self.cfg)
+            self.run.write_epoch_grid(epoch, png)
+            write_live(self.run, self.model, self.cfg, png)
+            self.live.done(time.perf_counter() - t0)
+            self.grid_step = p.step
+            self.model.train()
         self.checkpoint()
         save_epoch_checkpoint(self.run, self.model, epoch, train_config=self.info["train_config"],
                               progress=self.progress.as_dict(self.spe),
