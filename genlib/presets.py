@@ -76,9 +76,9 @@ def _table() -> dict[str, dict[str, Recipe]]:
                     "five times PyDeep's step size (0.05): measured through the dashboard's job path on one core "
                     "that did ~110 GFLOP/s of torch.mm, the rarest digit at 5.3-5.5% after ~116 s (three seeds, "
                     "10,000 samples each) where step 0.02 with decay 0.999 left it at 3.1-4.3% (2,000 samples), FD "
-                    "25-29 against 50-63, AIS -89 nats after 2 minutes and -87.8 after 5. On a core half as fast "
-                    "the rarest digit is 4.0-4.9% after 2 minutes: every digit at 5% takes ~17,000 steps "
-                    "(docs/time_to_quality.md)."),
+                    "25-29 against 50-63, AIS -89 nats after 2 minutes and -87.8 after 5. On a core half as fast, "
+                    "where the step's sparse products summed as rows make ~20,000 steps in 2 minutes, the rarest "
+                    "digit is at 5.2-6.9% (three seeds; docs/time_to_quality.md)."),
         },
         "vae": {
             # the seed's VAE: 784-512-512-8, Normal(tanh(.), 1) decoder on images shifted to [-0.5, 0.5], Adam 1e-3,
