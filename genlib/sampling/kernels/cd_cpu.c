@@ -212,12 +212,19 @@ static Ones ones_of(const float *v, int64_t n, int64_t k, int64_t max_ones, int 
     if (!starts)
         return o;
     int other = 0;  /* a value neither 0 nor 1: not a binary matrix, refused */
-    for (int64_t b = 0; b < n; b++)  /* counts, shifted by two: after the prefix sums, starts[l + 1] is list l's */
+    int64_t seen = 0;
+    for (int64_t b = 0; b < n; b++) {  /* counts, shifted by two: after the prefix sums, starts[l + 1] is list l's */
         for (int64_t i = 0; i < k; i++) {
             float x = v[b * k + i];
             starts[(by_column ? i : b) + 2] += x != 0.0f;
+            seen += x != 0.0f;
             other |= x != 0.0f && x != 1.0f;
         }
+        if (seen > max_ones || other) {  /* refused: stop counting (a dense batch costs a part of one pass) */
+            free(starts);
+            return o;
+        }
+    }
     for (int64_t l = 0; l < lists; l++)
         starts[l + 2] += starts[l + 1];
     int64_t total = starts[lists + 1];
