@@ -34,8 +34,9 @@ def fused_kernels(model: nn.Module) -> CDKernels | None:
     return load_cd_kernels()  # compiled once per machine, loaded once per process
 
 
-# The row sums run on one thread (the fused passes use none of their own): up to two torch threads they beat MKL's
-# products (0.26 ms at 13% ones against 0.73 on one thread, 0.41-0.44 against 0.45 on two), beyond it they would not
+# The row sums run on one thread (the fused passes use none of their own). Up to two torch threads the step with them
+# beats the step with MKL's products (lecture recipe: 2.59 against 4.90 ms on one thread, 2.41 against 3.30 on two;
+# scripts/rbm_step_ab.py); with more threads MKL's would outrun them (not measured: no such CPU here)
 ROW_SUMS_MAX_THREADS = 2
 
 
@@ -243,9 +244,10 @@ class FastCD:
             model._move_offsets(v0_sum / n, h0_sum / n)
         bf16 = vis.dtype != dtype
         plain = not (cfg.momentum or cfg.weight_decay or cfg.centering)  # plain SGD needs no fp32 gradient buffers
+        sums = self.row_sum_kernels(kernels)
         g = self.grads  # ... but for the binary statistics' row sums, which write a buffer
         stale = not g or g["W"].device != model.W.device or g["W"].dtype != dtype
-        if (bf16 or not plain or kernels is not None) and stale:  # made like W: column-major where the kernels run
+        if (bf16 or not plain or sums is not None) and stale:  # made like W: column-major where the kernels run
             g.update({name: torch.empty_like(getattr(model, name)) for name in ("W", "v_bias", "h_bias")})
         if bf16:  # bf16 operands, fp32 accumulation inside the GEMM, one bf16 rounding of the result
             if s.stats is None:
@@ -255,8 +257,8 @@ class FastCD:
             step = lr / n
             if bf16:
                 model.W.add_(stats, alpha=step)
-            elif self.row_sum_kernels(kernels) is not None:
-                model.W.add_(binary_statistics(self.row_sum_kernels(kernels), p_h, vis, g["W"]), alpha=step)
+            elif sums is not None:
+                model.W.add_(binary_statistics(sums, p_h, vis, g["W"]), alpha=step)
             else:
                 model.W.addmm_(p_h.t(), vis, alpha=step)  # (n_h, 2B) @ (2B, n_v), added in place
             model.v_bias.add_(dv, alpha=step)
@@ -265,7 +267,7 @@ class FastCD:
         if bf16:
             stats.div_(-n)
         else:
-            binary_statistics(self.row_sum_kernels(kernels), p_h, vis, g["W"]).div_(-n)  # -dW (n_h, n_v)
+            binary_statistics(sums, p_h, vis, g["W"]).div_(-n)  # the loss's gradient -dW (n_h, n_v)
         torch.div(dv, -n, out=g["v_bias"])  # mean(vk - v0) (n_v)
         torch.div(dh, -n, out=g["h_bias"])  # mean(p(h|vk) - p(h|v0)) (n_h)
         model._descend(g, lr)
